@@ -1,0 +1,77 @@
+"""Group representations for positional encodings and equivariant layers.
+
+Lie groups (positional encodings): `TranslationRep`, `SO2Rep`, `SO3Rep`, combined by `DirectSum` and
+`TensorProduct`, or built from an `IrrepsSpec` string such as ``"t1:8+so3:2x1"``.
+SO(3) functions: `wigner_D`, `wigner_D_all`, `wigner_D_from_matrix`, `spherical_harmonics`.
+Finite groups (weight sharing): `cyclic`, `dihedral`, `symmetric`, `direct_product`, with
+`PermutationRep`, `TensorPower`, `RegularRep`, `TrivialRep` and `outer_product`.
+"""
+
+from geo_pe.reps.base import DirectSum, Irrep, Representation, TensorProduct
+from geo_pe.reps.finite import (
+    CyclicGroup,
+    DihedralGroup,
+    DirectProductGroup,
+    FactorRep,
+    PermutationGroup,
+    PermutationRep,
+    RegularRep,
+    SymmetricGroup,
+    TensorPower,
+    TrivialRep,
+    cyclic,
+    dihedral,
+    direct_product,
+    outer_product,
+    symmetric,
+)
+from geo_pe.reps.groups import SO2, SO3, Group, ProductGroup, Translations
+from geo_pe.reps.lie import SO2Rep, SO3Rep, TranslationRep, default_frequencies
+from geo_pe.reps.spec import IrrepsSpec, SO2Factor, SO3Factor, TranslationFactor
+from geo_pe.reps.wigner import (
+    L1_PERMUTATION,
+    spherical_harmonics,
+    wigner_D,
+    wigner_D_all,
+    wigner_D_from_matrix,
+)
+
+__all__ = [
+    "L1_PERMUTATION",
+    "SO2",
+    "SO3",
+    "CyclicGroup",
+    "DihedralGroup",
+    "DirectProductGroup",
+    "DirectSum",
+    "FactorRep",
+    "Group",
+    "Irrep",
+    "IrrepsSpec",
+    "PermutationGroup",
+    "PermutationRep",
+    "ProductGroup",
+    "RegularRep",
+    "Representation",
+    "SO2Factor",
+    "SO2Rep",
+    "SO3Factor",
+    "SO3Rep",
+    "SymmetricGroup",
+    "TensorPower",
+    "TensorProduct",
+    "TranslationFactor",
+    "TranslationRep",
+    "Translations",
+    "TrivialRep",
+    "cyclic",
+    "default_frequencies",
+    "dihedral",
+    "direct_product",
+    "outer_product",
+    "spherical_harmonics",
+    "symmetric",
+    "wigner_D",
+    "wigner_D_all",
+    "wigner_D_from_matrix",
+]

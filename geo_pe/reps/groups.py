@@ -1,0 +1,265 @@
+"""Groups whose elements are batched tensors: translations R^n, SO(2), SO(3) and their products.
+
+Every group knows how its elements are shaped and how to compose, invert, sample and validate them,
+so that tests and `geo_pe.testing` can treat all groups alike.
+
+=================  ==========================================  =======================================
+group              element                                     composition
+=================  ==========================================  =======================================
+``Translations(1)``  position ``(...)``                        x + y
+``Translations(n)``  position ``(..., n)``                     x + y
+``SO2()``          angle in radians ``(...)``                  a + b
+``SO3()``          unit quaternion ``(..., 4)``, (w, x, y, z)  Hamilton product ``q1 q2``
+``ProductGroup``   ``dict`` from attribute name to element     componentwise
+=================  ==========================================  =======================================
+
+``compose(a, b)`` is the product a b: acting with it means acting with b first, then a.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from geo_pe import quaternion
+from geo_pe._checks import (
+    check_finite,
+    check_floating,
+    check_tensor,
+    check_trailing_shape,
+    value_checks_enabled,
+)
+
+__all__ = ["SO2", "SO3", "Group", "ProductGroup", "Translations", "as_generator"]
+
+Element = torch.Tensor | Mapping[str, torch.Tensor]
+
+
+def as_generator(generator: torch.Generator | int | None) -> torch.Generator | None:
+    """Accept a ``torch.Generator``, an int seed or None."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, int) and not isinstance(generator, bool):
+        return torch.Generator().manual_seed(generator)
+    raise TypeError(
+        f"generator: expected a torch.Generator, an int seed or None, got {type(generator).__name__}"
+    )
+
+
+class Group(ABC):
+    """A group with batched elements (tensors, or dicts of tensors for `ProductGroup`)."""
+
+    name: str
+
+    @abstractmethod
+    def identity(self, batch_shape: tuple[int, ...] = (), *, dtype=None, device=None) -> Element: ...
+
+    @abstractmethod
+    def compose(self, a: Element, b: Element) -> Element:
+        """The product ``a b`` (broadcasting over batch dimensions)."""
+
+    @abstractmethod
+    def inverse(self, a: Element) -> Element: ...
+
+    @abstractmethod
+    def sample(
+        self, batch_shape: tuple[int, ...] = (), *, generator=None, dtype=None, device=None
+    ) -> Element:
+        """Random elements (Haar measure for compact groups; Gaussian for translations)."""
+
+    @abstractmethod
+    def validate(self, g: Element, name: str = "g") -> Element:
+        """Check the shape (and, in eager mode, the values) of ``g``; return its canonical form."""
+
+    @abstractmethod
+    def batch_shape(self, g: Element) -> torch.Size: ...
+
+
+@dataclass(frozen=True, eq=True)
+class Translations(Group):
+    """The translation group R^n. Elements: ``(...)`` for n = 1, ``(..., n)`` otherwise."""
+
+    ndim: int = 1
+    scale: float = 10.0  # standard deviation of `sample`, so sampled shifts span many wavelengths
+
+    def __post_init__(self):
+        if isinstance(self.ndim, bool) or not isinstance(self.ndim, int) or self.ndim < 1:
+            raise ValueError(f"ndim: expected a positive integer, got {self.ndim!r}")
+
+    @property
+    def name(self) -> str:
+        return f"t{self.ndim}"
+
+    @property
+    def _event(self) -> tuple[int, ...]:
+        return () if self.ndim == 1 else (self.ndim,)
+
+    def identity(self, batch_shape=(), *, dtype=None, device=None):
+        return torch.zeros(*batch_shape, *self._event, dtype=dtype, device=device)
+
+    def compose(self, a, b):
+        return a + b
+
+    def inverse(self, a):
+        return -a
+
+    def sample(self, batch_shape=(), *, generator=None, dtype=None, device=None):
+        gen = as_generator(generator)
+        x = torch.randn((*batch_shape, *self._event), generator=gen, dtype=dtype or torch.get_default_dtype())
+        return (self.scale * x).to(device) if device is not None else self.scale * x
+
+    def validate(self, g, name="g"):
+        g = check_tensor(g, name)
+        if self.ndim > 1:
+            check_trailing_shape(g, (self.ndim,), name, f"positions in R^{self.ndim}")
+        if not g.is_floating_point():
+            g = g.to(torch.get_default_dtype())  # integer positions (token indices) are welcome
+        check_finite(g, name, "positions")
+        return g
+
+    def batch_shape(self, g):
+        return g.shape if self.ndim == 1 else g.shape[:-1]
+
+
+@dataclass(frozen=True, eq=True)
+class SO2(Group):
+    """Planar rotations. Elements: angles in radians ``(...)``."""
+
+    @property
+    def name(self) -> str:
+        return "so2"
+
+    def identity(self, batch_shape=(), *, dtype=None, device=None):
+        return torch.zeros(*batch_shape, dtype=dtype, device=device)
+
+    def compose(self, a, b):
+        return a + b
+
+    def inverse(self, a):
+        return -a
+
+    def sample(self, batch_shape=(), *, generator=None, dtype=None, device=None):
+        gen = as_generator(generator)
+        u = torch.rand(tuple(batch_shape), generator=gen, dtype=dtype or torch.get_default_dtype())
+        theta = (2 * u - 1) * math.pi
+        return theta.to(device) if device is not None else theta
+
+    def validate(self, g, name="g"):
+        g = check_tensor(g, name)
+        check_floating(g, name)
+        check_finite(g, name, "angles")
+        return g
+
+    def batch_shape(self, g):
+        return g.shape
+
+    @staticmethod
+    def angle_from_vector(v: torch.Tensor, name: str = "v") -> torch.Tensor:
+        """Angles ``(...)`` of non-zero 2-vectors ``(..., 2)`` (need not be unit)."""
+        v = check_tensor(v, name)
+        check_trailing_shape(v, (2,), name, "2-vectors")
+        check_floating(v, name)
+        check_finite(v, name, "2-vectors")
+        if value_checks_enabled() and bool((torch.linalg.vector_norm(v, dim=-1) == 0).any()):
+            raise ValueError(f"{name}: expected non-zero 2-vectors (the angle of 0 is undefined)")
+        return torch.atan2(v[..., 1], v[..., 0])
+
+
+@dataclass(frozen=True, eq=True)
+class SO3(Group):
+    """Rotations of R^3. Elements: quaternions ``(..., 4)`` in (w, x, y, z) order (normalised on input)."""
+
+    @property
+    def name(self) -> str:
+        return "so3"
+
+    def identity(self, batch_shape=(), *, dtype=None, device=None):
+        return quaternion.identity(*batch_shape, dtype=dtype, device=device)
+
+    def compose(self, a, b):
+        return quaternion.multiply(a, b)
+
+    def inverse(self, a):
+        return quaternion.conjugate(a)
+
+    def sample(self, batch_shape=(), *, generator=None, dtype=None, device=None):
+        return quaternion.random(*batch_shape, generator=as_generator(generator), dtype=dtype, device=device)
+
+    def validate(self, g, name="g"):
+        g = check_tensor(g, name)
+        check_trailing_shape(g, (4,), name, "unit quaternions in (w, x, y, z) order")
+        check_floating(g, name)
+        try:
+            return quaternion.normalize(g)
+        except ValueError as err:
+            raise ValueError(str(err).replace("q:", f"{name}:", 1)) from None
+
+    def batch_shape(self, g):
+        return g.shape[:-1]
+
+
+class ProductGroup(Group):
+    """Direct product of named groups; elements are dicts ``{attribute: element}``.
+
+    Example: ``ProductGroup({"position": Translations(1), "orientation": SO3()})`` for tokens with a
+    chain index and an orientation.
+    """
+
+    def __init__(self, factors: Mapping[str, Group]):
+        if not factors:
+            raise ValueError("factors: expected at least one named group")
+        self.factors = dict(factors)
+
+    @property
+    def name(self) -> str:
+        return " x ".join(f"{g.name}@{a}" for a, g in self.factors.items())
+
+    def __eq__(self, other):
+        return isinstance(other, ProductGroup) and self.factors == other.factors
+
+    def __hash__(self):
+        return hash(tuple(self.factors.items()))
+
+    def __repr__(self):
+        return f"ProductGroup({self.factors!r})"
+
+    def _split(self, g: Element, name: str) -> dict[str, torch.Tensor]:
+        if not isinstance(g, Mapping):
+            raise ValueError(
+                f"{name}: expected a dict with keys {sorted(self.factors)} for the group {self.name}, "
+                f"got {type(g).__name__}"
+            )
+        missing = [a for a in self.factors if a not in g]
+        if missing:
+            raise ValueError(f"{name}: missing group elements for {missing}; got keys {sorted(g)}")
+        return {a: g[a] for a in self.factors}
+
+    def identity(self, batch_shape=(), *, dtype=None, device=None):
+        return {a: G.identity(batch_shape, dtype=dtype, device=device) for a, G in self.factors.items()}
+
+    def compose(self, a, b):
+        a, b = self._split(a, "a"), self._split(b, "b")
+        return {k: G.compose(a[k], b[k]) for k, G in self.factors.items()}
+
+    def inverse(self, a):
+        a = self._split(a, "a")
+        return {k: G.inverse(a[k]) for k, G in self.factors.items()}
+
+    def sample(self, batch_shape=(), *, generator=None, dtype=None, device=None):
+        gen = as_generator(generator)
+        return {
+            k: G.sample(batch_shape, generator=gen, dtype=dtype, device=device)
+            for k, G in self.factors.items()
+        }
+
+    def validate(self, g, name="g"):
+        g = self._split(g, name)
+        return {k: G.validate(g[k], f"{name}[{k!r}]") for k, G in self.factors.items()}
+
+    def batch_shape(self, g):
+        shapes = [G.batch_shape(g[k]) for k, G in self.factors.items()]
+        return torch.broadcast_shapes(*shapes)

@@ -1,0 +1,321 @@
+"""Representations of translations, SO(2) and SO(3) as direct sums of their real irreps.
+
+Each reads one named token attribute (``attribute``), so several can be combined into a
+representation of a product group with `DirectSum` or `TensorProduct`. Block matrices are computed in
+float32 (float64 for float64 input) with autocast disabled, whatever the model's dtype.
+
+=================  ====================================  =========================================
+class              irreps (block, Schur type)            element
+=================  ====================================  =========================================
+`TranslationRep`   R(w_k . x), 2x2, complex, k < F       ``(...)`` for R^1, ``(..., n)`` for R^n
+`SO2Rep`           m = 0: [1], real; m > 0: R(m theta)   angle ``(...)``
+`SO3Rep`           Wigner-D of degree l, real            quaternion ``(..., 4)``
+=================  ====================================  =========================================
+
+with ``R(t) = [[cos t, -sin t], [sin t, cos t]]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from geo_pe._checks import (
+    check_floating,
+    check_tensor,
+    check_trailing_shape,
+    compute_dtype,
+    full_precision,
+    value_checks_enabled,
+)
+from geo_pe.reps.base import Irrep, Representation, element_of
+from geo_pe.reps.groups import SO2, SO3, Group, Translations
+from geo_pe.reps.wigner import _R1_from_matrix, _wigner_from_R1, wigner_D_all
+
+__all__ = ["SO2Rep", "SO3Rep", "TranslationRep", "default_frequencies", "rotation_blocks"]
+
+TRANSLATION_LAYOUTS = ("axial", "mixed")
+
+
+def rotation_blocks(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``[[cos, -sin], [sin, cos]]`` as a ``(..., 2, 2)`` tensor."""
+    return torch.stack((torch.stack((cos, -sin), -1), torch.stack((sin, cos), -1)), -2)
+
+
+def default_frequencies(
+    ndim: int, num_frequencies: int, base: float = 10000.0, layout: str = "axial", seed: int = 0
+) -> torch.Tensor:
+    """Frequency vectors ``(num_frequencies, ndim)`` of a sinusoidal (RoPE-style) encoding, float64.
+
+    ``axial``: the frequencies are split evenly over the axes (axis-major); on each axis they are
+    geometric, ``w_k = base ** (-k / n_axis)``, k = 0..n_axis-1, which for ndim = 1 is exactly RoPE's
+    ``base ** (-2k / head_dim)``. ``mixed``: the same geometric magnitudes over all F frequencies, with
+    directions drawn uniformly on the sphere from ``seed`` (as in RoPE-Mixed, Heo et al. 2024).
+    """
+    if layout not in TRANSLATION_LAYOUTS:
+        raise ValueError(f"layout: expected one of {TRANSLATION_LAYOUTS}, got {layout!r}")
+    if not (isinstance(base, (int, float)) and base > 1.0):
+        raise ValueError(f"base: expected a number > 1, got {base!r}")
+    if layout == "axial":
+        if num_frequencies % ndim:
+            raise ValueError(
+                f"num_frequencies: the axial layout splits frequencies evenly over the {ndim} axes, "
+                f"so expected a multiple of {ndim}, got {num_frequencies}"
+            )
+        per_axis = num_frequencies // ndim
+        magnitudes = base ** (-torch.arange(per_axis, dtype=torch.float64) / per_axis)
+        freqs = torch.zeros(num_frequencies, ndim, dtype=torch.float64)
+        for axis in range(ndim):
+            freqs[axis * per_axis : (axis + 1) * per_axis, axis] = magnitudes
+        return freqs
+    magnitudes = base ** (-torch.arange(num_frequencies, dtype=torch.float64) / num_frequencies)
+    directions = torch.randn(
+        num_frequencies, ndim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
+    directions = directions / torch.linalg.vector_norm(directions, dim=-1, keepdim=True)
+    return magnitudes[:, None] * directions
+
+
+class TranslationRep(Representation):
+    """Sinusoidal representation of R^n: rho(x) = (+)_k R(w_k . x), dim 2F.
+
+    Args:
+        ndim: dimension n of the translations.
+        num_frequencies: F, the number of 2x2 blocks.
+        base, layout, seed: default frequencies, see `default_frequencies`.
+        frequencies: explicit ``(F, ndim)`` frequency vectors instead of the default.
+        learnable: make the frequencies an ``nn.Parameter`` (otherwise a non-persistent buffer that
+            `reset_parameters` rebuilds, e.g. after meta-device initialisation).
+        attribute: the token attribute it reads.
+
+    With ndim = 1 and the defaults, `act` is RoPE's rotation on interleaved pairs (2k, 2k+1).
+    """
+
+    def __init__(
+        self,
+        ndim: int = 1,
+        num_frequencies: int = 32,
+        *,
+        base: float = 10000.0,
+        layout: str = "axial",
+        seed: int = 0,
+        frequencies: torch.Tensor | None = None,
+        learnable: bool = False,
+        attribute: str = "position",
+    ):
+        super().__init__()
+        self._group = Translations(ndim)
+        if isinstance(num_frequencies, bool) or not isinstance(num_frequencies, int) or num_frequencies < 1:
+            raise ValueError(f"num_frequencies: expected a positive integer, got {num_frequencies!r}")
+        self.ndim, self.num_frequencies = ndim, num_frequencies
+        self.base, self.freq_layout, self.seed = float(base), layout, seed
+        self.attribute, self.learnable = attribute, learnable
+        if frequencies is not None:
+            frequencies = torch.as_tensor(frequencies, dtype=torch.float32)
+            if frequencies.dim() == 1 and ndim == 1:
+                frequencies = frequencies[:, None]
+            if tuple(frequencies.shape) != (num_frequencies, ndim):
+                raise ValueError(
+                    f"frequencies: expected shape ({num_frequencies}, {ndim}), got {tuple(frequencies.shape)}"
+                )
+            self._explicit = frequencies.clone()
+        else:
+            self._explicit = None
+            default_frequencies(ndim, num_frequencies, base, layout, seed)  # validate now
+        init = self._initial_frequencies()
+        if learnable:
+            self.frequencies = nn.Parameter(init)
+        else:
+            self.register_buffer("frequencies", init, persistent=False)
+
+    def _initial_frequencies(self) -> torch.Tensor:
+        if self._explicit is not None:
+            return self._explicit.clone()
+        freqs = default_frequencies(self.ndim, self.num_frequencies, self.base, self.freq_layout, self.seed)
+        return freqs.to(torch.float32)
+
+    def reset_parameters(self) -> None:
+        """Recompute the frequencies in place from the constructor arguments.
+
+        The PyTorch meta-device pattern is ``module.to_empty(device=...)`` then ``reset_parameters()``.
+        """
+        with torch.no_grad():
+            self.frequencies.copy_(self._initial_frequencies())
+
+    @property
+    def group(self) -> Group:
+        return self._group
+
+    @property
+    def attribute_groups(self) -> dict[str, Group]:
+        return {self.attribute: self._group}
+
+    @property
+    def irreps(self):
+        return tuple((1, Irrep(self._group.name, k, 2, "complex")) for k in range(self.num_frequencies))
+
+    @property
+    def layout(self):
+        return ((1, 2),) * self.num_frequencies
+
+    def angles(self, g) -> torch.Tensor:
+        """The angles w_k . x, ``(*batch, F)``, in float32 (float64 for float64 positions)."""
+        x = element_of(g, self.attribute, self._group)
+        dtype = compute_dtype(x)
+        with full_precision(x):
+            w = self.frequencies.to(dtype)
+            x = x.to(dtype)
+            if self.ndim == 1:
+                return x[..., None] * w[:, 0]
+            return (x[..., None, :] * w).sum(-1)  # elementwise, so autocast never lowers it
+
+    def blocks(self, g):
+        theta = self.angles(g)
+        return list(rotation_blocks(torch.cos(theta), torch.sin(theta)).unbind(-3))
+
+    def extra_repr(self) -> str:
+        return (
+            f"ndim={self.ndim}, num_frequencies={self.num_frequencies}, base={self.base}, "
+            f"layout={self.freq_layout!r}, learnable={self.learnable}, attribute={self.attribute!r}"
+        )
+
+
+def _check_irreps(irreps: Sequence, what: str) -> tuple[tuple[int, int], ...]:
+    """Validate ``[(multiplicity, label), ...]`` with non-negative integer labels."""
+    out = []
+    if isinstance(irreps, (str, bytes)) or not isinstance(irreps, Sequence) or not irreps:
+        raise ValueError(f"irreps: expected a non-empty list of (multiplicity, {what}) pairs, got {irreps!r}")
+    for item in irreps:
+        if not (isinstance(item, Sequence) and len(item) == 2):
+            raise ValueError(f"irreps: expected (multiplicity, {what}) pairs, got {item!r}")
+        mult, label = item
+        for value, name in ((mult, "multiplicity"), (label, what)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"irreps: {name} must be an integer, got {value!r} in {item!r}")
+        if mult < 1 or label < 0:
+            raise ValueError(f"irreps: expected multiplicity >= 1 and {what} >= 0, got {item!r}")
+        out.append((int(mult), int(label)))
+    return tuple(out)
+
+
+class SO2Rep(Representation):
+    """(+) of SO(2) irreps ``[(multiplicity, m), ...]``: m = 0 is the trivial 1x1 block, m > 0 is R(m theta).
+
+    Elements are angles; `blocks_from_vectors` reads unit 2-vectors (cos theta, sin theta) directly.
+    """
+
+    def __init__(self, irreps: Sequence[tuple[int, int]], *, attribute: str = "angle"):
+        super().__init__()
+        self._irreps_spec = _check_irreps(irreps, "frequency m")
+        self.attribute = attribute
+        self._group = SO2()
+
+    @property
+    def group(self) -> Group:
+        return self._group
+
+    @property
+    def attribute_groups(self) -> dict[str, Group]:
+        return {self.attribute: self._group}
+
+    @property
+    def irreps(self):
+        return tuple(
+            (mult, Irrep("so2", m, 1 if m == 0 else 2, "real" if m == 0 else "complex"))
+            for mult, m in self._irreps_spec
+        )
+
+    @property
+    def layout(self):
+        return tuple((mult, 1 if m == 0 else 2) for mult, m in self._irreps_spec)
+
+    @property
+    def frequencies(self) -> tuple[int, ...]:
+        return tuple(m for _, m in self._irreps_spec)
+
+    def blocks(self, g):
+        theta = element_of(g, self.attribute, self._group)
+        with full_precision(theta):
+            theta = theta.to(compute_dtype(theta))
+            return [self._block(m, torch.cos(m * theta), torch.sin(m * theta)) for m in self.frequencies]
+
+    def blocks_from_vectors(self, v: torch.Tensor) -> list[torch.Tensor]:
+        """`blocks` of the rotations taking (1, 0) to the non-zero 2-vectors ``v`` ``(..., 2)``.
+
+        cos(m theta) and sin(m theta) come from (x + iy)^m / |v|^m, with no angle in between.
+        """
+        v = check_tensor(v, "v")
+        check_trailing_shape(v, (2,), "v", "2-vectors")
+        check_floating(v, "v")
+        with full_precision(v):
+            v = v.to(compute_dtype(v))
+            norm = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
+            if value_checks_enabled() and bool((~torch.isfinite(norm) | (norm == 0)).any()):
+                raise ValueError("v: expected finite non-zero 2-vectors")
+            c1, s1 = (v / norm).unbind(-1)
+            powers = [(torch.ones_like(c1), torch.zeros_like(c1))]
+            for _ in range(max(self.frequencies)):
+                c, s = powers[-1]
+                powers.append((c * c1 - s * s1, s * c1 + c * s1))
+            return [self._block(m, *powers[m]) for m in self.frequencies]
+
+    @staticmethod
+    def _block(m: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(cos)[..., None, None] if m == 0 else rotation_blocks(cos, sin)
+
+    def extra_repr(self) -> str:
+        return f"irreps={list(self._irreps_spec)}, attribute={self.attribute!r}"
+
+
+class SO3Rep(Representation):
+    """(+) of SO(3) irreps ``[(multiplicity, l), ...]``: Wigner-D matrices of degree l, dim 2l+1.
+
+    Elements are quaternions (normalised on input); `blocks_from_matrix` reads rotation matrices.
+    All degrees come from one Wigner recursion per call.
+    """
+
+    def __init__(self, irreps: Sequence[tuple[int, int]], *, attribute: str = "orientation"):
+        super().__init__()
+        self._irreps_spec = _check_irreps(irreps, "degree l")
+        self.attribute = attribute
+        self._group = SO3()
+
+    @property
+    def group(self) -> Group:
+        return self._group
+
+    @property
+    def attribute_groups(self) -> dict[str, Group]:
+        return {self.attribute: self._group}
+
+    @property
+    def irreps(self):
+        return tuple((mult, Irrep("so3", l, 2 * l + 1, "real")) for mult, l in self._irreps_spec)
+
+    @property
+    def layout(self):
+        return tuple((mult, 2 * l + 1) for mult, l in self._irreps_spec)
+
+    @property
+    def degrees(self) -> tuple[int, ...]:
+        return tuple(l for _, l in self._irreps_spec)
+
+    def blocks(self, g):
+        q = element_of(g, self.attribute, self._group)
+        by_degree = wigner_D_all(q, max(self.degrees))
+        return [by_degree[l] for l in self.degrees]
+
+    def blocks_from_matrix(self, R: torch.Tensor) -> list[torch.Tensor]:
+        """`blocks` of rotation matrices ``(..., 3, 3)``."""
+        R = check_tensor(R, "R")
+        check_trailing_shape(R, (3, 3), "R", "rotation matrices")
+        check_floating(R, "R")
+        with full_precision(R):
+            by_degree = _wigner_from_R1(_R1_from_matrix(R.to(compute_dtype(R))), max(self.degrees))
+        return [by_degree[l] for l in self.degrees]
+
+    def extra_repr(self) -> str:
+        return f"irreps={list(self._irreps_spec)}, attribute={self.attribute!r}"

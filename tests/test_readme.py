@@ -1,0 +1,47 @@
+"""Every python example in the README runs, and .ci/run runs exactly the README's test command."""
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def promised_outputs(block: str) -> list[str]:
+    """Outputs written as a comment after ``print(...)`` (same line or next); "..." marks a sketch."""
+    lines = block.splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if not line.lstrip().startswith("print("):
+            continue
+        same = re.search(r"\)\s*#\s*(.*)$", line)
+        text = same.group(1) if same else ""
+        if not text and i + 1 < len(lines) and lines[i + 1].lstrip().startswith("# "):
+            text = lines[i + 1].strip()[2:]
+        if text and "..." not in text and not text.startswith(("clearly", "->")):
+            out.append(text.strip())
+    return out
+
+
+def test_python_examples_run_and_print_what_they_say():
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert len(blocks) >= 4
+    namespace: dict = {}
+    checked = 0
+    for block in blocks:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(block, "README.md", "exec"), namespace)
+        printed = out.getvalue().splitlines()
+        for line in promised_outputs(block):
+            assert line in printed, f"README promises {line!r}, printed {printed}"
+            checked += 1
+    assert checked >= 2
+
+
+def test_ci_runs_the_readme_test_command():
+    command = re.search(r"## Install and test.*?```bash\n(.*?)\n```", README, flags=re.S).group(1).strip()
+    assert "python -m pytest" in command
+    assert command in (ROOT / ".ci" / "run").read_text()

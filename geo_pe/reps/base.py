@@ -144,19 +144,12 @@ def _merged_group(parts: Sequence[Representation], what: str) -> tuple[Group, di
     return parts[0].group, {}
 
 
-class DirectSum(Representation):
-    """rho_1 (+) rho_2 (+) ...: blocks concatenated in order.
+class _Combination(Representation):
+    """Shared bookkeeping of `DirectSum` and `TensorProduct`: the group of the combined parts."""
 
-    Parts that read different token attributes (e.g. a translation PE of ``"position"`` and an SO(3)
-    PE of ``"orientation"``) make a representation of the product group, whose elements are dicts.
-    """
-
-    def __init__(self, parts: Sequence[Representation]):
+    def __init__(self, parts: Sequence[Representation], what: str):
         super().__init__()
-        if not parts:
-            raise ValueError("parts: expected at least one representation")
-        self.parts = nn.ModuleList(parts)
-        self._group, self._attribute_groups = _merged_group(list(parts), "parts")
+        self._group, self._attribute_groups = _merged_group(list(parts), what)
 
     @property
     def group(self) -> Group:
@@ -165,6 +158,20 @@ class DirectSum(Representation):
     @property
     def attribute_groups(self) -> dict[str, Group]:
         return dict(self._attribute_groups)
+
+
+class DirectSum(_Combination):
+    """rho_1 (+) rho_2 (+) ...: blocks concatenated in order.
+
+    Parts that read different token attributes (e.g. a translation PE of ``"position"`` and an SO(3)
+    PE of ``"orientation"``) make a representation of the product group, whose elements are dicts.
+    """
+
+    def __init__(self, parts: Sequence[Representation]):
+        if not parts:
+            raise ValueError("parts: expected at least one representation")
+        super().__init__(parts, "parts")
+        self.parts = nn.ModuleList(parts)
 
     @property
     def layout(self):
@@ -178,7 +185,7 @@ class DirectSum(Representation):
         return [b for p in self.parts for b in p.blocks(g)]
 
 
-class TensorProduct(Representation):
+class TensorProduct(_Combination):
     """rho_a (x) rho_b, with blocks ``kron(A_i, B_j)`` for every pair of blocks, in (i, j) order.
 
     Its basis is the Kronecker basis reordered to be block diagonal. For Lie groups the factors must
@@ -188,9 +195,8 @@ class TensorProduct(Representation):
     """
 
     def __init__(self, a: Representation, b: Representation):
-        super().__init__()
+        super().__init__([a, b], "factors")
         self.a, self.b = a, b
-        self._group, self._attribute_groups = _merged_group([a, b], "factors")
         if self._attribute_groups:
             shared = set(a.attribute_groups) & set(b.attribute_groups)
             if shared:
@@ -205,14 +211,6 @@ class TensorProduct(Representation):
                             f"factors: {ia} (x) {ib} is a product of two complex-type irreps, which splits "
                             "into two irreps over R; combine these attributes with a direct sum '+' instead"
                         )
-
-    @property
-    def group(self) -> Group:
-        return self._group
-
-    @property
-    def attribute_groups(self) -> dict[str, Group]:
-        return dict(self._attribute_groups)
 
     @property
     def layout(self):

@@ -79,8 +79,26 @@ class Group(ABC):
     def batch_shape(self, g: Element) -> torch.Size: ...
 
 
+class _AdditiveGroup(Group):
+    """Real vectors (or scalars) of shape ``(*batch, *_event)`` under addition."""
+
+    _event: tuple[int, ...] = ()
+
+    def identity(self, batch_shape=(), *, dtype=None, device=None):
+        return torch.zeros(*batch_shape, *self._event, dtype=dtype, device=device)
+
+    def compose(self, a, b):
+        return a + b
+
+    def inverse(self, a):
+        return -a
+
+    def batch_shape(self, g):
+        return g.shape[: g.dim() - len(self._event)]
+
+
 @dataclass(frozen=True, eq=True)
-class Translations(Group):
+class Translations(_AdditiveGroup):
     """The translation group R^n. Elements: ``(...)`` for n = 1, ``(..., n)`` otherwise."""
 
     ndim: int = 1
@@ -98,15 +116,6 @@ class Translations(Group):
     def _event(self) -> tuple[int, ...]:
         return () if self.ndim == 1 else (self.ndim,)
 
-    def identity(self, batch_shape=(), *, dtype=None, device=None):
-        return torch.zeros(*batch_shape, *self._event, dtype=dtype, device=device)
-
-    def compose(self, a, b):
-        return a + b
-
-    def inverse(self, a):
-        return -a
-
     def sample(self, batch_shape=(), *, generator=None, dtype=None, device=None):
         gen = as_generator(generator)
         x = torch.randn((*batch_shape, *self._event), generator=gen, dtype=dtype or torch.get_default_dtype())
@@ -121,26 +130,14 @@ class Translations(Group):
         check_finite(g, name, "positions")
         return g
 
-    def batch_shape(self, g):
-        return g.shape if self.ndim == 1 else g.shape[:-1]
-
 
 @dataclass(frozen=True, eq=True)
-class SO2(Group):
+class SO2(_AdditiveGroup):
     """Planar rotations. Elements: angles in radians ``(...)``."""
 
     @property
     def name(self) -> str:
         return "so2"
-
-    def identity(self, batch_shape=(), *, dtype=None, device=None):
-        return torch.zeros(*batch_shape, dtype=dtype, device=device)
-
-    def compose(self, a, b):
-        return a + b
-
-    def inverse(self, a):
-        return -a
 
     def sample(self, batch_shape=(), *, generator=None, dtype=None, device=None):
         gen = as_generator(generator)
@@ -153,9 +150,6 @@ class SO2(Group):
         check_floating(g, name)
         check_finite(g, name, "angles")
         return g
-
-    def batch_shape(self, g):
-        return g.shape
 
     @staticmethod
     def angle_from_vector(v: torch.Tensor, name: str = "v") -> torch.Tensor:

@@ -35,7 +35,7 @@ from geo_pe.reps.base import Irrep, Representation, element_of
 from geo_pe.reps.groups import SO2, SO3, Group, Translations
 from geo_pe.reps.wigner import _R1_from_matrix, _wigner_from_R1, wigner_D_all
 
-__all__ = ["SO2Rep", "SO3Rep", "TranslationRep", "default_frequencies", "rotation_blocks"]
+__all__ = ["AttributeRep", "SO2Rep", "SO3Rep", "TranslationRep", "default_frequencies", "rotation_blocks"]
 
 TRANSLATION_LAYOUTS = ("axial", "mixed")
 
@@ -79,7 +79,31 @@ def default_frequencies(
     return magnitudes[:, None] * directions
 
 
-class TranslationRep(Representation):
+class AttributeRep(Representation):
+    """A representation of one Lie group, read from one named token attribute; blocks are its irreps."""
+
+    def __init__(self, group: Group, attribute: str):
+        super().__init__()
+        self._group, self.attribute = group, attribute
+
+    @property
+    def group(self) -> Group:
+        return self._group
+
+    @property
+    def attribute_groups(self) -> dict[str, Group]:
+        return {self.attribute: self._group}
+
+    @property
+    def layout(self):
+        return tuple((mult, irrep.dim) for mult, irrep in self.irreps)
+
+    def element(self, g, name: str = "g") -> torch.Tensor:
+        """This representation's group element in ``g`` (a tensor, or a dict of attributes), validated."""
+        return element_of(g, self.attribute, self._group, name)
+
+
+class TranslationRep(AttributeRep):
     """Sinusoidal representation of R^n: rho(x) = (+)_k R(w_k . x), dim 2F.
 
     Args:
@@ -106,13 +130,12 @@ class TranslationRep(Representation):
         learnable: bool = False,
         attribute: str = "position",
     ):
-        super().__init__()
-        self._group = Translations(ndim)
+        super().__init__(Translations(ndim), attribute)
         if isinstance(num_frequencies, bool) or not isinstance(num_frequencies, int) or num_frequencies < 1:
             raise ValueError(f"num_frequencies: expected a positive integer, got {num_frequencies!r}")
         self.ndim, self.num_frequencies = ndim, num_frequencies
         self.base, self.freq_layout, self.seed = float(base), layout, seed
-        self.attribute, self.learnable = attribute, learnable
+        self.learnable = learnable
         if frequencies is not None:
             frequencies = torch.as_tensor(frequencies, dtype=torch.float32)
             if frequencies.dim() == 1 and ndim == 1:
@@ -146,24 +169,12 @@ class TranslationRep(Representation):
             self.frequencies.copy_(self._initial_frequencies())
 
     @property
-    def group(self) -> Group:
-        return self._group
-
-    @property
-    def attribute_groups(self) -> dict[str, Group]:
-        return {self.attribute: self._group}
-
-    @property
     def irreps(self):
         return tuple((1, Irrep(self._group.name, k, 2, "complex")) for k in range(self.num_frequencies))
 
-    @property
-    def layout(self):
-        return ((1, 2),) * self.num_frequencies
-
     def angles(self, g) -> torch.Tensor:
         """The angles w_k . x, ``(*batch, F)``, in float32 (float64 for float64 positions)."""
-        x = element_of(g, self.attribute, self._group)
+        x = self.element(g)
         dtype = compute_dtype(x)
         with full_precision(x):
             w = self.frequencies.to(dtype)
@@ -201,43 +212,46 @@ def _check_irreps(irreps: Sequence, what: str) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-class SO2Rep(Representation):
+class _IrrepListRep(AttributeRep):
+    """(+) of the irreps ``[(multiplicity, label), ...]`` of one group."""
+
+    label_name = "label"
+
+    def __init__(self, irreps: Sequence[tuple[int, int]], group: Group, attribute: str):
+        super().__init__(group, attribute)
+        self._irreps_spec = _check_irreps(irreps, self.label_name)
+
+    def _irrep(self, label: int) -> Irrep:
+        raise NotImplementedError
+
+    @property
+    def irreps(self):
+        return tuple((mult, self._irrep(label)) for mult, label in self._irreps_spec)
+
+    def extra_repr(self) -> str:
+        return f"irreps={list(self._irreps_spec)}, attribute={self.attribute!r}"
+
+
+class SO2Rep(_IrrepListRep):
     """(+) of SO(2) irreps ``[(multiplicity, m), ...]``: m = 0 is the trivial 1x1 block, m > 0 is R(m theta).
 
     Elements are angles; `blocks_from_vectors` reads unit 2-vectors (cos theta, sin theta) directly.
     """
 
+    label_name = "frequency m"
+
     def __init__(self, irreps: Sequence[tuple[int, int]], *, attribute: str = "angle"):
-        super().__init__()
-        self._irreps_spec = _check_irreps(irreps, "frequency m")
-        self.attribute = attribute
-        self._group = SO2()
+        super().__init__(irreps, SO2(), attribute)
 
-    @property
-    def group(self) -> Group:
-        return self._group
-
-    @property
-    def attribute_groups(self) -> dict[str, Group]:
-        return {self.attribute: self._group}
-
-    @property
-    def irreps(self):
-        return tuple(
-            (mult, Irrep("so2", m, 1 if m == 0 else 2, "real" if m == 0 else "complex"))
-            for mult, m in self._irreps_spec
-        )
-
-    @property
-    def layout(self):
-        return tuple((mult, 1 if m == 0 else 2) for mult, m in self._irreps_spec)
+    def _irrep(self, m: int) -> Irrep:
+        return Irrep("so2", m, 1, "real") if m == 0 else Irrep("so2", m, 2, "complex")
 
     @property
     def frequencies(self) -> tuple[int, ...]:
         return tuple(m for _, m in self._irreps_spec)
 
     def blocks(self, g):
-        theta = element_of(g, self.attribute, self._group)
+        theta = self.element(g)
         with full_precision(theta):
             theta = theta.to(compute_dtype(theta))
             return [self._block(m, torch.cos(m * theta), torch.sin(m * theta)) for m in self.frequencies]
@@ -266,45 +280,28 @@ class SO2Rep(Representation):
     def _block(m: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         return torch.ones_like(cos)[..., None, None] if m == 0 else rotation_blocks(cos, sin)
 
-    def extra_repr(self) -> str:
-        return f"irreps={list(self._irreps_spec)}, attribute={self.attribute!r}"
 
-
-class SO3Rep(Representation):
+class SO3Rep(_IrrepListRep):
     """(+) of SO(3) irreps ``[(multiplicity, l), ...]``: Wigner-D matrices of degree l, dim 2l+1.
 
     Elements are quaternions (normalised on input); `blocks_from_matrix` reads rotation matrices.
     All degrees come from one Wigner recursion per call.
     """
 
+    label_name = "degree l"
+
     def __init__(self, irreps: Sequence[tuple[int, int]], *, attribute: str = "orientation"):
-        super().__init__()
-        self._irreps_spec = _check_irreps(irreps, "degree l")
-        self.attribute = attribute
-        self._group = SO3()
+        super().__init__(irreps, SO3(), attribute)
 
-    @property
-    def group(self) -> Group:
-        return self._group
-
-    @property
-    def attribute_groups(self) -> dict[str, Group]:
-        return {self.attribute: self._group}
-
-    @property
-    def irreps(self):
-        return tuple((mult, Irrep("so3", l, 2 * l + 1, "real")) for mult, l in self._irreps_spec)
-
-    @property
-    def layout(self):
-        return tuple((mult, 2 * l + 1) for mult, l in self._irreps_spec)
+    def _irrep(self, l: int) -> Irrep:
+        return Irrep("so3", l, 2 * l + 1, "real")
 
     @property
     def degrees(self) -> tuple[int, ...]:
         return tuple(l for _, l in self._irreps_spec)
 
     def blocks(self, g):
-        q = element_of(g, self.attribute, self._group)
+        q = self.element(g)
         by_degree = wigner_D_all(q, max(self.degrees))
         return [by_degree[l] for l in self.degrees]
 
@@ -316,6 +313,3 @@ class SO3Rep(Representation):
         with full_precision(R):
             by_degree = _wigner_from_R1(_R1_from_matrix(R.to(compute_dtype(R))), max(self.degrees))
         return [by_degree[l] for l in self.degrees]
-
-    def extra_repr(self) -> str:
-        return f"irreps={list(self._irreps_spec)}, attribute={self.attribute!r}"

@@ -135,46 +135,69 @@ def _recursion_runs(l: int) -> tuple[np.ndarray, tuple[tuple[int, int, int, int,
     return np.asarray(coef), tuple(runs)
 
 
+@functools.cache
+def _step_plan(l: int) -> tuple[tuple, tuple, tuple]:
+    """Everything one recursion step needs, as plain Python data (so torch.compile sees constants).
+
+    Returns ``(runs, coefficients, inv_s)``: the runs of `_recursion_runs`, their coefficients spread
+    over the row i of R1 they multiply (``entries x 3``), and the column scales of `_recursion_constants`.
+    """
+    coef, runs = _recursion_runs(l)
+    rows_of_r = [i for i, _, length, _, _ in runs for _ in range(length)]
+    spread = tuple(
+        tuple(float(c) if k == i else 0.0 for k in range(3)) for c, i in zip(coef, rows_of_r, strict=True)
+    )
+    return runs, spread, tuple(float(v) for v in _recursion_constants(l)[1])
+
+
+COMPILED_LMAX = 32
+# Plain tuples built at import (about 15 ms): torch.compile reads them as constants instead of tracing numpy.
+_PLANS = (None, None, *(_step_plan(l) for l in range(2, COMPILED_LMAX + 1)))
+
+
+def _plan(l: int) -> tuple[tuple, tuple, tuple]:
+    if l < len(_PLANS):
+        return _PLANS[l]
+    if torch.compiler.is_compiling():
+        raise ValueError(f"l: degrees above {COMPILED_LMAX} are supported in eager mode only, got {l}")
+    return _step_plan(l)
+
+
+_CONSTANTS: dict[tuple[int, int, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _constant(l: int, which: int, like: torch.Tensor) -> torch.Tensor:
+    """Entry ``which`` (1: coefficients, 2: inv_s) of `_plan(l)` as a tensor like ``like``.
+
+    Memoised in eager mode; built inline (as a graph constant) under torch.compile.
+    """
+    if torch.compiler.is_compiling():
+        return torch.tensor(_plan(l)[which], dtype=like.dtype, device=like.device)
+    key = (l, which, like.dtype, like.device)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(_plan(l)[which], dtype=like.dtype, device=like.device)
+    return _CONSTANTS[key]
+
+
 def _apply_M(l: int, r: torch.Tensor, X: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``out[m, j, k, b] += sum_(i, a) A[i, m, a] r[i, j, b] X[a, k, b]``, i.e. M_j X for each j.
 
     r: (3, J, B) columns of R1; X: (2l-1, K, B); out: zeros of shape (2l+1, J, K, B) (allocated when None).
     """
-    coef = _constant(l, "run_coefficients", X)  # (entries, 3)
+    coef = _constant(l, 1, X)  # (entries, 3)
     weights = (coef @ r.reshape(3, -1)).view(-1, r.shape[1], r.shape[2])  # (entries, J, B), one GEMM
     if out is None:
         out = X.new_zeros(2 * l + 1, r.shape[1], X.shape[1], r.shape[2])
     flipped = X.flip(0)
     offset = 0
-    for _, row, length, src, reversed_ in _recursion_runs(l)[1]:
+    for _, row, length, src, reversed_ in _plan(l)[0]:
         source = (flipped if reversed_ else X)[src : src + length, None]  # (len, 1, K, B)
         out[row : row + length].addcmul_(weights[offset : offset + length, :, None], source)
         offset += length
     return out
 
 
-@functools.cache
-def _run_coefficients(l: int) -> np.ndarray:
-    """`_recursion_runs(l)`'s coefficients spread over the row i of R1 they multiply: (entries, 3)."""
-    coef, runs = _recursion_runs(l)
-    rows_of_r = np.concatenate([np.full(length, i) for i, _, length, _, _ in runs])
-    spread = np.zeros((len(coef), 3))
-    spread[np.arange(len(coef)), rows_of_r] = coef
-    return spread
-
-
 _CACHE_FLOATS = 1 << 21  # recursion working set per pass (8 MiB in fp32); larger batches are split
-
-_CONSTANTS: dict[tuple[int, str, torch.dtype, torch.device], torch.Tensor] = {}
-
-
-def _constant(l: int, name: str, like: torch.Tensor) -> torch.Tensor:
-    """A recursion constant of degree l as a tensor of ``like``'s dtype and device (memoised)."""
-    key = (l, name, like.dtype, like.device)
-    if key not in _CONSTANTS:
-        array = _run_coefficients(l) if name == "run_coefficients" else _recursion_constants(l)[1]
-        _CONSTANTS[key] = torch.as_tensor(array, dtype=like.dtype, device=like.device)
-    return _CONSTANTS[key]
 
 
 def _wigner_from_R1(R1: torch.Tensor, lmax: int, degrees: Sequence[int] | None = None) -> list[torch.Tensor]:
@@ -205,7 +228,7 @@ def _recursion_batch_last(Rt: torch.Tensor, lmax: int, degrees: Sequence[int]) -
     kept = {0: Rt.new_ones(1, 1, B), 1: Rt}
     D = Rt
     for l in range(2, lmax + 1):
-        inv_s = _constant(l, "inv_s", Rt)
+        inv_s = _constant(l, 2, Rt)
         rows = 2 * l + 1
         D_next = Rt.new_zeros(rows, rows, B)
         # Interior columns |n| < l: inv_s[n] (M_0 D)[:, n]; the column scale is applied to D first.

@@ -1,7 +1,8 @@
 """Group representations for positional encodings and equivariant layers.
 
-Lie groups (positional encodings): `TranslationRep`, `SO2Rep`, `SO3Rep`, combined by `DirectSum` and
-`TensorProduct`, or built from an `IrrepsSpec` string such as ``"t1:8+so3:2x1"``.
+Lie groups (positional encodings): `TranslationRep`, `SO2Rep`, `SO3Rep`, and `SphereRep` for
+directions on S^2, combined by `DirectSum` and `TensorProduct`, or built from an `IrrepsSpec` string
+such as ``"t1:8+so3:2x1"``.
 SO(3) functions: `wigner_D`, `wigner_D_all`, `wigner_D_from_matrix`, `spherical_harmonics`.
 Finite groups (weight sharing): `cyclic`, `dihedral`, `symmetric`, `direct_product`, with
 `PermutationRep`, `TensorPower`, `RegularRep`, `TrivialRep` and `outer_product`.
@@ -25,9 +26,9 @@ from geo_pe.reps.finite import (
     outer_product,
     symmetric,
 )
-from geo_pe.reps.groups import SO2, SO3, Group, ProductGroup, Translations
-from geo_pe.reps.lie import SO2Rep, SO3Rep, TranslationRep, default_frequencies
-from geo_pe.reps.spec import IrrepsSpec, SO2Factor, SO3Factor, TranslationFactor
+from geo_pe.reps.groups import SO2, SO3, Group, ProductGroup, Space, Sphere, Translations
+from geo_pe.reps.lie import AttributeRep, SO2Rep, SO3Rep, SphereRep, TranslationRep, default_frequencies
+from geo_pe.reps.spec import IrrepsSpec, SO2Factor, SO3Factor, SphereFactor, TranslationFactor
 from geo_pe.reps.wigner import (
     L1_PERMUTATION,
     spherical_harmonics,
@@ -40,6 +41,7 @@ __all__ = [
     "L1_PERMUTATION",
     "SO2",
     "SO3",
+    "AttributeRep",
     "CyclicGroup",
     "DihedralGroup",
     "DirectProductGroup",
@@ -57,6 +59,10 @@ __all__ = [
     "SO2Rep",
     "SO3Factor",
     "SO3Rep",
+    "Space",
+    "Sphere",
+    "SphereFactor",
+    "SphereRep",
     "SymmetricGroup",
     "TensorPower",
     "TensorProduct",

@@ -79,8 +79,13 @@ class Representation(nn.Module, ABC):
 
     @property
     def attribute_groups(self) -> dict[str, Group]:
-        """For token attributes: the named group each part reads (empty for finite groups)."""
+        """For token attributes: the named group (or space) each part reads (empty for finite groups)."""
         return {}
+
+    @property
+    def acting_rep(self) -> Representation:
+        """How its channels transform under ``group.acting_group``: itself, except for spaces like S^2."""
+        return self
 
     @property
     def dim(self) -> int:
@@ -174,6 +179,12 @@ class DirectSum(_Combination):
         self.parts = nn.ModuleList(parts)
 
     @property
+    def acting_rep(self) -> Representation:
+        if all(p.acting_rep is p for p in self.parts):
+            return self
+        return DirectSum([p.acting_rep for p in self.parts])
+
+    @property
     def layout(self):
         return tuple(entry for p in self.parts for entry in p.layout)
 
@@ -211,6 +222,12 @@ class TensorProduct(_Combination):
                             f"factors: {ia} (x) {ib} is a product of two complex-type irreps, which splits "
                             "into two irreps over R; combine these attributes with a direct sum '+' instead"
                         )
+
+    @property
+    def acting_rep(self) -> Representation:
+        if self.a.acting_rep is self.a and self.b.acting_rep is self.b:
+            return self
+        return TensorProduct(self.a.acting_rep, self.b.acting_rep)
 
     @property
     def layout(self):

@@ -14,6 +14,10 @@ group              element                                     composition
 =================  ==========================================  =======================================
 
 ``compose(a, b)`` is the product a b: acting with it means acting with b first, then a.
+
+Tokens may also carry points of a homogeneous space rather than group elements: `Sphere` (unit
+directions in R^3) is a `Space` on which SO(3) acts. Every space (groups included) names the group
+that acts on it, ``acting_group``, and how: ``act(h, x)`` (left multiplication for groups).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from geo_pe._checks import (
     value_checks_enabled,
 )
 
-__all__ = ["SO2", "SO3", "Group", "ProductGroup", "Translations", "as_generator"]
+__all__ = ["SO2", "SO3", "Group", "ProductGroup", "Space", "Sphere", "Translations", "as_generator"]
 
 Element = torch.Tensor | Mapping[str, torch.Tensor]
 
@@ -50,10 +54,36 @@ def as_generator(generator: torch.Generator | int | None) -> torch.Generator | N
     )
 
 
-class Group(ABC):
-    """A group with batched elements (tensors, or dicts of tensors for `ProductGroup`)."""
+class Space(ABC):
+    """Batched points of a space on which a group acts (every `Group` is one, acting on itself)."""
 
     name: str
+
+    @abstractmethod
+    def sample(
+        self, batch_shape: tuple[int, ...] = (), *, generator=None, dtype=None, device=None
+    ) -> Element:
+        """Random points (Haar/uniform measure where there is one; Gaussian for translations)."""
+
+    @abstractmethod
+    def validate(self, g: Element, name: str = "g") -> Element:
+        """Check the shape (and, in eager mode, the values) of ``g``; return its canonical form."""
+
+    @abstractmethod
+    def batch_shape(self, g: Element) -> torch.Size: ...
+
+    @property
+    def acting_group(self) -> Group:
+        """The group that acts on this space."""
+        return self  # type: ignore[return-value]
+
+    def act(self, h: Element, x: Element) -> Element:
+        """``h . x`` for ``h`` in `acting_group` (left multiplication on a group)."""
+        return self.compose(h, x)  # type: ignore[attr-defined]
+
+
+class Group(Space):
+    """A group with batched elements (tensors, or dicts of tensors for `ProductGroup`)."""
 
     @abstractmethod
     def identity(self, batch_shape: tuple[int, ...] = (), *, dtype=None, device=None) -> Element: ...
@@ -64,19 +94,6 @@ class Group(ABC):
 
     @abstractmethod
     def inverse(self, a: Element) -> Element: ...
-
-    @abstractmethod
-    def sample(
-        self, batch_shape: tuple[int, ...] = (), *, generator=None, dtype=None, device=None
-    ) -> Element:
-        """Random elements (Haar measure for compact groups; Gaussian for translations)."""
-
-    @abstractmethod
-    def validate(self, g: Element, name: str = "g") -> Element:
-        """Check the shape (and, in eager mode, the values) of ``g``; return its canonical form."""
-
-    @abstractmethod
-    def batch_shape(self, g: Element) -> torch.Size: ...
 
 
 class _AdditiveGroup(Group):
@@ -196,14 +213,50 @@ class SO3(Group):
         return g.shape[:-1]
 
 
+@dataclass(frozen=True, eq=True)
+class Sphere(Space):
+    """Directions in R^3: points ``(..., 3)`` (normalised on input), acted on by SO(3) rotations."""
+
+    @property
+    def name(self) -> str:
+        return "s2"
+
+    @property
+    def acting_group(self) -> Group:
+        return SO3()
+
+    def act(self, h, x):
+        return quaternion.apply(h, x)
+
+    def sample(self, batch_shape=(), *, generator=None, dtype=None, device=None):
+        gen = as_generator(generator)
+        x = torch.randn((*batch_shape, 3), generator=gen, dtype=dtype or torch.get_default_dtype())
+        x = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        return x.to(device) if device is not None else x
+
+    def validate(self, g, name="g"):
+        g = check_tensor(g, name)
+        check_trailing_shape(g, (3,), name, "directions")
+        check_floating(g, name)
+        check_finite(g, name, "directions")
+        norm = torch.linalg.vector_norm(g, dim=-1, keepdim=True)
+        if value_checks_enabled() and bool((norm == 0).any()):
+            raise ValueError(f"{name}: expected non-zero direction vectors")
+        return g / norm
+
+    def batch_shape(self, g):
+        return g.shape[:-1]
+
+
 class ProductGroup(Group):
-    """Direct product of named groups; elements are dicts ``{attribute: element}``.
+    """Direct product of named groups (or spaces); elements are dicts ``{attribute: element}``.
 
     Example: ``ProductGroup({"position": Translations(1), "orientation": SO3()})`` for tokens with a
-    chain index and an orientation.
+    chain index and an orientation. With a `Sphere` factor it is a product space: `act` and
+    `acting_group` work, the group operations raise ``TypeError``.
     """
 
-    def __init__(self, factors: Mapping[str, Group]):
+    def __init__(self, factors: Mapping[str, Space]):
         if not factors:
             raise ValueError("factors: expected at least one named group")
         self.factors = dict(factors)
@@ -232,16 +285,32 @@ class ProductGroup(Group):
             raise ValueError(f"{name}: missing group elements for {missing}; got keys {sorted(g)}")
         return {a: g[a] for a in self.factors}
 
+    def _groups(self) -> dict[str, Group]:
+        spaces = [a for a, f in self.factors.items() if not isinstance(f, Group)]
+        if spaces:
+            raise TypeError(f"{self.name}: {spaces} are spaces, not groups; use acting_group and act instead")
+        return self.factors  # type: ignore[return-value]
+
     def identity(self, batch_shape=(), *, dtype=None, device=None):
-        return {a: G.identity(batch_shape, dtype=dtype, device=device) for a, G in self.factors.items()}
+        return {a: G.identity(batch_shape, dtype=dtype, device=device) for a, G in self._groups().items()}
 
     def compose(self, a, b):
         a, b = self._split(a, "a"), self._split(b, "b")
-        return {k: G.compose(a[k], b[k]) for k, G in self.factors.items()}
+        return {k: G.compose(a[k], b[k]) for k, G in self._groups().items()}
 
     def inverse(self, a):
         a = self._split(a, "a")
-        return {k: G.inverse(a[k]) for k, G in self.factors.items()}
+        return {k: G.inverse(a[k]) for k, G in self._groups().items()}
+
+    @property
+    def acting_group(self) -> Group:
+        if all(isinstance(f, Group) for f in self.factors.values()):
+            return self
+        return ProductGroup({a: f.acting_group for a, f in self.factors.items()})
+
+    def act(self, h, x):
+        h, x = self._split(h, "h"), self._split(x, "x")
+        return {k: f.act(h[k], x[k]) for k, f in self.factors.items()}
 
     def sample(self, batch_shape=(), *, generator=None, dtype=None, device=None):
         gen = as_generator(generator)

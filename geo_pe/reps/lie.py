@@ -10,9 +10,16 @@ class              irreps (block, Schur type)            element
 `TranslationRep`   R(w_k . x), 2x2, complex, k < F       ``(...)`` for R^1, ``(..., n)`` for R^n
 `SO2Rep`           m = 0: [1], real; m > 0: R(m theta)   angle ``(...)``
 `SO3Rep`           Wigner-D of degree l, real            quaternion ``(..., 4)``
+`SphereRep`        zonal Y_l(x) e_0^T (not a group rep)  direction ``(..., 3)``
 =================  ====================================  =========================================
 
 with ``R(t) = [[cos t, -sin t], [sin t, cos t]]``.
+
+`SphereRep` serves tokens that carry a direction rather than a rotation. A direction fixes a rotation
+only up to a spin about itself, so its blocks keep the spin-invariant (zonal, m = 0) column only:
+``M_l(x) = Y_l(x) e_0^T`` with unit-norm harmonics. They satisfy ``M_l(R x) = D_l(R) M_l(x)``, the
+property the positional encodings rely on, and ``M_l(x)^T M_l(y) = P_l(x . y) e_0 e_0^T`` (Legendre
+addition theorem): rotary logits become a Legendre kernel of the angle between the directions.
 """
 
 from __future__ import annotations
@@ -32,10 +39,18 @@ from geo_pe._checks import (
     value_checks_enabled,
 )
 from geo_pe.reps.base import Irrep, Representation, element_of
-from geo_pe.reps.groups import SO2, SO3, Group, Translations
-from geo_pe.reps.wigner import _R1_from_matrix, _wigner_from_R1, wigner_D_all
+from geo_pe.reps.groups import SO2, SO3, Group, Sphere, Translations
+from geo_pe.reps.wigner import _R1_from_matrix, _wigner_from_R1, spherical_harmonics, wigner_D_all
 
-__all__ = ["AttributeRep", "SO2Rep", "SO3Rep", "TranslationRep", "default_frequencies", "rotation_blocks"]
+__all__ = [
+    "AttributeRep",
+    "SO2Rep",
+    "SO3Rep",
+    "SphereRep",
+    "TranslationRep",
+    "default_frequencies",
+    "rotation_blocks",
+]
 
 TRANSLATION_LAYOUTS = ("axial", "mixed")
 
@@ -313,3 +328,41 @@ class SO3Rep(_IrrepListRep):
         with full_precision(R):
             by_degree = _wigner_from_R1(_R1_from_matrix(R.to(compute_dtype(R))), max(self.degrees))
         return [by_degree[l] for l in self.degrees]
+
+
+class SphereRep(_IrrepListRep):
+    """Directions on S^2 through zonal harmonics, degrees ``[(multiplicity, l), ...]`` (module docstring).
+
+    Its channels transform under SO(3) by `acting_rep` (an `SO3Rep` of the same irreps); it is not a
+    representation of the sphere (which is not a group), so `matrices` are rank one.
+    """
+
+    label_name = "degree l"
+
+    def __init__(self, irreps: Sequence[tuple[int, int]], *, attribute: str = "direction"):
+        super().__init__(irreps, Sphere(), attribute)
+        self._acting = SO3Rep(irreps, attribute=attribute)
+
+    def _irrep(self, l: int) -> Irrep:
+        return Irrep("so3", l, 2 * l + 1, "real")
+
+    @property
+    def acting_rep(self) -> Representation:
+        return self._acting
+
+    @property
+    def degrees(self) -> tuple[int, ...]:
+        return tuple(l for _, l in self._irreps_spec)
+
+    def harmonics(self, g) -> list[torch.Tensor]:
+        """Unit-norm Y_l(x) ``(*batch, 2l+1)`` for each entry, in float32/float64."""
+        x = self.element(g)
+        return [spherical_harmonics(x, l, normalization="norm") for l in self.degrees]
+
+    def blocks(self, g):
+        out = []
+        for l, Y in zip(self.degrees, self.harmonics(g), strict=True):
+            block = Y.new_zeros(*Y.shape, 2 * l + 1)
+            block[..., l] = Y  # column m = 0
+            out.append(block)
+        return out

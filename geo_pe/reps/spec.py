@@ -8,10 +8,10 @@ String grammar (whitespace is ignored)::
     spec    := part ("+" part)*               direct sum, in channel order
     part    := factor ("*" factor)*           tensor product of factors on different attributes
     factor  := group ["@" attribute] ":" body
-    group   := "t1" | "t2" | ... | "so2" | "so3"
+    group   := "t1" | "t2" | ... | "so2" | "so3" | "s2"
 
-    body of so2, so3 := item ("+" item)*  or  "(" item ("+" item)* ")"
-    item             := multiplicity "x" label     (so3: degree l >= 0; so2: frequency m >= 0)
+    body of so2, so3, s2 := item ("+" item)*  or  "(" item ("+" item)* ")"
+    item                 := multiplicity "x" label   (so3, s2: degree l >= 0; so2: frequency m >= 0)
     body of tN       := F ["(" option ("," option)* ")"]      F = number of 2x2 blocks
     option           := "base=" float | "layout=" ("axial" | "mixed") | "seed=" int | "learnable"
 
@@ -28,10 +28,11 @@ spec                                     meaning                                
 ``so3:1x0+2x1+1x2``                      SO(3) quaternions: l = 0, 1, 1, 2                     12
 ``t1:8+so3:2x1``                         chain index (+) orientation                           22
 ``t1:4*so3:1x1``                         chain index (x) orientation: R(w_k t) (x) D_1(q)      24
+``s2:2x1+1x2``                           directions through zonal harmonics (`SphereRep`)      11
 =======================================  ===================================================  =====
 
 Default attributes (the keys of the dict of group elements): ``position`` for translations, ``angle``
-for SO(2), ``orientation`` for SO(3); ``@name`` overrides them.
+for SO(2), ``orientation`` for SO(3), ``direction`` for S^2; ``@name`` overrides them.
 """
 
 from __future__ import annotations
@@ -41,15 +42,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from geo_pe.reps.base import DirectSum, Representation, TensorProduct
-from geo_pe.reps.lie import TRANSLATION_LAYOUTS, SO2Rep, SO3Rep, TranslationRep
+from geo_pe.reps.lie import TRANSLATION_LAYOUTS, SO2Rep, SO3Rep, SphereRep, TranslationRep
 
-__all__ = ["IrrepsSpec", "SO2Factor", "SO3Factor", "TranslationFactor"]
+__all__ = ["IrrepsSpec", "SO2Factor", "SO3Factor", "SphereFactor", "TranslationFactor"]
 
 SPEC_VERSION = 1
 _ATTRIBUTE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _ITEM = re.compile(r"(\d+)x(\d+)\Z")
 _TRANSLATION = re.compile(r"t([1-9]\d*)\Z")
-DEFAULT_ATTRIBUTES = {"translation": "position", "so2": "angle", "so3": "orientation"}
+DEFAULT_ATTRIBUTES = {"translation": "position", "so2": "angle", "so3": "orientation", "s2": "direction"}
 
 
 def _error(message: str) -> ValueError:
@@ -208,7 +209,23 @@ class SO3Factor(_IrrepListFactor):
         return SO3Rep(self.irreps, attribute=self.attribute)
 
 
-Factor = TranslationFactor | SO2Factor | SO3Factor
+@dataclass(frozen=True)
+class SphereFactor(_IrrepListFactor):
+    """Directions on S^2, zonal harmonics of degrees ``((multiplicity, l), ...)`` (see `SphereRep`)."""
+
+    group = "s2"
+    label_name = "degree l"
+
+    @property
+    def dim(self) -> int:
+        return sum(mult * (2 * l + 1) for mult, l in self.irreps)
+
+    def build(self) -> Representation:
+        return SphereRep(self.irreps, attribute=self.attribute)
+
+
+Factor = TranslationFactor | SO2Factor | SO3Factor | SphereFactor
+_LIST_FACTORS = {"so2": SO2Factor, "so3": SO3Factor, "s2": SphereFactor}
 
 
 @dataclass(frozen=True)
@@ -313,16 +330,16 @@ def _factor_from_dict(data: object) -> Factor:
         if "num_frequencies" not in data:
             raise _error(f"{group}: missing 'num_frequencies'")
         return TranslationFactor(int(match.group(1)), **data)
-    if group in ("so2", "so3"):
+    if group in _LIST_FACTORS:
         _check_keys(data, {"attribute", "irreps"}, group)
         irreps = data.get("irreps")
         if not isinstance(irreps, (list, tuple)):
             raise _error(f"{group}: 'irreps' must be a list of [multiplicity, label] pairs, got {irreps!r}")
-        cls = SO2Factor if group == "so2" else SO3Factor
+        cls = _LIST_FACTORS[group]
         return cls(
             tuple(tuple(i) if isinstance(i, (list, tuple)) else i for i in irreps), data.get("attribute", "")
         )
-    raise _error(f"unknown group {group!r} (expected t1, t2, ..., so2 or so3)")
+    raise _error(f"unknown group {group!r} (expected t1, t2, ..., so2, so3 or s2)")
 
 
 def _check_keys(data: Mapping, allowed: set[str], group: str) -> None:
@@ -397,13 +414,12 @@ def _parse_factor(token: str, source: str) -> Factor:
     match = _TRANSLATION.match(group)
     if match:
         return _parse_translation(int(match.group(1)), body, attribute or "position", token)
-    if group in ("so2", "so3"):
+    if group in _LIST_FACTORS:
         if body.startswith("(") and body.endswith(")"):
             body = body[1:-1]
         items = tuple(_parse_item(item, group, source) for item in body.split("+"))
-        cls = SO2Factor if group == "so2" else SO3Factor
-        return cls(items, attribute)
-    raise _error(f"unknown group {group!r} in {source!r} (expected t1, t2, ..., so2 or so3)")
+        return _LIST_FACTORS[group](items, attribute)
+    raise _error(f"unknown group {group!r} in {source!r} (expected t1, t2, ..., so2, so3 or s2)")
 
 
 def _parse_translation(ndim: int, body: str, attribute: str, token: str) -> TranslationFactor:

@@ -12,6 +12,7 @@ from geo_pe.reps import (
     RegularRep,
     SO2Rep,
     SO3Rep,
+    SphereRep,
     TensorPower,
     TensorProduct,
     TranslationRep,
@@ -196,6 +197,48 @@ def test_product_characters_multiply_and_sums_add(dtype):
     close(DirectSum([t, s]).character(g), t.character(g) + s.character(g), dtype, 10)
 
 
+# --- S^2 ---------------------------------------------------------------------------------------------
+def test_sphere_blocks_are_equivariant_zonal_matrices(dtype):
+    rep = SphereRep([(1, 0), (2, 1), (1, 3)])
+    x = rep.group.sample((16,), generator=9, dtype=dtype)
+    h = rep.group.acting_group.sample((), generator=10, dtype=dtype)
+    moved = rep.group.act(h, x)
+    for M_moved, M, D in zip(rep.blocks(moved), rep.blocks(x), rep.acting_rep.blocks(h), strict=True):
+        close(M_moved, D @ M, dtype, 10)  # M(R x) = D(R) M(x)
+    assert isinstance(rep.acting_rep, SO3Rep) and rep.acting_rep.dim == rep.dim
+
+
+def test_sphere_kernel_is_the_legendre_addition_theorem(dtype):
+    from numpy.polynomial import legendre
+
+    rep = SphereRep([(1, 2), (1, 5)])
+    x, y = (
+        rep.group.sample((20,), generator=11, dtype=dtype),
+        rep.group.sample((20,), generator=12, dtype=dtype),
+    )
+    cosine = (x * y).sum(-1)
+    for l, Mx, My in zip(rep.degrees, rep.blocks(x), rep.blocks(y), strict=True):
+        kernel = Mx.transpose(-1, -2) @ My
+        P_l = torch.as_tensor(legendre.legval(cosine.double().numpy(), [0] * l + [1]), dtype=dtype)
+        expected = torch.zeros_like(kernel)
+        expected[..., l, l] = P_l
+        close(kernel, expected, dtype, 10)
+
+
+def test_product_spaces_act_but_do_not_compose():
+    rep = DirectSum([TranslationRep(1, 2), SphereRep([(1, 1)])])
+    space = rep.group
+    x = space.sample((4,), generator=13)
+    h = space.acting_group.sample((), generator=14)
+    moved = space.act(h, x)
+    torch.testing.assert_close(moved["position"], x["position"] + h["position"])
+    torch.testing.assert_close(moved["direction"], Q.apply(h["direction"], x["direction"]))
+    with pytest.raises(TypeError, match=r"\['direction'\] are spaces, not groups"):
+        space.compose(x, x)
+    acting = rep.acting_rep
+    assert isinstance(acting.parts[1], SO3Rep) and acting.parts[0] is rep.parts[0]
+
+
 # --- bad input -----------------------------------------------------------------------------------------
 def test_bad_inputs_raise():
     with pytest.raises(ValueError, match=r"irreps: frequency m must be an integer, got 1\.5"):
@@ -225,5 +268,7 @@ def test_bad_inputs_raise():
         TensorProduct(SO3Rep([(1, 1)]), SO3Rep([(1, 2)]))
     with pytest.raises(ValueError, match="attribute 'position' is read as t1 by one part and as so3"):
         DirectSum([TranslationRep(1, 2), SO3Rep([(1, 1)], attribute="position")])
+    with pytest.raises(ValueError, match="g: expected non-zero direction vectors"):
+        SphereRep([(1, 1)]).blocks(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="v: expected a last dimension of 3"):
         SO3Rep([(1, 1)]).act(Q.random(2), torch.zeros(2, 4))

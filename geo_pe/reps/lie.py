@@ -81,8 +81,8 @@ def default_frequencies(
                 f"so expected a multiple of {ndim}, got {num_frequencies}"
             )
         per_axis = num_frequencies // ndim
-        magnitudes = base ** (-torch.arange(per_axis, dtype=torch.float64) / per_axis)
-        freqs = torch.zeros(num_frequencies, ndim, dtype=torch.float64)
+        magnitudes = base ** (-torch.arange(per_axis, dtype=torch.float64, device="cpu") / per_axis)
+        freqs = torch.zeros(num_frequencies, ndim, dtype=torch.float64, device="cpu")
         for axis in range(ndim):
             freqs[axis * per_axis : (axis + 1) * per_axis, axis] = magnitudes
         return freqs
@@ -126,10 +126,12 @@ class TranslationRep(AttributeRep):
         num_frequencies: F, the number of 2x2 blocks.
         base, layout, seed: default frequencies, see `default_frequencies`.
         frequencies: explicit ``(F, ndim)`` frequency vectors instead of the default.
-        learnable: make the frequencies an ``nn.Parameter`` (otherwise a non-persistent buffer that
-            `reset_parameters` rebuilds, e.g. after meta-device initialisation).
+        learnable: make the frequencies an ``nn.Parameter`` (``learned_frequencies``, float32).
         attribute: the token attribute it reads.
 
+    Fixed frequencies are float64 constants, not buffers: they turn into a tensor of the compute dtype
+    in `angles`, so float64 positions get float64 frequencies, ``model.to(torch.bfloat16)`` cannot round
+    them, and nothing needs rebuilding after meta-device initialisation or ``from_pretrained``.
     With ndim = 1 and the defaults, `act` is RoPE's rotation on interleaved pairs (2k, 2k+1).
     """
 
@@ -152,36 +154,31 @@ class TranslationRep(AttributeRep):
         self.base, self.freq_layout, self.seed = float(base), layout, seed
         self.learnable = learnable
         if frequencies is not None:
-            frequencies = torch.as_tensor(frequencies, dtype=torch.float32)
-            if frequencies.dim() == 1 and ndim == 1:
-                frequencies = frequencies[:, None]
-            if tuple(frequencies.shape) != (num_frequencies, ndim):
+            values = torch.as_tensor(frequencies, dtype=torch.float64, device="cpu")
+            if values.dim() == 1 and ndim == 1:
+                values = values[:, None]
+            if tuple(values.shape) != (num_frequencies, ndim):
                 raise ValueError(
-                    f"frequencies: expected shape ({num_frequencies}, {ndim}), got {tuple(frequencies.shape)}"
+                    f"frequencies: expected shape ({num_frequencies}, {ndim}), got {tuple(values.shape)}"
                 )
-            self._explicit = frequencies.clone()
         else:
-            self._explicit = None
-            default_frequencies(ndim, num_frequencies, base, layout, seed)  # validate now
-        init = self._initial_frequencies()
+            values = default_frequencies(ndim, num_frequencies, base, layout, seed)
+        self._values = tuple(tuple(float(v) for v in row) for row in values.tolist())
         if learnable:
-            self.frequencies = nn.Parameter(init)
-        else:
-            self.register_buffer("frequencies", init, persistent=False)
+            self.learned_frequencies = nn.Parameter(torch.tensor(self._values, dtype=torch.float32))
 
-    def _initial_frequencies(self) -> torch.Tensor:
-        if self._explicit is not None:
-            return self._explicit.clone()
-        freqs = default_frequencies(self.ndim, self.num_frequencies, self.base, self.freq_layout, self.seed)
-        return freqs.to(torch.float32)
+    @property
+    def frequencies(self) -> torch.Tensor:
+        """``(F, ndim)``: the learned parameter, or the fixed frequencies in float64."""
+        if self.learnable:
+            return self.learned_frequencies
+        return torch.tensor(self._values, dtype=torch.float64, device="cpu")
 
     def reset_parameters(self) -> None:
-        """Recompute the frequencies in place from the constructor arguments.
-
-        The PyTorch meta-device pattern is ``module.to_empty(device=...)`` then ``reset_parameters()``.
-        """
-        with torch.no_grad():
-            self.frequencies.copy_(self._initial_frequencies())
+        """Re-initialise learned frequencies to their initial values (fixed ones are constants)."""
+        if self.learnable:
+            with torch.no_grad():
+                self.learned_frequencies.copy_(torch.tensor(self._values, dtype=torch.float32, device="cpu"))
 
     @property
     def irreps(self):
@@ -192,7 +189,10 @@ class TranslationRep(AttributeRep):
         x = self.element(g)
         dtype = compute_dtype(x)
         with full_precision(x):
-            w = self.frequencies.to(dtype)
+            if self.learnable:
+                w = self.learned_frequencies.to(dtype)
+            else:
+                w = torch.tensor(self._values, dtype=dtype, device=x.device)
             x = x.to(dtype)
             if self.ndim == 1:
                 return x[..., None] * w[:, 0]

@@ -143,19 +143,26 @@ def test_integer_positions_are_accepted():
     torch.testing.assert_close(rep.matrices(torch.arange(5)), rep.matrices(torch.arange(5.0)))
 
 
-def test_learnable_frequencies_get_gradients_and_reset_after_meta_init():
+def test_learnable_frequencies_get_gradients_and_reset():
     rep = TranslationRep(2, 4, learnable=True)
     assert isinstance(rep.frequencies, torch.nn.Parameter)
     rep.character(torch.randn(3, 2)).sum().backward()
     assert rep.frequencies.grad is not None and torch.isfinite(rep.frequencies.grad).all()
+    with torch.no_grad():
+        rep.frequencies.mul_(2)
+    rep.reset_parameters()
+    torch.testing.assert_close(rep.frequencies, TranslationRep(2, 4).frequencies.float())
+    assert list(rep.state_dict()) == ["learned_frequencies"]
+
+
+def test_fixed_frequencies_are_constants_that_survive_meta_init_and_dtype_casts():
+    assert TranslationRep(1, 4).state_dict() == {}  # nothing to save, load or rebuild
     with torch.device("meta"):
-        fresh = TranslationRep(2, 4)
-    assert fresh.frequencies.is_meta
-    fresh.to_empty(device="cpu")
-    fresh.reset_parameters()
-    torch.testing.assert_close(fresh.frequencies, TranslationRep(2, 4).frequencies)
-    assert "frequencies" not in TranslationRep(1, 4).state_dict()  # non-persistent unless learnable
-    assert "frequencies" in rep.state_dict()
+        rep = TranslationRep(2, 4)
+    rep.to_empty(device="cpu").to(torch.bfloat16)
+    x = torch.randn(5, 2, dtype=torch.float64) * 1000
+    torch.testing.assert_close(rep.angles(x), TranslationRep(2, 4).angles(x), atol=0, rtol=0)
+    assert rep.angles(x).dtype == torch.float64 and rep.frequencies.dtype == torch.float64
 
 
 def test_explicit_frequencies():

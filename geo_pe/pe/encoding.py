@@ -1,0 +1,262 @@
+"""From per-token group elements to an `Encoding`, and applying it block by block.
+
+A representation's channels split into segments (`Segment`) by block type:
+
+* ``identity``: trivial 1x1 blocks (SO(2) frequency 0), left unchanged;
+* ``rotation``: 2x2 rotation blocks R(theta) of translations and SO(2); all their angles are computed at
+  once and applied as one complex multiply per run of adjacent pairs;
+* ``matrix``: blocks given as matrices (Wigner-D of SO(3), tensor products), applied with one einsum per
+  segment over all copies of the block;
+* ``zonal``: directions on S^2 (`SphereRep`), M(x) = Y(x) e_0^T applied without forming M.
+
+`EncodingPlan.encode` turns group elements into an `Encoding` (cos/sin of all angles, the block matrices,
+the harmonics), in float32 (float64 for float64 elements) with autocast disabled. It is computed once
+per model forward and handed to every layer; `apply_encoding` is the per-layer hot path and never forms
+a dim x dim matrix.
+
+Tensor layouts of the encoded tensor ``x`` (``x_layout``): ``"bhtd"`` (batch, heads, tokens, dim; HF's
+attention layout), ``"bthd"`` (batch, tokens, heads, dim) or ``"btd"`` (no head axis). The encoding has
+shape ``(*batch, tokens, ...)`` and broadcasts over the head axis.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from geo_pe._checks import full_precision
+from geo_pe.reps.base import DirectSum, Representation
+from geo_pe.reps.lie import SO2Rep, SO3Rep, SphereRep, TranslationRep
+from geo_pe.reps.wigner import wigner_D_all
+
+__all__ = ["X_LAYOUTS", "Encoding", "EncodingPlan", "Segment", "apply_encoding"]
+
+X_LAYOUTS = ("bhtd", "bthd", "btd")
+PAIR_LAYOUTS = ("interleaved", "half")
+
+
+class Segment(NamedTuple):
+    """Channels ``start:stop`` of one block type (see the module docstring).
+
+    ``block`` is the block size; ``source`` indexes the encoding data: the first angle for rotations,
+    the entry of ``matrices`` or ``harmonics`` otherwise.
+    """
+
+    kind: str
+    start: int
+    stop: int
+    block: int
+    source: int
+
+    @property
+    def copies(self) -> int:
+        return (self.stop - self.start) // self.block
+
+
+class Encoding(NamedTuple):
+    """Per-token data of rho(g), ``(*batch, tokens, ...)``, computed once per forward."""
+
+    cos: torch.Tensor | None  # (*batch, T, P): cos of every rotation angle
+    sin: torch.Tensor | None  # (*batch, T, P)
+    cis: torch.Tensor | None  # (*batch, T, P) complex: cos + i sin
+    matrices: tuple[torch.Tensor, ...]  # each (*batch, T, d, d)
+    harmonics: tuple[torch.Tensor, ...]  # each (*batch, T, 2l+1), unit norm
+
+
+class EncodingPlan:
+    """The segments of a representation and the recipe to compute its `Encoding`."""
+
+    def __init__(self, rep: Representation):
+        self.rep = rep
+        self.segments: list[Segment] = []
+        self.leaves: list[tuple[str, Representation, tuple[int, ...]]] = []
+        self._pairs = self._matrices = self._harmonics = 0
+        end = self._walk(rep, 0)
+        assert end == rep.dim, "segments must tile the representation"
+        self.segments = _merge_runs(self.segments)
+
+    @property
+    def num_angles(self) -> int:
+        return self._pairs
+
+    def _walk(self, rep: Representation, offset: int) -> int:
+        if isinstance(rep, DirectSum):
+            for part in rep.parts:
+                offset = self._walk(part, offset)
+            return offset
+        if isinstance(rep, TranslationRep):
+            self.leaves.append(("translation", rep, ()))
+            return self._rotation(offset, rep.num_frequencies)
+        if isinstance(rep, SO2Rep):
+            frequencies = []
+            for mult, m in rep._irreps_spec:
+                if m == 0:
+                    self.segments.append(Segment("identity", offset, offset + mult, 1, 0))
+                    offset += mult
+                else:
+                    frequencies += [m] * mult
+                    offset = self._rotation(offset, mult)
+            self.leaves.append(("so2", rep, tuple(frequencies)))
+            return offset
+        if isinstance(rep, SphereRep):
+            self.leaves.append(("sphere", rep, ()))
+            for mult, l in rep._irreps_spec:
+                d = 2 * l + 1
+                self.segments.append(Segment("zonal", offset, offset + mult * d, d, self._harmonics))
+                self._harmonics += 1
+                offset += mult * d
+            return offset
+        # SO(3), tensor products and any other representation: its blocks as matrices.
+        self.leaves.append(("so3" if isinstance(rep, SO3Rep) else "blocks", rep, ()))
+        for mult, d in rep.layout:
+            self.segments.append(Segment("matrix", offset, offset + mult * d, d, self._matrices))
+            self._matrices += 1
+            offset += mult * d
+        return offset
+
+    def _rotation(self, offset: int, pairs: int) -> int:
+        self.segments.append(Segment("rotation", offset, offset + 2 * pairs, 2, self._pairs))
+        self._pairs += pairs
+        return offset + 2 * pairs
+
+    def encode(self, positions) -> Encoding:
+        """The `Encoding` of per-token group elements (a tensor, or a dict of attributes)."""
+        angles: list[torch.Tensor] = []
+        matrices: list[torch.Tensor] = []
+        harmonics: list[torch.Tensor] = []
+        for kind, rep, frequencies in self.leaves:
+            if kind == "translation":
+                angles.append(rep.angles(positions))
+            elif kind == "so2":
+                if frequencies:
+                    theta = rep.element(positions)
+                    dtype = torch.float64 if theta.dtype == torch.float64 else torch.float32
+                    m = torch.tensor(frequencies, dtype=dtype, device=theta.device)
+                    angles.append(theta.to(dtype)[..., None] * m)
+                else:
+                    rep.element(positions)  # validate even when every frequency is 0
+            elif kind == "so3":
+                by_degree = wigner_D_all(rep.element(positions), max(rep.degrees))
+                matrices.extend(by_degree[l] for l in rep.degrees)
+            elif kind == "sphere":
+                harmonics.extend(rep.harmonics(positions))
+            else:
+                matrices.extend(rep.blocks(positions))
+        cos = sin = cis = None
+        if angles:
+            dtype = torch.float64 if any(a.dtype == torch.float64 for a in angles) else torch.float32
+            batch = torch.broadcast_shapes(*(a.shape[:-1] for a in angles))
+            theta = torch.cat([a.to(dtype).expand(*batch, a.shape[-1]) for a in angles], dim=-1)
+            with full_precision(theta):
+                cos, sin = torch.cos(theta), torch.sin(theta)
+                cis = torch.complex(cos, sin)
+        return Encoding(cos, sin, cis, tuple(matrices), tuple(harmonics))
+
+
+def _merge_runs(segments: list[Segment]) -> list[Segment]:
+    """Merge adjacent identity segments, and adjacent rotation segments with consecutive angles."""
+    out: list[Segment] = []
+    for seg in segments:
+        prev = out[-1] if out else None
+        if (prev is not None and prev.kind == seg.kind == "identity" and prev.stop == seg.start) or (
+            prev is not None
+            and prev.kind == seg.kind == "rotation"
+            and prev.stop == seg.start
+            and prev.source + prev.copies == seg.source
+        ):
+            out[-1] = prev._replace(stop=seg.stop)
+        else:
+            out.append(seg)
+    return out
+
+
+def _per_token(t: torch.Tensor, trailing: int, x_layout: str) -> torch.Tensor:
+    """Insert the head axis into encoding data ``(*batch, T, *trailing)`` so it broadcasts against x."""
+    if x_layout == "bhtd":
+        return t.unsqueeze(-(trailing + 2))
+    if x_layout == "bthd":
+        return t.unsqueeze(-(trailing + 1))
+    return t
+
+
+def _complex_viewable(x: torch.Tensor) -> bool:
+    """Eager float32/float64 tensors whose pairs can be viewed as complex numbers in place.
+
+    Under torch.compile the real-arithmetic path is used instead: Inductor fuses it into one kernel.
+    """
+    if torch.compiler.is_compiling() or x.dtype not in (torch.float32, torch.float64) or x.stride(-1) != 1:
+        return False
+    return x.storage_offset() % 2 == 0 and all(s % 2 == 0 for s in x.stride()[:-1])
+
+
+def _rotate(x, enc, seg, pair_layout, transpose, x_layout):
+    n = seg.copies
+    sl = slice(seg.source, seg.source + n)
+    if pair_layout == "interleaved" and _complex_viewable(x):
+        cis = _per_token(enc.cis[..., sl], 1, x_layout)
+        z = torch.view_as_complex(x.unflatten(-1, (n, 2)))
+        cis = cis.to(z.dtype)
+        return torch.view_as_real(z * (cis.conj() if transpose else cis)).flatten(-2)
+    cos = _per_token(enc.cos[..., sl], 1, x_layout).to(x.dtype)
+    sin = _per_token(enc.sin[..., sl], 1, x_layout).to(x.dtype)
+    if transpose:
+        sin = -sin
+    if pair_layout == "interleaved":
+        pairs = x.unflatten(-1, (n, 2))
+        a, b = pairs[..., 0], pairs[..., 1]
+        return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
+    a, b = x[..., :n], x[..., n:]  # "half": channel k pairs with k + n, as in HF's rotate_half
+    return torch.cat((torch.addcmul(a * cos, b, sin, value=-1), torch.addcmul(a * sin, b, cos)), dim=-1)
+
+
+def _matrix(x, enc, seg, transpose, x_layout):
+    M = _per_token(enc.matrices[seg.source], 2, x_layout).to(x.dtype)
+    pattern = "...mj,...ji->...mi" if transpose else "...mj,...ij->...mi"
+    return torch.einsum(pattern, x.unflatten(-1, (seg.copies, seg.block)), M).flatten(-2)
+
+
+def _zonal(x, enc, seg, transpose, x_layout):
+    Y = _per_token(enc.harmonics[seg.source], 1, x_layout).to(x.dtype)[..., None, :]  # (..., 1, d)
+    copies = x.unflatten(-1, (seg.copies, seg.block))
+    l = seg.block // 2
+    if transpose:  # M^T v = e_0 <Y, v>
+        zonal = torch.zeros(seg.block, dtype=x.dtype, device=x.device)
+        zonal[l] = 1
+        return ((copies * Y).sum(-1, keepdim=True) * zonal).flatten(-2)
+    return (copies[..., l : l + 1] * Y).flatten(-2)  # M v = Y v_0
+
+
+def apply_encoding(
+    x: torch.Tensor,
+    enc: Encoding,
+    segments: list[Segment],
+    *,
+    pair_layout: str = "interleaved",
+    transpose: bool = False,
+    x_layout: str = "bhtd",
+) -> torch.Tensor:
+    """rho(g_t) x_t (or rho(g_t)^T x_t with ``transpose``) for every token t, block by block.
+
+    Args:
+        x: ``(batch, heads, tokens, dim)`` for ``x_layout="bhtd"`` (see the module docstring).
+        enc: from `EncodingPlan.encode`, batch shape broadcastable to x's batch.
+        segments: `EncodingPlan.segments`; they tile ``dim``.
+        pair_layout: ``"interleaved"`` (pairs (2k, 2k+1)) or ``"half"`` (pairs (k, k + n) within each run
+            of n rotation pairs, HF's ``rotate_half`` convention).
+    """
+    pieces = []
+    for seg in segments:
+        part = x[..., seg.start : seg.stop]
+        if seg.kind == "identity":
+            pieces.append(part)
+        elif seg.kind == "rotation":
+            pieces.append(_rotate(part, enc, seg, pair_layout, transpose, x_layout))
+        elif seg.kind == "matrix":
+            pieces.append(_matrix(part, enc, seg, transpose, x_layout))
+        else:
+            pieces.append(_zonal(part, enc, seg, transpose, x_layout))
+    if len(pieces) == 1:
+        return pieces[0] if segments[0].kind != "identity" else x.clone()
+    batch = torch.broadcast_shapes(*(p.shape[:-1] for p in pieces))
+    return torch.cat([p.expand(*batch, p.shape[-1]) for p in pieces], dim=-1)

@@ -19,6 +19,7 @@ import statistics
 import time
 
 import torch
+from _allocator import steady_allocator
 
 from geo_pe import quaternion
 from geo_pe.reps import wigner_D
@@ -35,7 +36,11 @@ def main() -> None:
     parser.add_argument("--rotations", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--degrees", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="keep glibc's defaults (see _allocator.py)"
+    )
     args = parser.parse_args()
+    allocator = steady_allocator(not args.default_malloc)
 
     from e3nn import o3  # dev extra: the named peer
 
@@ -77,6 +82,7 @@ def main() -> None:
 
     threads = torch.get_num_threads()
     print(f"Wigner-D on {args.rotations} rotations, float32, {threads} threads, median of {args.repeats}")
+    print(f"allocator: {allocator}")
     header = ("l", "geo_pe ms", "e3nn ms", "speedup", "|tr - tr_e3nn|", "geo_pe err", "e3nn err")
     print("{:>3} {:>10} {:>10} {:>8} {:>15} {:>11} {:>11}".format(*header))
     for l, a, b, s, d_peer, d_ours, d_theirs in rows:
@@ -95,6 +101,7 @@ def main() -> None:
                 },
                 "rotations": args.rotations,
                 "threads": torch.get_num_threads(),
+                "allocator": allocator,
             }
         )
     )

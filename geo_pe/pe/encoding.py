@@ -185,7 +185,7 @@ def _complex_viewable(x: torch.Tensor) -> bool:
 
     Under torch.compile the real-arithmetic path is used instead: Inductor fuses it into one kernel.
     """
-    if torch.compiler.is_compiling() or x.dtype not in (torch.float32, torch.float64) or x.stride(-1) != 1:
+    if x.dtype not in (torch.float32, torch.float64) or x.stride(-1) != 1:
         return False
     return x.storage_offset() % 2 == 0 and all(s % 2 == 0 for s in x.stride()[:-1])
 
@@ -193,11 +193,18 @@ def _complex_viewable(x: torch.Tensor) -> bool:
 def _rotate(x, enc, seg, pair_layout, transpose, x_layout):
     n = seg.copies
     sl = slice(seg.source, seg.source + n)
-    if pair_layout == "interleaved" and _complex_viewable(x):
+    eager_float = not torch.compiler.is_compiling() and x.dtype in (torch.float32, torch.float64)
+    if eager_float and (pair_layout == "half" or _complex_viewable(x)):
+        # One complex multiply: in place on interleaved pairs, or on (first half) + i (second half).
         cis = _per_token(enc.cis[..., sl], 1, x_layout)
-        z = torch.view_as_complex(x.unflatten(-1, (n, 2)))
-        cis = cis.to(z.dtype)
-        return torch.view_as_real(z * (cis.conj() if transpose else cis)).flatten(-2)
+        cis = cis.conj() if transpose else cis
+        if pair_layout == "interleaved":
+            z = torch.view_as_complex(x.unflatten(-1, (n, 2)))
+            return torch.view_as_real(z * cis.to(z.dtype)).flatten(-2)
+        z = torch.complex(x[..., :n], x[..., n:]) * cis.to(
+            torch.complex128 if x.dtype == torch.float64 else torch.complex64
+        )
+        return torch.cat((z.real, z.imag), dim=-1)
     cos = _per_token(enc.cos[..., sl], 1, x_layout).to(x.dtype)
     sin = _per_token(enc.sin[..., sl], 1, x_layout).to(x.dtype)
     if transpose:
@@ -212,8 +219,21 @@ def _rotate(x, enc, seg, pair_layout, transpose, x_layout):
 
 def _matrix(x, enc, seg, transpose, x_layout):
     M = _per_token(enc.matrices[seg.source], 2, x_layout).to(x.dtype)
+    copies = x.unflatten(-1, (seg.copies, seg.block))
+    if torch.compiler.is_compiling():
+        # Spelled out, Inductor fuses all d^2 multiply-adds into one pass; an einsum would lower to a
+        # batched GEMM with inner dimension d <= 2l+1, which CPU BLAS runs far below memory speed.
+        M = M[..., None, :, :]  # broadcast over copies
+        d = seg.block
+        rows = []
+        for i in range(d):
+            acc = copies[..., 0] * (M[..., 0, i] if transpose else M[..., i, 0])
+            for j in range(1, d):
+                acc = acc + copies[..., j] * (M[..., j, i] if transpose else M[..., i, j])
+            rows.append(acc)
+        return torch.stack(rows, dim=-1).flatten(-2)
     pattern = "...mj,...ji->...mi" if transpose else "...mj,...ij->...mi"
-    return torch.einsum(pattern, x.unflatten(-1, (seg.copies, seg.block)), M).flatten(-2)
+    return torch.einsum(pattern, copies, M).flatten(-2)
 
 
 def _zonal(x, enc, seg, transpose, x_layout):

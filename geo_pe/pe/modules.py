@@ -61,10 +61,7 @@ class GroupPE(nn.Module):
             self.spec = IrrepsSpec.parse(spec)
             self.rep = self.spec.build()
         self.plan = EncodingPlan(self.rep)
-
-    @property
-    def dim(self) -> int:
-        return self.rep.dim
+        self.dim = self.rep.dim  # static; computed once so forward never walks the representation
 
     def encode(self, positions) -> Encoding:
         """The per-token `Encoding` of group elements ``positions`` (tensor or dict of attributes).

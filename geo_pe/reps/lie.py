@@ -182,7 +182,14 @@ class TranslationRep(AttributeRep):
 
     @property
     def irreps(self):
-        return tuple((1, Irrep(self._group.name, k, 2, "complex")) for k in range(self.num_frequencies))
+        """One complex-type irrep per frequency, labelled by its frequency vector (rounded to 12 digits),
+        so that two representations share an irrep exactly when they share a frequency."""
+        values = self.frequencies.detach().double().tolist()
+        return tuple((1, Irrep(self._group.name, tuple(round(v, 12) for v in w), 2, "complex")) for w in values)
+
+    @property
+    def layout(self):
+        return ((1, 2),) * self.num_frequencies
 
     def angles(self, g) -> torch.Tensor:
         """The angles w_k . x, ``(*batch, F)``, in float32 (float64 for float64 positions)."""

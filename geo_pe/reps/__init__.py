@@ -8,7 +8,7 @@ Finite groups (weight sharing): `cyclic`, `dihedral`, `symmetric`, `direct_produ
 `PermutationRep`, `TensorPower`, `RegularRep`, `TrivialRep` and `outer_product`.
 """
 
-from geo_pe.reps.base import DirectSum, Irrep, Representation, TensorProduct
+from geo_pe.reps.base import DirectSum, Irrep, Representation, TensorPower, TensorProduct
 from geo_pe.reps.finite import (
     CyclicGroup,
     DihedralGroup,
@@ -18,7 +18,6 @@ from geo_pe.reps.finite import (
     PermutationRep,
     RegularRep,
     SymmetricGroup,
-    TensorPower,
     TrivialRep,
     cyclic,
     dihedral,

@@ -25,7 +25,7 @@ from torch import nn
 
 from geo_pe.reps.groups import Element, Group, ProductGroup
 
-__all__ = ["DirectSum", "Irrep", "Representation", "TensorProduct"]
+__all__ = ["DirectSum", "Irrep", "Representation", "TensorPower", "TensorProduct"]
 
 _ENDOMORPHISM_DIM = {"real": 1, "complex": 2, "quaternionic": 4}
 
@@ -86,6 +86,14 @@ class Representation(nn.Module, ABC):
     def acting_rep(self) -> Representation:
         """How its channels transform under ``group.acting_group``: itself, except for spaces like S^2."""
         return self
+
+    def complex_structures(self) -> list[torch.Tensor | None]:
+        """Per `layout` entry of a representation whose blocks are irreps: None for real-type blocks, and
+        for complex-type blocks a matrix J (J^2 = -I) commuting with the block, so that its commutant is
+        {a I + b J} (Schur's lemma over R). Finite-group representations have no such structure."""
+        raise NotImplementedError(
+            f"{type(self).__name__}: its blocks are not irreps with a known complex structure"
+        )
 
     @property
     def dim(self) -> int:
@@ -195,6 +203,9 @@ class DirectSum(_Combination):
     def blocks(self, g):
         return [b for p in self.parts for b in p.blocks(g)]
 
+    def complex_structures(self):
+        return [J for p in self.parts for J in p.complex_structures()]
+
 
 class TensorProduct(_Combination):
     """rho_a (x) rho_b, with blocks ``kron(A_i, B_j)`` for every pair of blocks, in (i, j) order.
@@ -252,6 +263,18 @@ class TensorProduct(_Combination):
             for mb, ib in self.b.irreps
         )
 
+    def complex_structures(self):
+        out = []
+        for (_, da), Ja in zip(self.a.layout, self.a.complex_structures(), strict=True):
+            for (_, db), Jb in zip(self.b.layout, self.b.complex_structures(), strict=True):
+                if Ja is not None:
+                    out.append(torch.kron(Ja, torch.eye(db, dtype=Ja.dtype)))
+                elif Jb is not None:
+                    out.append(torch.kron(torch.eye(da, dtype=Jb.dtype), Jb))
+                else:
+                    out.append(None)
+        return out
+
     def blocks(self, g):
         blocks_a, blocks_b = self.a.blocks(g), self.b.blocks(g)
         out = []
@@ -261,6 +284,52 @@ class TensorProduct(_Combination):
                 batch = kron.shape[:-4]
                 out.append(kron.reshape(*batch, A.shape[-2] * B.shape[-2], A.shape[-1] * B.shape[-1]))
         return out
+
+
+class TensorPower(Representation):
+    """rho^(x k) on (R^d)^(x k), for any representation: S_n acting on order-k tensors (Maron et al.
+    2019), or the k-th power of the SO(3) vector representation. One dense block ``kron^k rho(g)``.
+
+    ``irreps`` is computed from characters for finite groups; for Lie groups (Clebsch-Gordan
+    decompositions) it is not implemented.
+    """
+
+    def __init__(self, rep: Representation, k: int):
+        super().__init__()
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k: expected a positive integer, got {k!r}")
+        self.rep, self.k = rep, k
+
+    @property
+    def group(self) -> Group:
+        return self.rep.group
+
+    @property
+    def attribute_groups(self) -> dict[str, Group]:
+        return self.rep.attribute_groups
+
+    @property
+    def layout(self):
+        return ((1, self.rep.dim**self.k),)
+
+    @property
+    def irreps(self):
+        decompose = getattr(self.group, "decompose", None)
+        if decompose is None:
+            raise NotImplementedError(
+                f"TensorPower.irreps: decomposing tensor powers of {self.group.name} representations"
+            )
+        return decompose(self)
+
+    def blocks(self, g):
+        M = self.rep.matrices(g)
+        out = M
+        for _ in range(self.k - 1):
+            out = (out[..., :, None, :, None] * M[..., None, :, None, :]).flatten(-4, -3).flatten(-2, -1)
+        return [out]
+
+    def character(self, g):
+        return self.rep.character(g) ** self.k
 
 
 def element_of(g: Element, attribute: str, group: Group, name: str = "g") -> torch.Tensor:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from geo_pe._checks import check_tensor, check_trailing_shape, value_checks_enabled
-from geo_pe.reps.base import Irrep, Representation
+from geo_pe.reps.base import Irrep, Representation, TensorPower
 from geo_pe.reps.groups import Group, as_generator
 
 __all__ = [
@@ -503,29 +503,6 @@ class RegularRep(_FiniteRep):
         images = self._group.index_of(self._group.compose(g[..., None, :], elements))  # (..., |G|)
         P = torch.zeros(*images.shape, images.shape[-1], dtype=torch.get_default_dtype())
         return [P.scatter_(-2, images[..., None, :], 1.0)]
-
-
-class TensorPower(_FiniteRep):
-    """rho^(x k) on (R^d)^(x k), e.g. S_n acting on order-k tensors (Maron et al. 2019)."""
-
-    def __init__(self, rep: Representation, k: int):
-        super().__init__(rep.group)
-        _check_size(k, 1, "k")
-        self.rep, self.k = rep, k
-
-    @property
-    def layout(self):
-        return ((1, self.rep.dim**self.k),)
-
-    def blocks(self, g):
-        M = self.rep.matrices(g)
-        out = M
-        for _ in range(self.k - 1):
-            out = (out[..., :, None, :, None] * M[..., None, :, None, :]).flatten(-4, -3).flatten(-2, -1)
-        return [out]
-
-    def character(self, g):
-        return self.rep.character(g) ** self.k
 
 
 class FactorRep(_FiniteRep):

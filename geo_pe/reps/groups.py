@@ -102,7 +102,7 @@ class _AdditiveGroup(Group):
     _event: tuple[int, ...] = ()
 
     def identity(self, batch_shape=(), *, dtype=None, device=None):
-        return torch.zeros(*batch_shape, *self._event, dtype=dtype, device=device)
+        return torch.zeros((*batch_shape, *self._event), dtype=dtype, device=device)
 
     def compose(self, a, b):
         return a + b

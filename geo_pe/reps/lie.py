@@ -55,6 +55,16 @@ __all__ = [
 TRANSLATION_LAYOUTS = ("axial", "mixed")
 
 
+ROTATION_J = (
+    (0.0, -1.0),
+    (1.0, 0.0),
+)  # commutes with every R(t): the complex structure of 2x2 rotation blocks
+
+
+def _rotation_J() -> torch.Tensor:
+    return torch.tensor(ROTATION_J, dtype=torch.float64, device="cpu")
+
+
 def rotation_blocks(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """``[[cos, -sin], [sin, cos]]`` as a ``(..., 2, 2)`` tensor."""
     return torch.stack((torch.stack((cos, -sin), -1), torch.stack((sin, cos), -1)), -2)
@@ -116,6 +126,12 @@ class AttributeRep(Representation):
     def element(self, g, name: str = "g") -> torch.Tensor:
         """This representation's group element in ``g`` (a tensor, or a dict of attributes), validated."""
         return element_of(g, self.attribute, self._group, name)
+
+    @property
+    def irrep_group(self) -> str:
+        """Group name of its irreps, with the attribute: irreps of different attributes never match."""
+        group = self._group.acting_group.name
+        return f"{group}@{self.attribute}"
 
 
 class TranslationRep(AttributeRep):
@@ -185,11 +201,16 @@ class TranslationRep(AttributeRep):
         """One complex-type irrep per frequency, labelled by its frequency vector (rounded to 12 digits),
         so that two representations share an irrep exactly when they share a frequency."""
         values = self.frequencies.detach().double().tolist()
-        return tuple((1, Irrep(self._group.name, tuple(round(v, 12) for v in w), 2, "complex")) for w in values)
+        return tuple(
+            (1, Irrep(self.irrep_group, tuple(round(v, 12) for v in w), 2, "complex")) for w in values
+        )
 
     @property
     def layout(self):
         return ((1, 2),) * self.num_frequencies
+
+    def complex_structures(self):
+        return [_rotation_J() for _ in range(self.num_frequencies)]
 
     def angles(self, g) -> torch.Tensor:
         """The angles w_k . x, ``(*batch, F)``, in float32 (float64 for float64 positions)."""
@@ -266,7 +287,10 @@ class SO2Rep(_IrrepListRep):
         super().__init__(irreps, SO2(), attribute)
 
     def _irrep(self, m: int) -> Irrep:
-        return Irrep("so2", m, 1, "real") if m == 0 else Irrep("so2", m, 2, "complex")
+        return Irrep(self.irrep_group, m, 1, "real") if m == 0 else Irrep(self.irrep_group, m, 2, "complex")
+
+    def complex_structures(self):
+        return [None if m == 0 else _rotation_J() for _, m in self._irreps_spec]
 
     @property
     def frequencies(self) -> tuple[int, ...]:
@@ -316,7 +340,10 @@ class SO3Rep(_IrrepListRep):
         super().__init__(irreps, SO3(), attribute)
 
     def _irrep(self, l: int) -> Irrep:
-        return Irrep("so3", l, 2 * l + 1, "real")
+        return Irrep(self.irrep_group, l, 2 * l + 1, "real")
+
+    def complex_structures(self):
+        return [None for _ in self._irreps_spec]
 
     @property
     def degrees(self) -> tuple[int, ...]:
@@ -351,11 +378,14 @@ class SphereRep(_IrrepListRep):
         self._acting = SO3Rep(irreps, attribute=attribute)
 
     def _irrep(self, l: int) -> Irrep:
-        return Irrep("so3", l, 2 * l + 1, "real")
+        return Irrep(self.irrep_group, l, 2 * l + 1, "real")
 
     @property
     def acting_rep(self) -> Representation:
         return self._acting
+
+    def complex_structures(self):
+        return [None for _ in self._irreps_spec]
 
     @property
     def degrees(self) -> tuple[int, ...]:

@@ -1,0 +1,67 @@
+"""The equivariance toolkit: symmetrizer, intertwiner bases, weight-sharing layers, metrics.
+
+* `Symmetrizer`: S(W) = 1/|G| sum_g rho_out(g) W rho_in(g)^-1 for finite groups (seed 000).
+* `intertwiner_basis`, `schur_basis`, `orbit_pattern`, `invariant_vectors`: equivariant subspaces for
+  any representation (dense, Kronecker-structured or orbit solvers; Schur closed forms).
+* Layers (seed 001): `DeepSetsLinear`, `SnTensorLinear`, `ProductSetLinear`, `CirculantLinear`,
+  `InvariantPooling`, `EquivariantLinear`, with `draw_weight_sharing` pictures.
+* Metrics (seed 002): `equivariance_error`, `layerwise_equivariance`, `compare_layerwise`.
+"""
+
+from geo_pe.equivariance.examples import fit_parity_polynomial, parity_features
+from geo_pe.equivariance.intertwiners import (
+    EquivarianceWarning,
+    constraint_pairs,
+    intertwiner_basis,
+    invariant_vectors,
+    orbit_pattern,
+    permutation_action,
+    schur_basis,
+    span_distance,
+)
+from geo_pe.equivariance.layers import (
+    CirculantLinear,
+    DeepSetsLinear,
+    EquivariantLinear,
+    InvariantPooling,
+    ProductSetLinear,
+    SnTensorLinear,
+    set_partitions,
+)
+from geo_pe.equivariance.metrics import (
+    LayerReport,
+    compare_layerwise,
+    equivariance_error,
+    layer_activations,
+    layerwise_equivariance,
+)
+from geo_pe.equivariance.pictures import draw_weight_sharing, weight_sharing_pattern
+from geo_pe.equivariance.symmetrizer import Symmetrizer
+
+__all__ = [
+    "CirculantLinear",
+    "DeepSetsLinear",
+    "EquivarianceWarning",
+    "EquivariantLinear",
+    "InvariantPooling",
+    "LayerReport",
+    "ProductSetLinear",
+    "SnTensorLinear",
+    "Symmetrizer",
+    "compare_layerwise",
+    "constraint_pairs",
+    "draw_weight_sharing",
+    "equivariance_error",
+    "fit_parity_polynomial",
+    "intertwiner_basis",
+    "invariant_vectors",
+    "layer_activations",
+    "layerwise_equivariance",
+    "orbit_pattern",
+    "parity_features",
+    "permutation_action",
+    "schur_basis",
+    "set_partitions",
+    "span_distance",
+    "weight_sharing_pattern",
+]

@@ -11,12 +11,14 @@
 from geo_pe.equivariance.examples import fit_parity_polynomial, parity_features
 from geo_pe.equivariance.intertwiners import (
     EquivarianceWarning,
+    SchurBlock,
     constraint_pairs,
     intertwiner_basis,
     invariant_vectors,
     orbit_pattern,
     permutation_action,
     schur_basis,
+    schur_blocks,
     span_distance,
 )
 from geo_pe.equivariance.layers import (
@@ -46,6 +48,7 @@ __all__ = [
     "InvariantPooling",
     "LayerReport",
     "ProductSetLinear",
+    "SchurBlock",
     "SnTensorLinear",
     "Symmetrizer",
     "compare_layerwise",
@@ -61,6 +64,7 @@ __all__ = [
     "parity_features",
     "permutation_action",
     "schur_basis",
+    "schur_blocks",
     "set_partitions",
     "span_distance",
     "weight_sharing_pattern",

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -46,12 +47,14 @@ from geo_pe.reps.groups import SO2, SO3, Group, Translations
 
 __all__ = [
     "EquivarianceWarning",
+    "SchurBlock",
     "constraint_pairs",
     "intertwiner_basis",
     "invariant_vectors",
     "orbit_pattern",
     "permutation_action",
     "schur_basis",
+    "schur_blocks",
     "span_distance",
 ]
 
@@ -282,9 +285,31 @@ def _orbit_basis(pattern: torch.Tensor) -> torch.Tensor:
 
 
 # --- closed forms ------------------------------------------------------------------------------------
-def schur_basis(rep_out: Representation, rep_in: Representation) -> torch.Tensor:
-    """Schur's-lemma basis for representations whose blocks are irreps (translations, SO(2), SO(3) and
-    their sums and products): ``M (x) I`` per real-type irrep, ``A (x) I + B (x) J`` per complex one."""
+@dataclass(frozen=True)
+class SchurBlock:
+    """One pair of layout entries carrying the same irrep: the maps ``M (x) I_d`` (and ``N (x) J``).
+
+    Rows ``out_offset : out_offset + out_copies * d`` of W, columns ``in_offset : in_offset + in_copies * d``;
+    ``J`` is the complex structure of a complex-type irrep (None for real type).
+    """
+
+    out_entry: int
+    out_offset: int
+    out_copies: int
+    in_offset: int
+    in_copies: int
+    dim: int
+    J: torch.Tensor | None
+
+    @property
+    def num_maps(self) -> int:
+        return self.out_copies * self.in_copies * (1 if self.J is None else 2)
+
+
+def schur_blocks(rep_out: Representation, rep_in: Representation) -> list[SchurBlock]:
+    """The structure of the intertwiners between representations whose blocks are irreps (Schur over R):
+    for every pair of layout entries with equal irreps, ``M (x) I`` (real type) or ``A (x) I + B (x) J``
+    (complex type); nothing between distinct irreps. No dense basis is formed."""
     rep_out, rep_in = rep_out.acting_rep, rep_in.acting_rep
     entries = []
     for rep in (rep_out, rep_in):
@@ -294,24 +319,34 @@ def schur_basis(rep_out: Representation, rep_in: Representation) -> torch.Tensor
                 f"reps: schur_basis needs blocks that are irreps; {type(rep).__name__}'s are not"
             )
         offsets = np.cumsum([0] + [m * d for m, d in layout])[:-1]
-        entries.append(list(zip(irreps, offsets, rep.complex_structures(), strict=True)))
-    basis = []
-    for (m_out, irrep), o_out, J in entries[0]:
+        entries.append(list(zip(irreps, offsets.tolist(), rep.complex_structures(), strict=True)))
+    blocks = []
+    for a, ((m_out, irrep), o_out, J) in enumerate(entries[0]):
         for (m_in, other), o_in, _ in entries[1]:
             if irrep != other:
                 continue
             if irrep.kind == "quaternionic":
-                raise NotImplementedError("schur_basis: quaternionic irreps")
-            d = irrep.dim
-            blocks = [torch.eye(d, dtype=torch.float64)] + ([J.double()] if irrep.kind == "complex" else [])
-            for s in range(m_out):
-                for t in range(m_in):
-                    for block in blocks:
-                        W = torch.zeros(rep_out.dim, rep_in.dim, dtype=torch.float64)
-                        r, c = o_out + s * d, o_in + t * d
-                        W[r : r + d, c : c + d] = block / math.sqrt(d)
-                        basis.append(W)
-    return torch.stack(basis) if basis else torch.zeros(0, rep_out.dim, rep_in.dim, dtype=torch.float64)
+                raise NotImplementedError("schur_blocks: quaternionic irreps")
+            J_block = J.double() if irrep.kind == "complex" else None
+            blocks.append(SchurBlock(a, o_out, m_out, o_in, m_in, irrep.dim, J_block))
+    return blocks
+
+
+def schur_basis(rep_out: Representation, rep_in: Representation) -> torch.Tensor:
+    """`schur_blocks` as an orthonormal dense basis ``(k, m, n)``; for tests and small representations."""
+    basis = []
+    m, n = rep_out.acting_rep.dim, rep_in.acting_rep.dim
+    for block in schur_blocks(rep_out, rep_in):
+        d = block.dim
+        maps = [torch.eye(d, dtype=torch.float64)] + ([block.J] if block.J is not None else [])
+        for s in range(block.out_copies):
+            for t in range(block.in_copies):
+                for M in maps:
+                    W = torch.zeros(m, n, dtype=torch.float64)
+                    r, c = block.out_offset + s * d, block.in_offset + t * d
+                    W[r : r + d, c : c + d] = M / math.sqrt(d)
+                    basis.append(W)
+    return torch.stack(basis) if basis else torch.zeros(0, m, n, dtype=torch.float64)
 
 
 # --- entry points ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from geo_pe.equivariance import (
     set_partitions,
     span_distance,
 )
-from geo_pe.equivariance.intertwiners import _orbit_basis
+from geo_pe.equivariance.intertwiners import _orbit_basis, schur_basis
 from geo_pe.reps import IrrepsSpec, PermutationRep, SO3Rep, cyclic, direct_product, symmetric
 from geo_pe.testing import action_of, assert_equivariant, invariant
 
@@ -129,17 +129,35 @@ def test_equivariant_linear_on_lie_representations(spec_in, spec_out, dtype):
             layer.bias_coefficients.normal_()
     x = torch.randn(BATCH, rep_in.dim)
     group = rep_out.group if len(rep_out.attribute_groups) >= len(rep_in.attribute_groups) else rep_in.group
+    assert layer.structure == "schur"
     assert_equivariant(layer, x, group, act_in=action_of(rep_in), act_out=action_of(rep_out))
     torch.testing.assert_close(layer.to_dense()(x), layer(x))
-    assert sum(p.numel() for p in layer.parameters()) == layer.basis.shape[0] + layer.bias_basis.shape[0]
+    closed = schur_basis(rep_out, rep_in)
+    assert sum(p.numel() for p in layer.parameters()) == closed.shape[0] + layer.bias_basis.shape[0]
+    # the expanded weight lies in the closed-form space and the general solver's basis reproduces it
+    solved = EquivariantLinear(rep_in, rep_out, structure="basis", bias=False)
+    coefficients = torch.einsum("kmn,mn->k", solved.basis.to(dtype), layer.weight)
+    torch.testing.assert_close(torch.einsum("k,kmn->mn", coefficients, solved.basis.to(dtype)), layer.weight)
 
 
-def test_equivariant_linear_on_a_finite_representation(dtype):
+@pytest.mark.parametrize("structure", ["orbits", "basis"])
+def test_equivariant_linear_on_a_finite_representation(structure, dtype):
     rep = PermutationRep(symmetric(4))
-    layer = EquivariantLinear(rep, rep)
-    assert layer.basis.shape[0] == 2 and layer.bias_basis.shape[0] == 1
+    layer = EquivariantLinear(rep, rep, structure=structure)
+    assert layer.num_maps == 2 and layer.bias_basis.shape[0] == 1
     x = torch.randn(BATCH, 4)
     assert_equivariant(layer, x, rep.group, act_in=action_of(rep), act_out=action_of(rep))
+    torch.testing.assert_close(layer.to_dense()(x), layer(x))
+
+
+def test_large_closed_form_layer_needs_no_dense_basis():
+    """SO(3) with 62 copies of each degree 0..3 (dim 992): 15,376 maps, stored as 4 coefficient blocks."""
+    torch.set_default_dtype(torch.float64)
+    rep = SO3Rep([(62, 0), (62, 1), (62, 2), (62, 3)])
+    layer = EquivariantLinear(rep, rep, bias=False)
+    assert layer.num_maps == 4 * 62 * 62 and len(layer.blocks) == 4
+    x = torch.randn(2, rep.dim)
+    assert_equivariant(layer, x, rep.group, act_in=action_of(rep), act_out=action_of(rep), num_samples=2)
 
 
 def test_zero_dimensional_layer_warns():

@@ -38,6 +38,7 @@ from geo_pe.equivariance.metrics import (
     layerwise_equivariance,
 )
 from geo_pe.equivariance.pictures import draw_weight_sharing, weight_sharing_pattern
+from geo_pe.equivariance.structure import EquivariantStructure
 from geo_pe.equivariance.symmetrizer import Symmetrizer
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "DeepSetsLinear",
     "EquivarianceWarning",
     "EquivariantLinear",
+    "EquivariantStructure",
     "InvariantPooling",
     "LayerReport",
     "ProductSetLinear",

@@ -28,15 +28,8 @@ import warnings
 import torch
 from torch import nn
 
-from geo_pe.equivariance.intertwiners import (
-    EquivarianceWarning,
-    intertwiner_basis,
-    invariant_vectors,
-    orbit_pattern,
-    permutation_action,
-    schur_basis,
-    schur_blocks,
-)
+from geo_pe.equivariance.intertwiners import EquivarianceWarning, invariant_vectors, orbit_pattern
+from geo_pe.equivariance.structure import EquivariantStructure
 from geo_pe.reps.base import Representation
 from geo_pe.reps.finite import PermutationRep, TensorPower, TrivialRep, outer_product, symmetric
 
@@ -300,11 +293,10 @@ class EquivariantLinear(nn.Module):
     Args:
         rep_in, rep_out: any two `Representation` of one group (Lie or finite).
         bias: an equivariant bias, i.e. one in the invariant vectors of rho_out.
-        structure: ``"auto"``, ``"schur"`` (irrep blocks: one coefficient matrix per pair of equal irreps,
-            applied block by block), ``"orbits"`` (permutation representations: one weight per orbit of
-            index pairs, ``W = c[pattern]``) or ``"basis"`` (coefficients on a solved dense basis).
+        structure: see `EquivariantStructure`: ``"auto"``, ``"schur"`` (irrep blocks), ``"orbits"``
+            (permutation representations) or ``"basis"`` (a solved dense basis).
 
-    Only the free coefficients are parameters; structures are rebuilt from the representations. A
+    Only the free coefficients are parameters; the structure is rebuilt from the representations. A
     zero-dimensional space raises an `EquivarianceWarning` and the layer maps everything to its bias.
     """
 
@@ -312,39 +304,17 @@ class EquivariantLinear(nn.Module):
         self, rep_in: Representation, rep_out: Representation, *, bias: bool = True, structure="auto"
     ):
         super().__init__()
-        structures = ("auto", "schur", "orbits", "basis")
-        if structure not in structures:
-            raise ValueError(f"structure: expected one of {structures}, got {structure!r}")
         self.rep_in, self.rep_out = rep_in, rep_out
-        self.structure, self.blocks = _choose_structure(rep_out, rep_in, structure)
-        fan_in = max(1, rep_in.dim)
-        if self.structure == "schur":
-            self.block_weights = nn.ParameterList(
-                nn.Parameter(
-                    torch.randn(1 if b.J is None else 2, b.out_copies, b.in_copies) / math.sqrt(fan_in)
-                )
-                for b in self.blocks
-            )
-            for i, b in enumerate(self.blocks):
-                if b.J is not None:
-                    self.register_buffer(f"J{i}", b.J.to(torch.get_default_dtype()), persistent=False)
-            count = sum(b.num_maps for b in self.blocks)
-        elif self.structure == "orbits":
-            self.register_buffer("pattern", self.blocks, persistent=False)
-            count = int(self.blocks.max()) + 1 if self.blocks.numel() else 0
-            self.coefficients = nn.Parameter(torch.randn(count) / math.sqrt(fan_in))
-        else:
-            self.register_buffer("basis", self.blocks.to(torch.get_default_dtype()), persistent=False)
-            count = self.basis.shape[0]
-            self.coefficients = nn.Parameter(torch.randn(count) / math.sqrt(fan_in))
-        if count == 0:
+        self.space = EquivariantStructure(rep_in, rep_out, structure)
+        self.structure, self.num_maps = self.space.kind, self.space.num_maps
+        if self.num_maps == 0:
             warnings.warn(
                 f"no equivariant linear maps from dim {rep_in.dim} to dim {rep_out.dim} (no shared irrep); "
                 "the layer's output is its bias",
                 EquivarianceWarning,
                 stacklevel=2,
             )
-        self.num_maps = count
+        self.coefficients = nn.Parameter(torch.randn(self.num_maps) / math.sqrt(max(1, rep_in.dim)))
         if bias:
             basis = invariant_vectors(rep_out).to(torch.get_default_dtype())
             self.register_buffer("bias_basis", basis, persistent=False)
@@ -355,49 +325,19 @@ class EquivariantLinear(nn.Module):
     @property
     def weight(self) -> torch.Tensor:
         """The equivariant ``(m, n)`` matrix (expanded; the forward pass does not need it)."""
-        if self.structure == "orbits":
-            return self.coefficients[self.pattern]
-        if self.structure == "basis":
-            return torch.einsum("k,kmn->mn", self.coefficients, self.basis.to(self.coefficients.dtype))
-        eye = torch.eye(self.rep_in.dim, dtype=self._dtype(), device=self._device())
-        return self._schur_forward(eye).T
-
-    def _dtype(self) -> torch.dtype:
-        params = list(self.parameters())
-        return params[0].dtype if params else torch.get_default_dtype()
-
-    def _device(self) -> torch.device:
-        params = list(self.parameters())
-        return params[0].device if params else torch.device("cpu")
+        return self.space.expand(self.coefficients)
 
     def _bias(self, dtype) -> torch.Tensor | None:
         if self.bias_coefficients is None:
             return None
         return (self.bias_coefficients @ self.bias_basis.to(self.bias_coefficients.dtype)).to(dtype)
 
-    def _schur_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Blockwise: out entry a gets sum over matched in entries of (M (x) I) x_b (+ (N (x) J) x_b)."""
-        contributions: dict[int, torch.Tensor] = {}
-        for i, (b, w) in enumerate(zip(self.blocks, self.block_weights, strict=True)):
-            d = b.dim
-            xb = x[..., b.in_offset : b.in_offset + b.in_copies * d].unflatten(-1, (b.in_copies, d))
-            w = w.to(x.dtype)
-            y = torch.einsum("oc,...cd->...od", w[0], xb)
-            if b.J is not None:
-                y = y + torch.einsum("oc,...cd->...od", w[1], xb @ getattr(self, f"J{i}").to(x.dtype).T)
-            y = y.flatten(-2)
-            contributions[b.out_entry] = contributions[b.out_entry] + y if b.out_entry in contributions else y
-        pieces = []
-        for a, (mult, d) in enumerate(self.rep_out.acting_rep.layout):
-            pieces.append(contributions.get(a, x.new_zeros(*x.shape[:-1], mult * d)))
-        return torch.cat(pieces, dim=-1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.rep_in.dim:
             raise ValueError(
                 f"x: expected a last dimension of {self.rep_in.dim} (rep_in.dim), got {tuple(x.shape)}"
             )
-        y = self._schur_forward(x) if self.structure == "schur" else x @ self.weight.to(x.dtype).T
+        y = self.space.apply(x, self.coefficients)
         bias = self._bias(x.dtype)
         return y if bias is None else y + bias
 
@@ -413,22 +353,5 @@ class EquivariantLinear(nn.Module):
         from geo_pe.equivariance.pictures import weight_sharing_pattern
 
         if self.structure == "orbits":
-            return self.pattern
-        basis = self.basis if self.structure == "basis" else schur_basis(self.rep_out, self.rep_in)
-        return weight_sharing_pattern(basis)
-
-
-def _choose_structure(rep_out: Representation, rep_in: Representation, structure: str):
-    if structure in ("auto", "schur"):
-        try:
-            return "schur", schur_blocks(rep_out, rep_in)
-        except (ValueError, NotImplementedError):
-            if structure == "schur":
-                raise
-    identity = rep_out.group.identity() if hasattr(rep_out.group, "generators") else None
-    permutations = identity is not None and all(
-        permutation_action(r, identity) is not None for r in (rep_out, rep_in)
-    )
-    if structure == "orbits" or (structure == "auto" and permutations):
-        return "orbits", orbit_pattern(rep_out, rep_in)
-    return "basis", intertwiner_basis(rep_out, rep_in, warn=False)
+            return self.space.pattern
+        return weight_sharing_pattern(self.space.dense_basis())

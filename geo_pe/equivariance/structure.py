@@ -1,0 +1,152 @@
+"""`EquivariantStructure`: the equivariant weights between two representations, as a coefficient map.
+
+One object answers everything a layer or a training phase needs about Hom_G(rho_in, rho_out):
+how many free coefficients it has (`num_maps`), the weight they make (`expand`), the layer's output
+without forming that weight where possible (`apply`), and the orthogonal projection of any weight onto
+the subspace (`project`, `coefficients_of`). Three storage kinds, chosen automatically:
+
+* ``"schur"``: representations built from irreps; one coefficient block ``(1 or 2, out_copies, in_copies)``
+  per pair of equal irreps, applied blockwise as ``M (x) I (+ N (x) J)``;
+* ``"orbits"``: permutation representations; one coefficient per orbit of index pairs, ``W = c[pattern]``;
+* ``"basis"``: anything else; coefficients on an orthonormal solved basis ``(k, m, n)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from geo_pe.equivariance.intertwiners import (
+    intertwiner_basis,
+    orbit_pattern,
+    permutation_action,
+    schur_basis,
+    schur_blocks,
+)
+from geo_pe.reps.base import Representation
+
+__all__ = ["STRUCTURES", "EquivariantStructure"]
+
+STRUCTURES = ("auto", "schur", "orbits", "basis")
+
+
+class EquivariantStructure(nn.Module):
+    """Coefficients <-> equivariant weights ``(m, n)`` for rho_in (n) -> rho_out (m). Holds no parameters."""
+
+    def __init__(self, rep_in: Representation, rep_out: Representation, structure: str = "auto"):
+        super().__init__()
+        if structure not in STRUCTURES:
+            raise ValueError(f"structure: expected one of {STRUCTURES}, got {structure!r}")
+        self.rep_in, self.rep_out = rep_in, rep_out
+        self.shape = (rep_out.dim, rep_in.dim)
+        self.kind = self._choose(structure)
+        if self.kind == "schur":
+            self.blocks = schur_blocks(rep_out, rep_in)
+            self.out_layout = rep_out.acting_rep.layout
+            for i, b in enumerate(self.blocks):
+                if b.J is not None:
+                    self.register_buffer(f"J{i}", b.J.to(torch.get_default_dtype()), persistent=False)
+            self.num_maps = sum(b.num_maps for b in self.blocks)
+        elif self.kind == "orbits":
+            self.register_buffer("pattern", orbit_pattern(rep_out, rep_in), persistent=False)
+            self.num_maps = int(self.pattern.max()) + 1 if self.pattern.numel() else 0
+            self.register_buffer(
+                "orbit_sizes", torch.bincount(self.pattern.flatten()).double(), persistent=False
+            )
+        else:
+            basis = intertwiner_basis(rep_out, rep_in, warn=False)
+            self.register_buffer("basis", basis.to(torch.get_default_dtype()), persistent=False)
+            self.num_maps = basis.shape[0]
+
+    def _choose(self, structure: str) -> str:
+        if structure in ("auto", "schur"):
+            try:
+                schur_blocks(self.rep_out, self.rep_in)
+                return "schur"
+            except (ValueError, NotImplementedError):
+                if structure == "schur":
+                    raise
+        group = self.rep_out.group
+        if structure == "orbits":
+            return "orbits"
+        if structure == "auto" and hasattr(group, "generators"):
+            identity = group.identity()
+            if all(permutation_action(r, identity) is not None for r in (self.rep_out, self.rep_in)):
+                return "orbits"
+        return "basis"
+
+    # --- coefficients -> weights -------------------------------------------------------------------------
+    def _block_coefficients(self, coefficients: torch.Tensor) -> list[torch.Tensor]:
+        out, start = [], 0
+        for b in self.blocks:
+            count = b.num_maps
+            out.append(
+                coefficients[start : start + count].view(1 if b.J is None else 2, b.out_copies, b.in_copies)
+            )
+            start += count
+        return out
+
+    def apply(self, x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+        """``x W^T`` for ``x`` ``(..., n)``; blockwise for Schur structures (no dense weight)."""
+        if self.kind != "schur":
+            return x @ self.expand(coefficients).to(x.dtype).T
+        contributions: dict[int, torch.Tensor] = {}
+        for i, (b, w) in enumerate(zip(self.blocks, self._block_coefficients(coefficients), strict=True)):
+            d = b.dim
+            xb = x[..., b.in_offset : b.in_offset + b.in_copies * d].unflatten(-1, (b.in_copies, d))
+            w = w.to(x.dtype)
+            y = torch.einsum("oc,...cd->...od", w[0], xb)
+            if b.J is not None:
+                y = y + torch.einsum("oc,...cd->...od", w[1], xb @ getattr(self, f"J{i}").to(x.dtype).T)
+            y = y.flatten(-2)
+            contributions[b.out_entry] = contributions[b.out_entry] + y if b.out_entry in contributions else y
+        pieces = [
+            contributions.get(a, x.new_zeros(*x.shape[:-1], mult * d))
+            for a, (mult, d) in enumerate(self.out_layout)
+        ]
+        return torch.cat(pieces, dim=-1)
+
+    def expand(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """The equivariant weight ``(m, n)`` of the coefficients ``(num_maps,)``."""
+        if self.kind == "orbits":
+            return coefficients[self.pattern]
+        if self.kind == "basis":
+            return torch.einsum("k,kmn->mn", coefficients, self.basis.to(coefficients.dtype))
+        eye = torch.eye(self.shape[1], dtype=coefficients.dtype, device=coefficients.device)
+        return self.apply(eye, coefficients).T
+
+    # --- weights -> coefficients (orthogonal projection) -------------------------------------------------
+    def coefficients_of(self, W: torch.Tensor) -> torch.Tensor:
+        """Coefficients of the orthogonal (Frobenius) projection of ``W`` ``(m, n)`` onto the subspace."""
+        if W.shape != self.shape:
+            raise ValueError(f"W: expected shape {self.shape}, got {tuple(W.shape)}")
+        if self.kind == "orbits":
+            sums = torch.zeros(self.num_maps, dtype=W.dtype, device=W.device)
+            sums.index_add_(0, self.pattern.flatten(), W.flatten())
+            return sums / self.orbit_sizes.to(W.dtype)
+        if self.kind == "basis":
+            return torch.einsum("kmn,mn->k", self.basis.to(W.dtype), W)
+        out = []
+        for i, b in enumerate(self.blocks):
+            d = b.dim
+            sub = W[
+                b.out_offset : b.out_offset + b.out_copies * d, b.in_offset : b.in_offset + b.in_copies * d
+            ].reshape(b.out_copies, d, b.in_copies, d)
+            out.append(torch.einsum("sdtd->st", sub).flatten() / d)  # <W_st, I> / |I|^2
+            if b.J is not None:
+                J = getattr(self, f"J{i}").to(W.dtype)
+                out.append(torch.einsum("sdte,de->st", sub, J).flatten() / d)  # <W_st, J> / |J|^2
+        return torch.cat(out) if out else W.new_zeros(0)
+
+    def project(self, W: torch.Tensor) -> torch.Tensor:
+        """The orthogonal projection of ``W`` onto the equivariant weights (idempotent)."""
+        return self.expand(self.coefficients_of(W))
+
+    def dense_basis(self) -> torch.Tensor:
+        """The structure as an orthonormal basis ``(k, m, n)`` (float64), for pictures and tests."""
+        if self.kind == "basis":
+            return self.basis.double()
+        if self.kind == "schur":
+            return schur_basis(self.rep_out, self.rep_in)
+        basis = torch.nn.functional.one_hot(self.pattern, self.num_maps).permute(2, 0, 1).double()
+        return basis / basis.sum(dim=(1, 2), keepdim=True).sqrt()

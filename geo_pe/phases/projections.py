@@ -23,6 +23,7 @@ per model forward even when many layers share it (one global theta, as in Li et 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -33,16 +34,39 @@ PROJECTIONS = ("fastfood", "sparse", "dense", "identity")
 
 
 # --- fast Walsh-Hadamard transform ----------------------------------------------------------------------
+_HADAMARD_BITS = 6  # a GEMM with H_64 replaces the 6 shortest butterfly passes (measured fastest on CPU)
+_HADAMARDS: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _hadamard(r: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    key = (r, dtype, device)
+    if key not in _HADAMARDS:
+        H = torch.ones(1, 1, dtype=torch.float64)
+        while H.shape[0] < r:
+            H = torch.cat((torch.cat((H, H), 1), torch.cat((H, -H), 1)), 0)
+        _HADAMARDS[key] = H.to(dtype=dtype, device=device)
+    return _HADAMARDS[key]
+
+
 def _fwht_raw(x: torch.Tensor) -> torch.Tensor:
-    """Orthonormal Walsh-Hadamard transform (Sylvester order) along the last dim, a power of 2."""
+    """Orthonormal Walsh-Hadamard transform (Sylvester order) along the last dim, a power of 2.
+
+    One GEMM with H_64 on the contiguous last 64 entries (H_n = H_(n/64) (x) H_64), then butterfly passes
+    written into preallocated halves. Not differentiable by autograd (it writes with ``out=``): it runs
+    inside `_FWHT` and `_Fastfood`, whose backward passes are transforms again.
+    """
     n = x.shape[-1]
-    h, y = 1, x
+    r = min(n, 1 << _HADAMARD_BITS)
+    a = (x.reshape(-1, r) @ _hadamard(r, x.dtype, x.device)).reshape(-1)
+    b = torch.empty_like(a)
+    h = r
     while h < n:
-        pairs = y.reshape(*x.shape[:-1], n // (2 * h), 2, h)
-        a, b = pairs[..., 0, :], pairs[..., 1, :]
-        y = torch.stack((a + b, a - b), dim=-2).reshape(x.shape)
+        src, dst = a.view(-1, 2, h), b.view(-1, 2, h)
+        torch.add(src[:, 0], src[:, 1], out=dst[:, 0])
+        torch.sub(src[:, 0], src[:, 1], out=dst[:, 1])
+        a, b = b, a
         h *= 2
-    return y / math.sqrt(n)
+    return (a / math.sqrt(n)).view(x.shape)
 
 
 class _FWHT(torch.autograd.Function):
@@ -95,6 +119,20 @@ class DenseProjection(_Projection):
         return self.A.to(theta.dtype) @ theta
 
 
+class _SparseMatVec(torch.autograd.Function):
+    """A theta with A and A^T both kept in CSR, so that neither pass transposes or coalesces anything."""
+
+    @staticmethod
+    def forward(ctx, theta, A, At):
+        ctx.save_for_backward(At)
+        return (A @ theta[:, None])[:, 0]
+
+    @staticmethod
+    def backward(ctx, grad):
+        (At,) = ctx.saved_tensors
+        return (At @ grad[:, None])[:, 0], None, None
+
+
 class SparseProjection(_Projection):
     def reset_buffers(self):
         per_column = max(1, round(math.sqrt(self.D)))  # density 1/sqrt(D)
@@ -103,60 +141,65 @@ class SparseProjection(_Projection):
         signs = torch.randint(2, (self.d, per_column), generator=gen).double() * 2 - 1
         cols = torch.arange(self.d)[:, None].expand(-1, per_column)
         indices = torch.stack((rows.flatten(), cols.flatten()))
-        A = torch.sparse_coo_tensor(indices, signs.flatten(), (self.D, self.d), check_invariants=False)
-        A = A.coalesce()  # duplicates add up; normalise by the actual column norms
+        A = torch.sparse_coo_tensor(
+            indices, signs.flatten(), (self.D, self.d), check_invariants=False
+        ).coalesce()
         norms = torch.zeros(self.d, dtype=torch.float64).index_add_(0, A.indices()[1], A.values() ** 2).sqrt()
-        values = A.values() / norms[A.indices()[1]]
-        self.register_buffer(
-            "A",
-            torch.sparse_coo_tensor(A.indices(), values, A.shape, check_invariants=False).coalesce(),
-            persistent=False,
-        )
+        values = A.values() / norms[A.indices()[1]]  # duplicates added up; normalise by the actual norms
+        A = torch.sparse_coo_tensor(A.indices(), values, A.shape, check_invariants=False).coalesce()
+        with warnings.catch_warnings():  # torch's notice that CSR support is in beta
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            self.register_buffer("A", A.to_sparse_csr(), persistent=False)
+            self.register_buffer("At", A.t().coalesce().to_sparse_csr(), persistent=False)
 
     def forward(self, theta):
-        return torch.sparse.mm(self.A.to(theta.dtype), theta[:, None])[:, 0]
+        return _SparseMatVec.apply(theta, self.A.to(theta.dtype), self.At.to(theta.dtype))
 
 
 class _Fastfood(torch.autograd.Function):
-    """A theta for stacked blocks scale * H G Pi H B, with an explicit adjoint as the backward pass."""
+    """A theta for stacked blocks scale_k H G_k (Pi H B theta), with an explicit adjoint as the backward.
+
+    H, B and Pi are shared by the K blocks, which differ in their Gaussian diagonals G_k: a pass costs one
+    transform of size n, one gather of size n and one transform of size K n.
+    """
 
     @staticmethod
     def forward(ctx, theta, B, perm, G, scale, D):
-        n = B.shape[1]
+        n = B.shape[0]
         x = torch.zeros(n, dtype=theta.dtype, device=theta.device)
         x[: theta.shape[0]] = theta
-        x = _fwht_raw(B * x)  # (K, n)
-        x = torch.gather(x, 1, perm)
-        x = _fwht_raw(G * x) * scale
+        x = _fwht_raw(B * x)[perm]  # (n,), shared
+        y = _fwht_raw(G * x) * scale  # (K, n)
         ctx.save_for_backward(B, perm, G, scale)
         ctx.d = theta.shape[0]
-        return x.reshape(-1)[:D]
+        return y.reshape(-1)[:D]
 
     @staticmethod
     def backward(ctx, grad):
         B, perm, G, scale = ctx.saved_tensors
-        K, n = B.shape
+        K, n = G.shape
         g = torch.zeros(K * n, dtype=grad.dtype, device=grad.device)
         g[: grad.shape[0]] = grad
-        g = G * _fwht_raw(g.view(K, n) * scale)
-        g = torch.zeros_like(g).scatter_(1, perm, g)  # Pi^T
-        g = (B * _fwht_raw(g)).sum(0)
-        return g[: ctx.d], None, None, None, None, None
+        summed = (G * _fwht_raw(g.view(K, n) * scale)).sum(0)  # (n,): the K blocks saw the same x
+        shared = torch.empty_like(summed)
+        shared[perm] = summed  # Pi^T
+        return (B * _fwht_raw(shared))[: ctx.d], None, None, None, None, None
 
 
 class FastfoodProjection(_Projection):
-    """Stacked Fastfood blocks of size n = next power of 2 >= d; K = ceil(D / n) blocks.
+    """Stacked Fastfood blocks of size n = next power of 2 >= d; K = ceil(D / n) blocks sharing Pi H B.
 
-    With orthonormal H and S = I, every column of H G Pi H B has norm ||G|| / sqrt(n); scaling each block
-    by sqrt(n / K) / ||G|| gives unit-norm columns before the rows beyond D are cut.
+    With orthonormal H and S = I, every column of H G_k Pi H B has norm ||G_k|| / sqrt(n) (H B e_j has
+    entries +-1/sqrt(n)); scaling block k by sqrt(n / K) / ||G_k|| gives unit-norm columns before the
+    rows beyond D are cut.
     """
 
     def reset_buffers(self):
         n = 1 << max(0, (self.d - 1).bit_length())
         K = math.ceil(self.D / n)
         gen = self._generator()
-        B = torch.randint(2, (K, n), generator=gen).double() * 2 - 1
-        perm = torch.argsort(torch.rand(K, n, generator=gen), dim=1)
+        B = torch.randint(2, (n,), generator=gen).double() * 2 - 1
+        perm = torch.argsort(torch.rand(n, generator=gen))
         G = torch.randn(K, n, generator=gen, dtype=torch.float64)  # float64 so the column norms are exact
         scale = math.sqrt(n / K) / G.norm(dim=1, keepdim=True)
         for name, value in (("B", B), ("perm", perm), ("G", G), ("scale", scale)):

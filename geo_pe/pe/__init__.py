@@ -5,11 +5,12 @@ HuggingFace Llama-family model.
 """
 
 from geo_pe.pe.encoding import Encoding, EncodingPlan, Segment, apply_encoding
-from geo_pe.pe.modules import GTAPE, AbsolutePE, GroupPE, RotaryPE
+from geo_pe.pe.modules import GTAPE, AbsolutePE, EmbeddingRep, GroupPE, RotaryPE
 
 __all__ = [
     "GTAPE",
     "AbsolutePE",
+    "EmbeddingRep",
     "Encoding",
     "EncodingPlan",
     "GroupPE",

@@ -40,7 +40,8 @@ class Segment(NamedTuple):
     """Channels ``start:stop`` of one block type (see the module docstring).
 
     ``block`` is the block size; ``source`` indexes the encoding data: the first angle for rotations,
-    the entry of ``matrices`` or ``harmonics`` otherwise.
+    the entry of ``matrices`` or ``harmonics`` otherwise; ``entries`` are the representation's `layout`
+    entries the segment covers.
     """
 
     kind: str
@@ -48,6 +49,7 @@ class Segment(NamedTuple):
     stop: int
     block: int
     source: int
+    entries: tuple[int, ...] = ()
 
     @property
     def copies(self) -> int:
@@ -71,7 +73,7 @@ class EncodingPlan:
         self.rep = rep
         self.segments: list[Segment] = []
         self.leaves: list[tuple[str, Representation, tuple[int, ...]]] = []
-        self._pairs = self._matrices = self._harmonics = 0
+        self._pairs = self._matrices = self._harmonics = self._entries = 0
         end = self._walk(rep, 0)
         assert end == rep.dim, "segments must tile the representation"
         self.segments = _merge_runs(self.segments)
@@ -87,60 +89,68 @@ class EncodingPlan:
             return offset
         if isinstance(rep, TranslationRep):
             self.leaves.append(("translation", rep, ()))
-            return self._rotation(offset, rep.num_frequencies)
+            entries = tuple(range(self._entries, self._entries + rep.num_frequencies))
+            self._entries += rep.num_frequencies
+            return self._rotation(offset, rep.num_frequencies, entries)
         if isinstance(rep, SO2Rep):
             frequencies = []
             for mult, m in rep._irreps_spec:
+                entry = (self._entries,)
+                self._entries += 1
                 if m == 0:
-                    self.segments.append(Segment("identity", offset, offset + mult, 1, 0))
+                    self.segments.append(Segment("identity", offset, offset + mult, 1, 0, entry))
                     offset += mult
                 else:
                     frequencies += [m] * mult
-                    offset = self._rotation(offset, mult)
+                    offset = self._rotation(offset, mult, entry)
             self.leaves.append(("so2", rep, tuple(frequencies)))
             return offset
         if isinstance(rep, SphereRep):
             self.leaves.append(("sphere", rep, ()))
             for mult, l in rep._irreps_spec:
                 d = 2 * l + 1
-                self.segments.append(Segment("zonal", offset, offset + mult * d, d, self._harmonics))
+                entry = (self._entries,)
+                self._entries += 1
+                self.segments.append(Segment("zonal", offset, offset + mult * d, d, self._harmonics, entry))
                 self._harmonics += 1
                 offset += mult * d
             return offset
         # SO(3), tensor products and any other representation: its blocks as matrices.
         self.leaves.append(("so3" if isinstance(rep, SO3Rep) else "blocks", rep, ()))
         for mult, d in rep.layout:
-            self.segments.append(Segment("matrix", offset, offset + mult * d, d, self._matrices))
+            entry = (self._entries,)
+            self._entries += 1
+            self.segments.append(Segment("matrix", offset, offset + mult * d, d, self._matrices, entry))
             self._matrices += 1
             offset += mult * d
         return offset
 
-    def _rotation(self, offset: int, pairs: int) -> int:
-        self.segments.append(Segment("rotation", offset, offset + 2 * pairs, 2, self._pairs))
+    def _rotation(self, offset: int, pairs: int, entries: tuple[int, ...]) -> int:
+        self.segments.append(Segment("rotation", offset, offset + 2 * pairs, 2, self._pairs, entries))
         self._pairs += pairs
         return offset + 2 * pairs
 
-    def encode(self, positions) -> Encoding:
-        """The `Encoding` of per-token group elements (a tensor, or a dict of attributes)."""
+    def encode(self, positions, name: str = "positions") -> Encoding:
+        """The `Encoding` of group elements (a tensor or a dict of attributes); errors name ``name``."""
         angles: list[torch.Tensor] = []
         matrices: list[torch.Tensor] = []
         harmonics: list[torch.Tensor] = []
         for kind, rep, frequencies in self.leaves:
             if kind == "translation":
-                angles.append(rep.angles(positions))
+                angles.append(rep.angles(positions, name))
             elif kind == "so2":
                 if frequencies:
-                    theta = rep.element(positions)
+                    theta = rep.element(positions, name)
                     dtype = torch.float64 if theta.dtype == torch.float64 else torch.float32
                     m = torch.tensor(frequencies, dtype=dtype, device=theta.device)
                     angles.append(theta.to(dtype)[..., None] * m)
                 else:
-                    rep.element(positions)  # validate even when every frequency is 0
+                    rep.element(positions, name)  # validate even when every frequency is 0
             elif kind == "so3":
-                by_degree = wigner_D_all(rep.element(positions), max(rep.degrees))
+                by_degree = wigner_D_all(rep.element(positions, name), max(rep.degrees))
                 matrices.extend(by_degree[l] for l in rep.degrees)
             elif kind == "sphere":
-                harmonics.extend(rep.harmonics(positions))
+                harmonics.extend(rep.harmonics(positions, name))
             else:
                 matrices.extend(rep.blocks(positions))
         cos = sin = cis = None
@@ -165,7 +175,7 @@ def _merge_runs(segments: list[Segment]) -> list[Segment]:
             and prev.stop == seg.start
             and prev.source + prev.copies == seg.source
         ):
-            out[-1] = prev._replace(stop=seg.stop)
+            out[-1] = prev._replace(stop=seg.stop, entries=prev.entries + seg.entries)
         else:
             out.append(seg)
     return out

@@ -39,10 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from geo_pe.pe.encoding import PAIR_LAYOUTS, X_LAYOUTS, Encoding, EncodingPlan, apply_encoding
-from geo_pe.reps.base import Representation
+from geo_pe.reps.base import TRIVIAL, Representation
 from geo_pe.reps.spec import IrrepsSpec
 
-__all__ = ["GTAPE", "AbsolutePE", "GroupPE", "RotaryPE"]
+__all__ = ["GTAPE", "AbsolutePE", "EmbeddingRep", "GroupPE", "RotaryPE"]
 
 
 class GroupPE(nn.Module):
@@ -225,6 +225,11 @@ class AbsolutePE(GroupPE):
                 f"match the feature width {width} to add it to; change the irreps or use combine='concat'"
             )
 
+    @property
+    def embedding_rep(self) -> EmbeddingRep:
+        """The representation of the acting group on gamma: gamma(h g) = R(h) gamma(g)."""
+        return EmbeddingRep(self)
+
     def embed(self, encoding: Encoding) -> torch.Tensor:
         """gamma(g) ``(*batch, tokens, width)`` in float32/float64."""
         pieces = []
@@ -257,6 +262,61 @@ class AbsolutePE(GroupPE):
             return features + gamma
         batch = torch.broadcast_shapes(features.shape[:-1], gamma.shape[:-1])
         return torch.cat((features.expand(*batch, -1), gamma.expand(*batch, -1)), dim=-1)
+
+
+class EmbeddingRep(Representation):
+    """How the channels of `AbsolutePE.embed` transform under g -> h g: gamma(h g) = R(h) gamma(g).
+
+    Column by column, vec(B(h g)) = (I (x) B(h)) vec(B(g)): a matrix block of dimension d gives d copies of
+    its irrep, a 2x2 rotation block (stored as one column) one copy, a trivial block one trivial channel,
+    a direction one copy of its SO(3) irrep. Blocks are those of the PE's ``acting_rep`` at h.
+    """
+
+    def __init__(self, pe: AbsolutePE):
+        super().__init__()
+        acting = pe.rep.acting_rep
+        irreps, structures = acting.irreps, acting.complex_structures()
+        self._acting = [acting]  # a reference: the PE module owns it
+        self._entries: list[tuple[int | None, int, int]] = []  # (acting entry or None for trivial, mult, dim)
+        self._irreps, self._structures = [], []
+        for seg in pe.plan.segments:
+            if seg.kind == "identity":
+                self._entries.append((None, 1, 1))
+                self._irreps.append((1, TRIVIAL))
+                self._structures.append(None)
+                continue
+            for e in seg.entries:
+                mult, irrep = irreps[e]
+                copies = {"rotation": mult, "matrix": seg.block, "zonal": 1}[seg.kind]
+                self._entries.append((e, copies, irrep.dim))
+                self._irreps.append((copies, irrep))
+                self._structures.append(structures[e])
+
+    @property
+    def group(self):
+        return self._acting[0].group
+
+    @property
+    def attribute_groups(self):
+        return self._acting[0].attribute_groups
+
+    @property
+    def layout(self):
+        return tuple((mult, d) for _, mult, d in self._entries)
+
+    @property
+    def irreps(self):
+        return tuple(self._irreps)
+
+    def complex_structures(self):
+        return list(self._structures)
+
+    def blocks(self, g):
+        acting = self._acting[0].blocks(g)
+        out = []
+        for e, _, _ in self._entries:
+            out.append(torch.ones_like(acting[0][..., :1, :1]) if e is None else acting[e])
+        return out
 
 
 def _embedding_width(seg) -> int:

@@ -8,7 +8,7 @@ Finite groups (weight sharing): `cyclic`, `dihedral`, `symmetric`, `direct_produ
 `PermutationRep`, `TensorPower`, `RegularRep`, `TrivialRep` and `outer_product`.
 """
 
-from geo_pe.reps.base import DirectSum, Irrep, Representation, TensorPower, TensorProduct
+from geo_pe.reps.base import TRIVIAL, DirectSum, Irrep, Representation, TensorPower, TensorProduct
 from geo_pe.reps.finite import (
     CyclicGroup,
     DihedralGroup,
@@ -26,7 +26,15 @@ from geo_pe.reps.finite import (
     symmetric,
 )
 from geo_pe.reps.groups import SO2, SO3, Group, ProductGroup, Space, Sphere, Translations
-from geo_pe.reps.lie import AttributeRep, SO2Rep, SO3Rep, SphereRep, TranslationRep, default_frequencies
+from geo_pe.reps.lie import (
+    AttributeRep,
+    SO2Rep,
+    SO3Rep,
+    SphereRep,
+    TranslationRep,
+    Trivial,
+    default_frequencies,
+)
 from geo_pe.reps.spec import IrrepsSpec, SO2Factor, SO3Factor, SphereFactor, TranslationFactor
 from geo_pe.reps.wigner import (
     L1_PERMUTATION,
@@ -40,6 +48,7 @@ __all__ = [
     "L1_PERMUTATION",
     "SO2",
     "SO3",
+    "TRIVIAL",
     "AttributeRep",
     "CyclicGroup",
     "DihedralGroup",
@@ -68,6 +77,7 @@ __all__ = [
     "TranslationFactor",
     "TranslationRep",
     "Translations",
+    "Trivial",
     "TrivialRep",
     "cyclic",
     "default_frequencies",

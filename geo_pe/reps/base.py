@@ -25,7 +25,7 @@ from torch import nn
 
 from geo_pe.reps.groups import Element, Group, ProductGroup
 
-__all__ = ["DirectSum", "Irrep", "Representation", "TensorPower", "TensorProduct"]
+__all__ = ["TRIVIAL", "DirectSum", "Irrep", "Representation", "TensorPower", "TensorProduct"]
 
 _ENDOMORPHISM_DIM = {"real": 1, "complex": 2, "quaternionic": 4}
 
@@ -54,6 +54,10 @@ class Irrep:
 
     def __str__(self) -> str:
         return f"{self.group}[{self.label}]"
+
+
+TRIVIAL = Irrep("trivial", 0, 1, "real")
+"""The trivial irrep: one and the same for every group and token attribute (scalars mix with any copy)."""
 
 
 class Representation(nn.Module, ABC):

@@ -38,8 +38,8 @@ from geo_pe._checks import (
     full_precision,
     value_checks_enabled,
 )
-from geo_pe.reps.base import Irrep, Representation, element_of
-from geo_pe.reps.groups import SO2, SO3, Group, Sphere, Translations
+from geo_pe.reps.base import TRIVIAL, Irrep, Representation, element_of
+from geo_pe.reps.groups import SO2, SO3, Group, ProductGroup, Sphere, Translations
 from geo_pe.reps.wigner import _R1_from_matrix, _wigner_from_R1, spherical_harmonics, wigner_D_all
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "SO3Rep",
     "SphereRep",
     "TranslationRep",
+    "Trivial",
     "default_frequencies",
     "rotation_blocks",
 ]
@@ -212,9 +213,9 @@ class TranslationRep(AttributeRep):
     def complex_structures(self):
         return [_rotation_J() for _ in range(self.num_frequencies)]
 
-    def angles(self, g) -> torch.Tensor:
+    def angles(self, g, name: str = "g") -> torch.Tensor:
         """The angles w_k . x, ``(*batch, F)``, in float32 (float64 for float64 positions)."""
-        x = self.element(g)
+        x = self.element(g, name)
         dtype = compute_dtype(x)
         with full_precision(x):
             if self.learnable:
@@ -287,7 +288,7 @@ class SO2Rep(_IrrepListRep):
         super().__init__(irreps, SO2(), attribute)
 
     def _irrep(self, m: int) -> Irrep:
-        return Irrep(self.irrep_group, m, 1, "real") if m == 0 else Irrep(self.irrep_group, m, 2, "complex")
+        return TRIVIAL if m == 0 else Irrep(self.irrep_group, m, 2, "complex")
 
     def complex_structures(self):
         return [None if m == 0 else _rotation_J() for _, m in self._irreps_spec]
@@ -340,7 +341,7 @@ class SO3Rep(_IrrepListRep):
         super().__init__(irreps, SO3(), attribute)
 
     def _irrep(self, l: int) -> Irrep:
-        return Irrep(self.irrep_group, l, 2 * l + 1, "real")
+        return TRIVIAL if l == 0 else Irrep(self.irrep_group, l, 2 * l + 1, "real")
 
     def complex_structures(self):
         return [None for _ in self._irreps_spec]
@@ -378,7 +379,7 @@ class SphereRep(_IrrepListRep):
         self._acting = SO3Rep(irreps, attribute=attribute)
 
     def _irrep(self, l: int) -> Irrep:
-        return Irrep(self.irrep_group, l, 2 * l + 1, "real")
+        return TRIVIAL if l == 0 else Irrep(self.irrep_group, l, 2 * l + 1, "real")
 
     @property
     def acting_rep(self) -> Representation:
@@ -391,9 +392,9 @@ class SphereRep(_IrrepListRep):
     def degrees(self) -> tuple[int, ...]:
         return tuple(l for _, l in self._irreps_spec)
 
-    def harmonics(self, g) -> list[torch.Tensor]:
+    def harmonics(self, g, name: str = "g") -> list[torch.Tensor]:
         """Unit-norm Y_l(x) ``(*batch, 2l+1)`` for each entry, in float32/float64."""
-        x = self.element(g)
+        x = self.element(g, name)
         return [spherical_harmonics(x, l, normalization="norm") for l in self.degrees]
 
     def blocks(self, g):
@@ -403,3 +404,44 @@ class SphereRep(_IrrepListRep):
             block[..., l] = Y  # column m = 0
             out.append(block)
         return out
+
+
+class Trivial(Representation):
+    """``dim`` invariant channels, rho(g) = I, for the group of ``attribute_groups`` (a model's scalars)."""
+
+    def __init__(self, dim: int, attribute_groups: dict[str, Group]):
+        super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim: expected a positive integer, got {dim!r}")
+        if not attribute_groups:
+            raise ValueError("attribute_groups: expected the token attributes of the group it is trivial for")
+        self._dim, self._attribute_groups = dim, dict(attribute_groups)
+        groups = list(self._attribute_groups.values())
+        self._group = groups[0] if len(groups) == 1 else ProductGroup(self._attribute_groups)
+
+    @property
+    def group(self) -> Group:
+        return self._group
+
+    @property
+    def attribute_groups(self) -> dict[str, Group]:
+        return dict(self._attribute_groups)
+
+    @property
+    def layout(self):
+        return ((self._dim, 1),)
+
+    @property
+    def irreps(self):
+        return ((self._dim, TRIVIAL),)
+
+    def complex_structures(self):
+        return [None]
+
+    def blocks(self, g):
+        if isinstance(g, dict) and len(self._attribute_groups) == 1:
+            g = g[next(iter(self._attribute_groups))]
+        g = self._group.validate(g)
+        floats = [t for t in (g.values() if isinstance(g, dict) else [g]) if t.is_floating_point()]
+        dtype = torch.float64 if any(t.dtype == torch.float64 for t in floats) else torch.float32
+        return [torch.ones(*self._group.batch_shape(g), 1, 1, dtype=dtype)]

@@ -11,7 +11,7 @@ import torch
 
 from geo_pe import quaternion as Q
 from geo_pe.pe import GTAPE, AbsolutePE, Encoding, RotaryPE
-from geo_pe.testing import assert_equivariant, tolerance
+from geo_pe.testing import action_of, assert_equivariant, tolerance
 
 SPECS = [
     "t1:8",
@@ -161,6 +161,18 @@ def test_absolute_kernel_is_the_character(spec, dtype):
         close(gram, pe.rep.character(group.compose(group.inverse(gi), gj)).to(dtype), dtype, 10)
 
 
+@pytest.mark.parametrize("spec", SPECS)
+def test_absolute_embedding_transforms_by_its_representation(spec, dtype):
+    """gamma(h . g) = R(h) gamma(g) for a global h of the acting group (columns of rho(g) move by rho(h))."""
+    pe = AbsolutePE(spec, combine="concat")
+    R = pe.embedding_rep
+    assert R.dim == pe.width
+    acting, act = global_action(pe)
+    assert_equivariant(
+        lambda g: pe.embed(pe.encode(g)), sample(pe, dtype), acting, act_in=act, act_out=action_of(R)
+    )
+
+
 def test_absolute_add_and_concat(dtype):
     pe_add = AbsolutePE("so3:1x1", width=9)
     feats = torch.randn(B, T, 9, dtype=dtype)
@@ -288,9 +300,9 @@ def test_bad_inputs_raise():
         pe(torch.zeros(1, 1, 3, 6), enc)
     with pytest.raises(ValueError, match="encoding: expected the Encoding returned by encode"):
         pe(torch.zeros(1, 1, 3, 8), (enc.cos, enc.sin))
-    with pytest.raises(ValueError, match=r"g\['orientation'\]: expected non-zero finite quaternions"):
+    with pytest.raises(ValueError, match=r"positions\['orientation'\]: expected non-zero finite quaternions"):
         RotaryPE("t1:2+so3:1x1").encode({"position": torch.arange(2), "orientation": torch.zeros(2, 4)})
-    with pytest.raises(ValueError, match="g: no group element for attribute 'orientation'"):
+    with pytest.raises(ValueError, match="positions: no group element for attribute 'orientation'"):
         RotaryPE("t1:2+so3:1x1").encode({"position": torch.arange(2)})
     with pytest.raises(ValueError, match="spec: unknown group 'so4'"):
         GTAPE("so4:1x1")

@@ -39,22 +39,33 @@ class EquivariantStructure(nn.Module):
             raise ValueError(f"structure: expected one of {STRUCTURES}, got {structure!r}")
         self.rep_in, self.rep_out = rep_in, rep_out
         self.shape = (rep_out.dim, rep_in.dim)
-        self.kind = self._choose(structure)
+        with torch.device("cpu"):  # constants, also when the model is being built on the meta device
+            self.kind = self._choose(structure)
+            self._build()
+
+    def reset_buffers(self) -> None:
+        """Recompute the structure's buffers (after meta-device initialisation or HF loading)."""
+        device = next(self.buffers(), torch.empty(0)).device
+        with torch.device("cpu"):
+            self._build()
+        self.to(device if device.type != "meta" else "cpu")
+
+    def _build(self) -> None:
         if self.kind == "schur":
-            self.blocks = schur_blocks(rep_out, rep_in)
-            self.out_layout = rep_out.acting_rep.layout
+            self.blocks = schur_blocks(self.rep_out, self.rep_in)
+            self.out_layout = self.rep_out.acting_rep.layout
             for i, b in enumerate(self.blocks):
                 if b.J is not None:
                     self.register_buffer(f"J{i}", b.J.to(torch.get_default_dtype()), persistent=False)
             self.num_maps = sum(b.num_maps for b in self.blocks)
         elif self.kind == "orbits":
-            self.register_buffer("pattern", orbit_pattern(rep_out, rep_in), persistent=False)
+            self.register_buffer("pattern", orbit_pattern(self.rep_out, self.rep_in), persistent=False)
             self.num_maps = int(self.pattern.max()) + 1 if self.pattern.numel() else 0
             self.register_buffer(
                 "orbit_sizes", torch.bincount(self.pattern.flatten()).double(), persistent=False
             )
         else:
-            basis = intertwiner_basis(rep_out, rep_in, warn=False)
+            basis = intertwiner_basis(self.rep_out, self.rep_in, warn=False)
             self.register_buffer("basis", basis.to(torch.get_default_dtype()), persistent=False)
             self.num_maps = basis.shape[0]
 

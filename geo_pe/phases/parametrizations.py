@@ -53,9 +53,16 @@ class ScalarIdentitySpace(nn.Module):
 class InvariantSpace(nn.Module):
     """The invariant vectors of a representation, as a projector (no parameters)."""
 
-    def __init__(self, basis: torch.Tensor):
+    def __init__(self, rep_out):
         super().__init__()
-        self.register_buffer("basis", basis, persistent=False)
+        self.rep_out = rep_out
+        self.reset_buffers()
+
+    def reset_buffers(self) -> None:
+        device = self.basis.device if hasattr(self, "basis") and self.basis.device.type != "meta" else "cpu"
+        with torch.device("cpu"):
+            basis = invariant_vectors(self.rep_out).to(torch.get_default_dtype())
+        self.register_buffer("basis", basis.to(device), persistent=False)
 
     def project(self, v):
         basis = self.basis.to(v.dtype)
@@ -178,19 +185,21 @@ class InvariantBias(WeightParametrization):
 
     def __init__(self, rep_out):
         super().__init__((rep_out.dim,))
-        self.register_buffer(
-            "basis", invariant_vectors(rep_out).to(torch.get_default_dtype()), persistent=False
-        )
-        self.coefficients = nn.Parameter(torch.zeros(self.basis.shape[0]))
+        self.space = InvariantSpace(rep_out)
+        self.coefficients = nn.Parameter(torch.zeros(self.space.basis.shape[0]))
+
+    @property
+    def basis(self) -> torch.Tensor:
+        return self.space.basis
 
     def weight(self):
         return self.coefficients @ self.basis.to(self.coefficients.dtype)
 
     def constraint(self):
-        return InvariantSpace(self.basis.clone())
+        return self.space
 
     def project(self, W):
-        return self.constraint().project(W)
+        return self.space.project(W)
 
     def load(self, W):
         with torch.no_grad():

@@ -96,13 +96,26 @@ class _Projection(nn.Module):
     def __init__(self, D: int, d: int, seed: int):
         super().__init__()
         self.D, self.d, self.seed = D, d, seed
-        self.reset_buffers()
+        with torch.device("cpu"):  # constants, also when the model is being built on the meta device
+            self._build()
 
     def _generator(self) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed)
 
     def reset_buffers(self) -> None:
-        """Regenerate the projection's random tensors from the seed (e.g. after meta-device init)."""
+        """Regenerate the random tensors from the seed (after meta-device initialisation or HF loading)."""
+        device, dtype = torch.device("cpu"), None
+        for b in self.buffers():
+            device = b.device if b.device.type != "meta" else device
+            dtype = b.dtype if b.is_floating_point() else dtype
+        with torch.device("cpu"):
+            self._build()
+        self.to(device)
+        if dtype is not None:
+            self.to(dtype)
+
+    def _build(self) -> None:
+        """Draw the projection's random tensors from the seed (the identity has none)."""
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         theta = torch.zeros(self.d, dtype=y.dtype, device=y.device, requires_grad=True)
@@ -111,7 +124,7 @@ class _Projection(nn.Module):
 
 
 class DenseProjection(_Projection):
-    def reset_buffers(self):
+    def _build(self):
         A = torch.randn(self.D, self.d, generator=self._generator(), device="cpu", dtype=torch.float64)
         self.register_buffer("A", A / A.norm(dim=0, keepdim=True), persistent=False)
 
@@ -134,7 +147,7 @@ class _SparseMatVec(torch.autograd.Function):
 
 
 class SparseProjection(_Projection):
-    def reset_buffers(self):
+    def _build(self):
         per_column = max(1, round(math.sqrt(self.D)))  # density 1/sqrt(D)
         gen = self._generator()
         rows = torch.randint(self.D, (self.d, per_column), generator=gen)
@@ -194,7 +207,7 @@ class FastfoodProjection(_Projection):
     rows beyond D are cut.
     """
 
-    def reset_buffers(self):
+    def _build(self):
         n = 1 << max(0, (self.d - 1).bit_length())
         K = math.ceil(self.D / n)
         gen = self._generator()
@@ -262,7 +275,7 @@ class RandomSubspace(nn.Module):
             self._cache = (version, value)
         return self._cache[1]
 
-    def reset_parameters(self) -> None:
+    def reset_buffers(self) -> None:
         self.projection.reset_buffers()
         self._cache = None
 

@@ -103,7 +103,7 @@ class WeightParametrization(nn.Module):
         """Keep the symmetric space of the previous phase (or of the one before) and the weight at the switch,
         for the phase II pull toward symmetry (`symmetry_penalty`)."""
         self.symmetry = previous.constraint() or previous.symmetry
-        self.anchor = W.detach().clone()
+        self.anchor = W.detach().clone(memory_format=torch.contiguous_format)
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}"
@@ -114,7 +114,7 @@ class FreeWeight(WeightParametrization):
 
     def __init__(self, W: torch.Tensor):
         super().__init__(W.shape)
-        self.value = nn.Parameter(W.detach().clone())
+        self.value = nn.Parameter(W.detach().clone(memory_format=torch.contiguous_format))
 
     def weight(self):
         return self.value
@@ -217,7 +217,7 @@ class SubspaceWeight(WeightParametrization):
 
     def __init__(self, W: torch.Tensor, subspace: RandomSubspace, start: int, *, owned: bool):
         super().__init__(W.shape)
-        self.register_buffer("w_t", W.detach().clone())
+        self.register_buffer("w_t", W.detach().clone(memory_format=torch.contiguous_format))
         self.start, self.stop = start, start + W.numel()
         if owned:
             self.subspace = subspace

@@ -125,6 +125,7 @@ def set_phase(
     free_weight_decay: float = 100.0,
     project: bool = False,
     freeze_others: bool = False,
+    rebuild: bool = False,
 ) -> PhaseReport:
     """Move the chosen linear layers of ``model`` to ``phase`` (in place); see the module docstring.
 
@@ -138,6 +139,9 @@ def set_phase(
             all chosen layers, as in Li et al. 2018, or one per layer).
         project: allow a switch that projects weights into a constrained phase (changes the function).
         freeze_others: in the subspace phase, also stop training every parameter outside the subspace.
+        rebuild: only build the new parametrisations and leave their values as constructed, without the
+            function check; for restoring the structure of a saved model (on the meta device too) before
+            its state dict is loaded.
     """
     if phase not in PHASES:
         raise ValueError(f"phase: expected one of {PHASES}, got {phase!r}")
@@ -149,10 +153,10 @@ def set_phase(
             setattr(parent, child, phased)
             chosen[i] = (name, phased)
 
-    before = {
-        name: (layer.weight.detach().clone(), None if layer.bias is None else layer.bias.detach().clone())
-        for name, layer in chosen
-    }
+    def snapshot(t):  # contiguous, so that a weight rebuilt from it runs the same GEMM as after loading
+        return None if t is None else t.detach().clone(memory_format=torch.contiguous_format)
+
+    before = {name: (snapshot(layer.weight), snapshot(layer.bias)) for name, layer in chosen}
     subspaces: list[RandomSubspace] = []
     new: dict[str, tuple[WeightParametrization, WeightParametrization | None]] = {}
     if phase == "subspace":
@@ -207,15 +211,17 @@ def set_phase(
                     weight = ResidualPathwayWeight(rep_in, rep_out, structure, free_weight_decay)
                     bias = FreeWeight(b) if b is not None else None
             weight = weight.to(device=W.device, dtype=W.dtype)
-            weight.load(W)
             if bias is not None:
                 bias = bias.to(device=b.device, dtype=b.dtype)
-                bias.load(b)
+            if not rebuild:
+                weight.load(W)
+                if bias is not None:
+                    bias.load(b)
             new[name] = (weight, bias)
 
     # check the function is unchanged before touching the model
-    worst = 0.0
-    for name, (weight, bias) in new.items():
+    worst = float("nan") if rebuild else 0.0
+    for name, (weight, bias) in ({} if rebuild else new).items():
         W, b = before[name]
         with torch.no_grad():
             change = (weight.weight() - W).abs().max().item()

@@ -160,13 +160,31 @@ class SparseProjection(_Projection):
         norms = torch.zeros(self.d, dtype=torch.float64).index_add_(0, A.indices()[1], A.values() ** 2).sqrt()
         values = A.values() / norms[A.indices()[1]]  # duplicates added up; normalise by the actual norms
         A = torch.sparse_coo_tensor(A.indices(), values, A.shape, check_invariants=False).coalesce()
-        with warnings.catch_warnings():  # torch's notice that CSR support is in beta
+        # CSR parts as plain tensors: they move to any device (meta included) and dtype like other buffers
+        for name, M in (("A", A), ("At", A.t().coalesce())):
+            with warnings.catch_warnings():  # torch's notice that CSR support is in beta
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                csr = M.to_sparse_csr()
+            self.register_buffer(f"{name}_crow", csr.crow_indices(), persistent=False)
+            self.register_buffer(f"{name}_col", csr.col_indices(), persistent=False)
+            self.register_buffer(f"{name}_values", csr.values(), persistent=False)
+
+    def _csr(self, name: str, dtype: torch.dtype, shape: tuple[int, int]) -> torch.Tensor:
+        values = getattr(self, f"{name}_values").to(dtype)
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            self.register_buffer("A", A.to_sparse_csr(), persistent=False)
-            self.register_buffer("At", A.t().coalesce().to_sparse_csr(), persistent=False)
+            return torch.sparse_csr_tensor(
+                getattr(self, f"{name}_crow"),
+                getattr(self, f"{name}_col"),
+                values,
+                shape,
+                check_invariants=False,
+            )
 
     def forward(self, theta):
-        return _SparseMatVec.apply(theta, self.A.to(theta.dtype), self.At.to(theta.dtype))
+        A = self._csr("A", theta.dtype, (self.D, self.d))
+        At = self._csr("At", theta.dtype, (self.d, self.D))
+        return _SparseMatVec.apply(theta, A, At)
 
 
 class _Fastfood(torch.autograd.Function):
@@ -252,7 +270,8 @@ class RandomSubspace(nn.Module):
 
     Shared by several layers, A theta is computed once per forward pass of the model (the cache is
     cleared by `begin_forward`, which `set_phase` hooks onto the model, and whenever theta changes).
-    Its extra state records ``(kind, D, d, seed)`` so that a checkpoint from another subspace is refused.
+    Its ``signature`` buffer records ``(kind, D, d, seed)`` so that a checkpoint from another subspace is
+    refused (by ``load_state_dict``, and by `verify_signature` after other loaders).
     """
 
     def __init__(self, D: int, d: int, kind: str = "fastfood", seed: int = 0):
@@ -260,6 +279,7 @@ class RandomSubspace(nn.Module):
         self.kind, self.D, self.d, self.seed = kind, D, d, seed
         self.projection = make_projection(kind, D, d, seed)
         self.theta = nn.Parameter(torch.zeros(d))
+        self.register_buffer("signature", self.expected_signature())  # saved: refuses other subspaces
         self._cache: tuple[int, torch.Tensor] | None = None
 
     def begin_forward(self) -> None:
@@ -279,16 +299,26 @@ class RandomSubspace(nn.Module):
         self.projection.reset_buffers()
         self._cache = None
 
-    def get_extra_state(self) -> dict:
-        return {"kind": self.kind, "D": self.D, "d": self.d, "seed": self.seed}
+    def expected_signature(self) -> torch.Tensor:
+        """``(kind index, D, d, seed)`` as int64: what the ``signature`` buffer of this subspace holds."""
+        return torch.tensor([PROJECTIONS.index(self.kind), self.D, self.d, self.seed], dtype=torch.int64)
 
-    def set_extra_state(self, state: dict) -> None:
-        mine = self.get_extra_state()
-        if state != mine:
+    def verify_signature(self) -> None:
+        """Raise if the ``signature`` (loaded from a checkpoint) belongs to another subspace."""
+        if self.signature.device.type == "meta":
+            return
+        saved = self.signature.tolist()
+        if saved != self.expected_signature().tolist():
+            kind = PROJECTIONS[saved[0]] if 0 <= saved[0] < len(PROJECTIONS) else f"#{saved[0]}"
             raise ValueError(
-                f"checkpoint: it was saved with the random subspace {state}, but this model uses {mine}; "
-                "rebuild the model with the same subspace settings before loading"
+                f"checkpoint: it was saved with the random subspace (kind={kind!r}, D={saved[1]}, "
+                f"d={saved[2]}, seed={saved[3]}), but this model uses {self.extra_repr()}; rebuild the model "
+                "with the same subspace settings before loading"
             )
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.verify_signature()
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, D={self.D}, d={self.d}, seed={self.seed}"

@@ -272,9 +272,9 @@ class TensorProduct(_Combination):
         for (_, da), Ja in zip(self.a.layout, self.a.complex_structures(), strict=True):
             for (_, db), Jb in zip(self.b.layout, self.b.complex_structures(), strict=True):
                 if Ja is not None:
-                    out.append(torch.kron(Ja, torch.eye(db, dtype=Ja.dtype)))
+                    out.append(torch.kron(Ja, torch.eye(db, dtype=Ja.dtype, device=Ja.device)))
                 elif Jb is not None:
-                    out.append(torch.kron(torch.eye(da, dtype=Jb.dtype), Jb))
+                    out.append(torch.kron(torch.eye(da, dtype=Jb.dtype, device=Jb.device), Jb))
                 else:
                     out.append(None)
         return out

@@ -1,4 +1,51 @@
-"""HuggingFace-style geo transformer models (configuration, modeling, Auto registration).
+"""HuggingFace-style geo transformer: configuration, modeling and Auto registration.
 
-Arrives with the HF model issue; the package exists so that the distribution's layout is final.
+Importing this package registers the model with ``AutoConfig``, ``AutoModel``,
+``AutoModelForSequenceClassification`` and ``AutoModelForTokenClassification``, and marks the classes
+for ``register_for_auto_class`` so that a saved folder also loads with ``trust_remote_code=True``.
+HF has no Auto class for sequence regression: load `GeoTransformerForSequenceRegression` by name (or
+``AutoModelForSequenceClassification`` with ``num_labels=1``, which HF treats as regression).
 """
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+
+from .configuration_geo_transformer import GeoTransformerConfig
+from .modeling_geo_transformer import (
+    GeoTransformerForSequenceClassification,
+    GeoTransformerForSequenceRegression,
+    GeoTransformerForTokenClassification,
+    GeoTransformerModel,
+    GeoTransformerOutput,
+    GeoTransformerPreTrainedModel,
+    SequenceRegressionOutput,
+)
+
+__all__ = [
+    "GeoTransformerConfig",
+    "GeoTransformerForSequenceClassification",
+    "GeoTransformerForSequenceRegression",
+    "GeoTransformerForTokenClassification",
+    "GeoTransformerModel",
+    "GeoTransformerOutput",
+    "GeoTransformerPreTrainedModel",
+    "SequenceRegressionOutput",
+]
+
+AutoConfig.register(GeoTransformerConfig.model_type, GeoTransformerConfig, exist_ok=True)
+AutoModel.register(GeoTransformerConfig, GeoTransformerModel, exist_ok=True)
+AutoModelForSequenceClassification.register(
+    GeoTransformerConfig, GeoTransformerForSequenceClassification, exist_ok=True
+)
+AutoModelForTokenClassification.register(
+    GeoTransformerConfig, GeoTransformerForTokenClassification, exist_ok=True
+)
+
+GeoTransformerConfig.register_for_auto_class()
+GeoTransformerModel.register_for_auto_class("AutoModel")
+GeoTransformerForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+GeoTransformerForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")

@@ -1,0 +1,215 @@
+"""Configuration of the geo transformer: sizes, positional encodings (irreps specs) and the phase state."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedConfig
+
+from geo_pe.phases import PHASES, PROJECTIONS
+from geo_pe.reps import IrrepsSpec
+
+__all__ = ["GeoTransformerConfig"]
+
+RELATIVE_MODES = ("rotary", "gta")
+PHASE_LAYERS = ("attention", "all")
+
+
+class GeoTransformerConfig(PreTrainedConfig):
+    r"""Configuration of a `GeoTransformerModel`.
+
+    The token state has ``hidden_size`` channels: invariant scalars, then (with ``pe_absolute``) the
+    channels of the absolute encoding gamma(g) = vec(rho(g)). Relative encodings (``pe_relative``, rotary or
+    GTA) act inside attention on the heads made of scalar channels. The phase state is
+    ``phase_history``, e.g. ``["scalar_identity", "subspace"]``: a model is rebuilt by replaying it, so
+    ``from_pretrained`` restores every phase with its parameters.
+
+    Args:
+        vocab_size: token vocabulary for ``input_ids`` (0: no token embedding).
+        feature_size: float features per token for ``features`` (0: none).
+        hidden_size: width of the token state (scalars + absolute-PE channels).
+        num_hidden_layers, num_attention_heads: transformer depth and heads.
+        head_dim: per-head width, default ``hidden_size // num_attention_heads``; heads must tile the state.
+        intermediate_size: SwiGLU width (on the scalars), default the multiple of 8 nearest 8/3 of
+            their width.
+        hidden_act: MLP activation (``"silu"`` gives SwiGLU).
+        rms_norm_eps, initializer_range, attention_dropout, attention_bias: as in Llama.
+        pe_absolute: irreps spec of the absolute encoding concatenated to the scalars, or None.
+        pe_relative: irreps spec of the relative encoding (its dimension must equal ``head_dim``), or None.
+        pe_relative_mode: ``"rotary"`` (queries and keys) or ``"gta"`` (also values and outputs).
+        pair_layout: ``"interleaved"`` or ``"half"`` (see `geo_pe.pe.RotaryPE`).
+        phase_history: the phases the phase-controlled layers went through, last one current.
+        phase_layers: ``"attention"`` (q, k, v, o projections) or ``"all"`` (every linear layer of the
+            layers; the MLP is then part of a subspace too).
+        subspace_dim, subspace_projection, subspace_seed, shared_subspace: the random subspace of a
+            ``"subspace"`` phase.
+        pooling: ``"mean"`` over valid tokens for sequence heads.
+        classifier_dropout: dropout before the heads.
+    """
+
+    model_type = "geo_transformer"
+
+    def __init__(
+        self,
+        vocab_size: int = 0,
+        feature_size: int = 0,
+        hidden_size: int = 64,
+        num_hidden_layers: int = 2,
+        num_attention_heads: int = 4,
+        head_dim: int | None = None,
+        intermediate_size: int | None = None,
+        hidden_act: str = "silu",
+        rms_norm_eps: float = 1e-6,
+        initializer_range: float = 0.02,
+        attention_dropout: float = 0.0,
+        attention_bias: bool = False,
+        pe_absolute: str | dict | None = None,
+        pe_relative: str | dict | None = "t1:8",
+        pe_relative_mode: str = "rotary",
+        pair_layout: str = "interleaved",
+        phase_history: list[str] | None = None,
+        phase_layers: str = "attention",
+        subspace_dim: int | None = None,
+        subspace_projection: str = "fastfood",
+        subspace_seed: int = 0,
+        shared_subspace: bool = True,
+        pooling: str = "mean",
+        classifier_dropout: float = 0.0,
+        **kwargs,
+    ):
+        self.vocab_size, self.feature_size = vocab_size, feature_size
+        self.hidden_size, self.num_hidden_layers = hidden_size, num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.head_dim = head_dim if head_dim is not None else hidden_size // max(1, num_attention_heads)
+        self.pe_absolute = None if pe_absolute is None else str(IrrepsSpec.parse(pe_absolute))
+        self.pe_relative = None if pe_relative is None else str(IrrepsSpec.parse(pe_relative))
+        self.pe_relative_mode, self.pair_layout = pe_relative_mode, pair_layout
+        scalars = hidden_size - self.pe_width
+        self.intermediate_size = (
+            intermediate_size if intermediate_size is not None else _swiglu_width(scalars)
+        )
+        self.hidden_act, self.rms_norm_eps = hidden_act, rms_norm_eps
+        self.initializer_range, self.attention_dropout = initializer_range, attention_dropout
+        self.attention_bias = attention_bias
+        self.phase_history = list(phase_history) if phase_history else ["free"]
+        self.phase_layers = phase_layers
+        self.subspace_dim, self.subspace_projection = subspace_dim, subspace_projection
+        self.subspace_seed, self.shared_subspace = subspace_seed, shared_subspace
+        self.pooling, self.classifier_dropout = pooling, classifier_dropout
+        super().__init__(**kwargs)
+        self.validate_geometry()
+
+    # --- derived sizes ---------------------------------------------------------------------------------
+    @property
+    def pe_width(self) -> int:
+        """Channels of the absolute encoding in the token state (0 without one)."""
+        if self.pe_absolute is None:
+            return 0
+        from geo_pe.pe import AbsolutePE
+
+        return AbsolutePE(self.pe_absolute, combine="concat").width
+
+    @property
+    def scalar_size(self) -> int:
+        return self.hidden_size - self.pe_width
+
+    @property
+    def phase(self) -> str:
+        return self.phase_history[-1]
+
+    # --- validation --------------------------------------------------------------------------------------
+    def validate_geometry(self) -> None:
+        """Check sizes, specs and phases; raise ``ValueError`` naming the field and what was expected."""
+        for name in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "head_dim",
+            "intermediate_size",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        if self.vocab_size < 0 or self.feature_size < 0 or self.vocab_size + self.feature_size == 0:
+            raise ValueError(
+                "vocab_size, feature_size: the model needs input_ids (vocab_size > 0) or features"
+            )
+        if self.num_attention_heads * self.head_dim != self.hidden_size:
+            raise ValueError(
+                f"num_attention_heads, head_dim: {self.num_attention_heads} heads of {self.head_dim} "
+                f"channels must tile hidden_size={self.hidden_size}"
+            )
+        if self.scalar_size < 1:
+            raise ValueError(
+                f"hidden_size: {self.hidden_size} leaves no scalar channels next to the {self.pe_width} "
+                f"channels of pe_absolute={self.pe_absolute!r}"
+            )
+        if self.pe_absolute is not None:
+            boundaries = _block_boundaries(self.pe_absolute, self.scalar_size)
+            cuts = [
+                h * self.head_dim
+                for h in range(1, self.num_attention_heads)
+                if h * self.head_dim not in boundaries
+            ]
+            if cuts:
+                raise ValueError(
+                    f"head_dim: heads of {self.head_dim} channels cut blocks of "
+                    f"pe_absolute={self.pe_absolute!r} (placed after {self.scalar_size} scalars) at channels "
+                    f"{cuts}; attention within a head is only invariant over whole blocks, so choose "
+                    "hidden_size, head_dim or the spec to align them"
+                )
+        if self.pe_relative is not None:
+            relative = IrrepsSpec.parse(self.pe_relative).dim
+            if relative != self.head_dim:
+                raise ValueError(
+                    f"pe_relative: {self.pe_relative!r} has dimension {relative}, which does not tile "
+                    f"head_dim={self.head_dim}"
+                )
+            if self.relative_heads < 1:
+                raise ValueError(
+                    "pe_relative: no attention head consists of scalar channels only, so the relative "
+                    "encoding has no head to act on; make the scalars at least head_dim wide"
+                )
+        if self.pe_relative_mode not in RELATIVE_MODES:
+            raise ValueError(
+                f"pe_relative_mode: expected one of {RELATIVE_MODES}, got {self.pe_relative_mode!r}"
+            )
+        if self.pair_layout not in ("interleaved", "half"):
+            raise ValueError(f"pair_layout: expected 'interleaved' or 'half', got {self.pair_layout!r}")
+        bad = [p for p in self.phase_history if p not in PHASES]
+        if bad:
+            raise ValueError(f"phase_history: unknown phases {bad} (expected some of {PHASES})")
+        if self.phase_layers not in PHASE_LAYERS:
+            raise ValueError(f"phase_layers: expected one of {PHASE_LAYERS}, got {self.phase_layers!r}")
+        if "scalar_identity" in self.phase_history and self.phase_layers != "attention":
+            raise ValueError(
+                "phase_layers: scalar identity needs square layers, use phase_layers='attention'"
+            )
+        if "subspace" in self.phase_history and not self.subspace_dim:
+            raise ValueError("subspace_dim: a 'subspace' phase in phase_history needs the subspace dimension")
+        if self.subspace_projection not in PROJECTIONS:
+            raise ValueError(
+                f"subspace_projection: expected one of {PROJECTIONS}, got {self.subspace_projection!r}"
+            )
+        if self.pooling != "mean":
+            raise ValueError(f"pooling: expected 'mean', got {self.pooling!r}")
+
+    @property
+    def relative_heads(self) -> int:
+        """Heads made of scalar channels only: the ones the relative encoding acts on."""
+        return self.scalar_size // self.head_dim if self.pe_absolute is not None else self.num_attention_heads
+
+
+def _swiglu_width(scalars: int) -> int:
+    return max(8, 8 * round(8 * scalars / 3 / 8))
+
+
+def _block_boundaries(spec: str, offset: int) -> set[int]:
+    """Channel offsets in the token state where the blocks of the absolute encoding begin and end."""
+    from geo_pe.pe import AbsolutePE
+
+    rep = AbsolutePE(spec, combine="concat").embedding_rep
+    bounds, position = set(range(offset + 1)), offset
+    for mult, d in rep.layout:
+        for _ in range(mult):
+            position += d
+            bounds.add(position)
+    return bounds

@@ -1,0 +1,620 @@
+"""The geo transformer: an encoder whose token state is invariant scalars plus absolute-PE channels.
+
+Leaves first, as in HF's Llama: norm, MLP, attention, layer, pretrained base, model, heads.
+
+Equivariance (DESIGN.md section 6). Each token i carries group elements g_i (``positions``). The state
+is ``[s_i ; p_i]``: s_i invariant scalars, p_i (with ``pe_absolute``) the channels of gamma(g_i), which
+transform by R(h) under g_i -> h g_i, so the state representation is rho_x = trivial (+) R. Relative
+encodings (rotary, GTA) act inside attention on heads made of scalars and keep invariance for any
+weights. The attention projections are `PhasedLinear` layers on rho_x: in phase I (scalar identity or
+equivariant) every layer commutes with rho_x(h), the norms act on invariant quantities (RMS of the
+scalars, RMS of the PE channels with one gain per block), the SwiGLU MLP reads scalars only, and the
+readout uses scalars and per-block norms of the PE channels. So in phase I the model is exactly
+invariant (sequence outputs, ``invariants``) and equivariant (``last_hidden_state``); in phase II the
+freed projections can break the symmetry where the data do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
+from transformers.utils import ModelOutput
+
+from geo_pe._checks import compute_dtype
+from geo_pe.pe import GTAPE, AbsolutePE, RotaryPE
+from geo_pe.phases import (
+    EquivariantWeight,
+    FreeWeight,
+    InvariantBias,
+    PhasedLinear,
+    RandomSubspace,
+    ResidualPathwayWeight,
+    ScalarIdentityWeight,
+    SubspaceWeight,
+    WeightParametrization,
+    set_phase,
+)
+from geo_pe.reps import DirectSum, Trivial
+from geo_pe.reps.groups import Translations
+
+from .configuration_geo_transformer import GeoTransformerConfig
+
+__all__ = [
+    "GeoTransformerForSequenceClassification",
+    "GeoTransformerForSequenceRegression",
+    "GeoTransformerForTokenClassification",
+    "GeoTransformerModel",
+    "GeoTransformerOutput",
+    "GeoTransformerPreTrainedModel",
+    "SequenceRegressionOutput",
+]
+
+ATTENTION_LAYERS = r"(.*\.)?layers\.\d+\.self_attn\.(q|k|v|o)_proj"
+ALL_LAYERS = r"(.*\.)?layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+
+
+@dataclass
+class GeoTransformerOutput(ModelOutput):
+    """``last_hidden_state`` (batch, tokens, hidden): equivariant token states; ``invariants`` (batch, tokens,
+    scalars + PE blocks): the scalars and the norms of the PE blocks, invariant; optional per-layer tuples."""
+
+    last_hidden_state: torch.FloatTensor | None = None
+    invariants: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class SequenceRegressionOutput(ModelOutput):
+    loss: torch.FloatTensor | None = None
+    predictions: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class GeoRMSNorm(nn.Module):
+    """RMS norm of the scalars (one gain per channel) and of the PE channels (one gain per block)."""
+
+    def __init__(self, scalar_size: int, block_sizes: tuple[int, ...], eps: float):
+        super().__init__()
+        self.scalar_size, self.block_sizes, self.eps = scalar_size, block_sizes, eps
+        self.weight = nn.Parameter(torch.ones(scalar_size))
+        self.block_weight = nn.Parameter(torch.ones(len(block_sizes))) if block_sizes else None
+
+    def _rms(self, x: torch.Tensor) -> torch.Tensor:
+        wide = x.to(compute_dtype(x))  # half precision is normalised in float32, float64 stays
+        return (wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self._rms(x[..., : self.scalar_size]) * self.weight.to(x.dtype)
+        if self.block_weight is None:
+            return s
+        sizes = torch.tensor(self.block_sizes, device=x.device)
+        gains = torch.repeat_interleave(self.block_weight.to(x.dtype), sizes)
+        return torch.cat((s, self._rms(x[..., self.scalar_size :]) * gains), dim=-1)
+
+
+class GeoMLP(nn.Module):
+    """SwiGLU on the scalars; the PE channels pass through (they are invariant-free, so no nonlinearity)."""
+
+    def __init__(self, config: GeoTransformerConfig):
+        super().__init__()
+        self.scalar_size, self.pe_width = config.scalar_size, config.pe_width
+        self.gate_proj = nn.Linear(config.scalar_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.scalar_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.scalar_size, bias=False)
+        self.act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x[..., : self.scalar_size] if self.pe_width else x
+        y = self.down_proj(self.act_fn(self.gate_proj(s)) * self.up_proj(s))
+        if not self.pe_width:
+            return y
+        return torch.cat((y, y.new_zeros(*y.shape[:-1], self.pe_width)), dim=-1)
+
+
+class GeoAttention(nn.Module):
+    """Multi-head attention over the token state; the relative PE acts on the first ``relative_heads``
+    heads (the ones made of scalar channels)."""
+
+    def __init__(self, config: GeoTransformerConfig, layer_idx: int, state_rep):
+        super().__init__()
+        self.config, self.layer_idx = config, layer_idx
+        self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
+        self.relative_heads = config.relative_heads
+        self.scaling = self.head_dim**-0.5
+        hidden = config.hidden_size
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            linear = nn.Linear(hidden, hidden, bias=config.attention_bias)
+            setattr(self, name, PhasedLinear.from_linear(linear, reps=(state_rep, state_rep)))
+
+    def _relative(self, pe, x, enc, transpose=False):
+        r = self.relative_heads
+        if r == self.num_heads:
+            return pe.transpose(x, enc) if transpose else pe(x, enc)
+        head = pe.transpose(x[:, :r], enc) if transpose else pe(x[:, :r], enc)
+        return torch.cat((head, x[:, r:]), dim=1)
+
+    def _scalar_identity_scales(self) -> list[torch.Tensor] | None:
+        """The four scalars b of q, k, v, o when all are ``b I`` without bias (phase I), else None."""
+        projections = (self.q_proj, self.k_proj, self.v_proj, self.o_proj)
+        if all(
+            isinstance(p.weight_param, ScalarIdentityWeight) and p.bias_param is None for p in projections
+        ):
+            return [p.weight_param.scale for p in projections]
+        return None
+
+    def forward(self, x, relative_pe, relative_encoding, key_mask, output_attentions=False):
+        B, T, _ = x.shape
+
+        def heads(t):
+            return t.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+
+        gta = isinstance(relative_pe, GTAPE)
+        scales = self._scalar_identity_scales()
+        if scales is not None:
+            # Phase I: q, k, v, o are multiples of x. Attention is linear in v and the relative PE is
+            # linear, so the four scalars fold into one on q and one on the output: the PE runs once.
+            q_scale, k_scale, v_scale, o_scale = scales
+            h = heads(x)
+            rotated = self._relative(relative_pe, h, relative_encoding) if relative_pe is not None else h
+            q, k, v = (q_scale * k_scale).to(x.dtype) * rotated, rotated, (rotated if gta else h)
+        else:
+            q, k, v = (heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj))
+            if relative_pe is not None:
+                q = self._relative(relative_pe, q, relative_encoding)
+                k = self._relative(relative_pe, k, relative_encoding)
+                if gta:
+                    v = self._relative(relative_pe, v, relative_encoding)
+        dropout = self.config.attention_dropout if self.training else 0.0
+        weights = None
+        if self.config._attn_implementation == "eager" or output_attentions:
+            scores = (q @ k.transpose(-1, -2)) * self.scaling
+            if key_mask is not None:
+                scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+            weights = scores.softmax(-1, dtype=compute_dtype(scores)).to(q.dtype)
+            weights = F.dropout(weights, dropout, self.training)
+            out = weights @ v
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=key_mask, dropout_p=dropout, scale=self.scaling
+            )
+        if gta:
+            out = self._relative(relative_pe, out, relative_encoding, transpose=True)
+        out = out.transpose(1, 2).reshape(B, T, -1)
+        if scales is not None:
+            return (v_scale * o_scale).to(out.dtype) * out, weights
+        return self.o_proj(out), weights
+
+
+class GeoTransformerLayer(nn.Module):
+    def __init__(self, config: GeoTransformerConfig, layer_idx: int, state_rep, block_sizes):
+        super().__init__()
+        self.input_layernorm = GeoRMSNorm(config.scalar_size, block_sizes, config.rms_norm_eps)
+        self.self_attn = GeoAttention(config, layer_idx, state_rep)
+        self.post_attention_layernorm = GeoRMSNorm(config.scalar_size, block_sizes, config.rms_norm_eps)
+        self.mlp = GeoMLP(config)
+
+    def forward(self, x, relative_pe, relative_encoding, key_mask, output_attentions=False):
+        attn, weights = self.self_attn(
+            self.input_layernorm(x), relative_pe, relative_encoding, key_mask, output_attentions
+        )
+        x = x + attn
+        return x + self.mlp(self.post_attention_layernorm(x)), weights
+
+
+class GeoTransformerPreTrainedModel(PreTrainedModel):
+    config: GeoTransformerConfig
+    config_class = GeoTransformerConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ("GeoTransformerLayer",)
+    _supports_sdpa = True
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """As `transformers.PreTrainedModel.from_pretrained`; a truncated weights file, or random-subspace
+        weights saved with another subspace than the config describes, raise ``ValueError``."""
+        try:
+            loaded = super().from_pretrained(*args, **kwargs)
+        except SafetensorError as err:
+            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            raise ValueError(
+                f"pretrained_model_name_or_path: the weights in {source!s} cannot be read ({err}); the "
+                "checkpoint is truncated or corrupt, save or copy it again"
+            ) from err
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        for module in model.modules():
+            if isinstance(module, RandomSubspace):
+                module.verify_signature()
+        return loaded
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Initialise what the checkpoint did not provide (HF flags loaded tensors, and the
+        ``transformers.initialization`` functions skip them); rebuild the never-saved constants."""
+        std = self.config.initializer_range
+        if isinstance(module, FreeWeight):
+            _weight_or_bias_init(module.value, std)
+        elif isinstance(module, ScalarIdentityWeight):
+            init.ones_(module.scale)
+        elif isinstance(module, EquivariantWeight):
+            init.normal_(module.coefficients, mean=0.0, std=std)
+        elif isinstance(module, InvariantBias):
+            init.zeros_(module.coefficients)
+        elif isinstance(module, ResidualPathwayWeight):
+            init.zeros_(module.free)
+        elif isinstance(module, SubspaceWeight):  # a fresh model whose history ends in a subspace
+            _weight_or_bias_init(module.w_t, std)
+        elif isinstance(module, RandomSubspace):
+            init.zeros_(module.theta)
+            init.copy_(module.signature, module.expected_signature())
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, GeoRMSNorm):
+            init.ones_(module.weight)
+            if module.block_weight is not None:
+                init.ones_(module.block_weight)
+        if hasattr(module, "reset_buffers"):  # constants that are never saved: rebuild them
+            module.reset_buffers()
+        if isinstance(module, WeightParametrization) and module.anchor is not None:
+            init.copy_(module.anchor, module.weight())  # a fresh model is anchored where it starts
+
+
+def _weight_or_bias_init(tensor: torch.Tensor, std: float) -> None:
+    """Llama's initialisation: matrices normal(0, std), vectors (biases) zero."""
+    if tensor.dim() == 2:
+        init.normal_(tensor, mean=0.0, std=std)
+    else:
+        init.zeros_(tensor)
+
+
+class GeoTransformerModel(GeoTransformerPreTrainedModel):
+    """The encoder. Inputs (batch B, tokens T):
+
+    * ``input_ids`` ``(B, T)`` and/or ``features`` ``(B, T, feature_size)``: invariant token inputs;
+    * ``positions``: the group elements, a tensor for a single attribute or a dict ``{attribute: tensor}``;
+      per attribute ``(B, T)`` for R^1 positions (integers welcome; default ``arange(T)``), ``(B, T, n)``
+      for R^n, ``(B, T)`` angles for SO(2), ``(B, T, 4)`` quaternions for SO(3), ``(B, T, 3)`` directions
+      for S^2 (see the README's table of group elements). Padded tokens may hold anything;
+    * ``attention_mask`` ``(B, T)``: 1 for tokens, 0 for padding.
+    """
+
+    def __init__(self, config: GeoTransformerConfig):
+        super().__init__(config)
+        self.absolute_pe = AbsolutePE(config.pe_absolute, combine="concat") if config.pe_absolute else None
+        relative_cls = GTAPE if config.pe_relative_mode == "gta" else RotaryPE
+        self.relative_pe = (
+            relative_cls(config.pe_relative, head_dim=config.head_dim, pair_layout=config.pair_layout)
+            if config.pe_relative
+            else None
+        )
+        groups = {}
+        for pe in (self.absolute_pe, self.relative_pe):
+            if pe is not None:
+                groups.update(pe.rep.acting_rep.attribute_groups)
+        self.attribute_groups = groups
+        self.attribute_spaces = {}
+        for pe in (self.absolute_pe, self.relative_pe):
+            if pe is not None:
+                self.attribute_spaces.update(pe.rep.attribute_groups)
+        trivial_groups = groups or {"position": Translations(1)}
+        if self.absolute_pe is not None:
+            embedding = self.absolute_pe.embedding_rep
+            self.state_rep = DirectSum([Trivial(config.scalar_size, trivial_groups), embedding])
+            self.block_sizes = tuple(d for mult, d in embedding.layout for _ in range(mult))
+        else:
+            self.state_rep = Trivial(config.hidden_size, trivial_groups)
+            self.block_sizes = ()
+        self.scalar_reps = (
+            Trivial(config.scalar_size, trivial_groups),
+            Trivial(config.intermediate_size, trivial_groups),
+        )
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.scalar_size) if config.vocab_size else None
+        self.embed_features = (
+            nn.Linear(config.feature_size, config.scalar_size, bias=True) if config.feature_size else None
+        )
+        self.layers = nn.ModuleList(
+            GeoTransformerLayer(config, i, self.state_rep, self.block_sizes)
+            for i in range(config.num_hidden_layers)
+        )
+        self.norm = GeoRMSNorm(config.scalar_size, self.block_sizes, config.rms_norm_eps)
+        self._replay_phases()
+        self.post_init()
+
+    # --- phases ------------------------------------------------------------------------------------------
+    def _phase_arguments(self) -> dict:
+        s, i = self.scalar_reps
+        reps = {
+            ATTENTION_LAYERS: (self.state_rep, self.state_rep),
+            r"(.*\.)?mlp\.(gate|up)_proj": (s, i),
+            r"(.*\.)?mlp\.down_proj": (i, s),
+        }
+        c = self.config
+        return {
+            "layers": ATTENTION_LAYERS if c.phase_layers == "attention" else ALL_LAYERS,
+            "reps": reps,
+            "subspace_dim": c.subspace_dim,
+            "projection": c.subspace_projection,
+            "seed": c.subspace_seed,
+            "shared_subspace": c.shared_subspace,
+        }
+
+    def _replay_phases(self) -> None:
+        """Build the parametrisations that ``config.phase_history`` went through (values come from the
+        checkpoint or from ``_init_weights``)."""
+        for i, phase in enumerate(self.config.phase_history):
+            if i == 0 and phase == "free":
+                continue
+            set_phase(self, phase, rebuild=True, **self._phase_arguments())
+
+    def set_phase(self, phase: str, **overrides):
+        """Move the phase-controlled layers to ``phase`` without changing the function (see
+        `geo_pe.phases.set_phase`) and record it in the config, so ``save_pretrained`` keeps it.
+
+        ``overrides`` may set ``subspace_dim``, ``subspace_projection``, ``subspace_seed``,
+        ``shared_subspace`` (stored in the config) and ``project``.
+        """
+        project = overrides.pop("project", False)
+        for key, value in overrides.items():
+            if key not in ("subspace_dim", "subspace_projection", "subspace_seed", "shared_subspace"):
+                raise ValueError(f"{key}: not a phase setting of the config")
+            setattr(self.config, key, value)
+        report = set_phase(self, phase, project=project, **self._phase_arguments())
+        self.config.phase_history = [*self.config.phase_history, phase]
+        self.config.validate_geometry()
+        return report
+
+    # --- inputs ------------------------------------------------------------------------------------------
+    def _positions(self, positions, B: int, T: int, mask: torch.Tensor | None, device):
+        attributes = self.attribute_spaces
+        if not attributes:
+            if positions is not None:
+                raise ValueError(
+                    "positions: this model has no positional encoding (pe_absolute and "
+                    "pe_relative are None), so it cannot use them"
+                )
+            return None
+        if positions is None:
+            if all(g == Translations(1) for g in attributes.values()):
+                index = torch.arange(T, device=device).expand(B, T)
+                positions = {a: index for a in attributes}
+            else:
+                raise ValueError(
+                    f"positions: the model's encodings read {sorted(attributes)}; pass a tensor per attribute"
+                )
+        if isinstance(positions, torch.Tensor):
+            if len(attributes) != 1:
+                raise ValueError(f"positions: expected a dict with keys {sorted(attributes)}, got a tensor")
+            positions = {next(iter(attributes)): positions}
+        if not isinstance(positions, dict):
+            raise ValueError(
+                f"positions: expected a tensor or a dict of tensors, got {type(positions).__name__}"
+            )
+        if set(positions) != set(attributes):
+            raise ValueError(
+                f"positions: expected the keys {sorted(attributes)} (the attributes of the model's "
+                f"encodings), got {sorted(positions)}"
+            )
+        out = {}
+        for attr, space in attributes.items():
+            name, g = f"positions[{attr!r}]", positions[attr]
+            if not isinstance(g, torch.Tensor):
+                raise ValueError(
+                    f"{name}: expected a tensor of {space.name} elements, got {type(g).__name__}"
+                )
+            batch = tuple(space.batch_shape(g)) if g.dim() >= 1 else tuple(g.shape)
+            if batch not in ((B, T), (T,)):
+                raise ValueError(
+                    f"{name}: expected {space.name} elements with batch shape ({B}, {T}) or ({T},), got a "
+                    f"tensor of shape {tuple(g.shape)} (see GeoTransformerModel for the shapes per group)"
+                )
+            if mask is not None and batch == (B, T):  # padding may hold anything: use a valid element
+                neutral = space.sample((), generator=0, dtype=g.dtype if g.is_floating_point() else None)
+                keep = mask.reshape(B, T, *([1] * (g.dim() - 2)))
+                g = torch.where(keep, g, neutral.to(device=g.device, dtype=g.dtype))
+            out[attr] = space.validate(g, name)
+        return out
+
+    def token_invariants(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., scalars + PE blocks)``: the scalars and the norm of every PE block (invariant)."""
+        s = x[..., : self.config.scalar_size]
+        if not self.block_sizes:
+            return s
+        p = x[..., self.config.scalar_size :]
+        index = torch.repeat_interleave(
+            torch.arange(len(self.block_sizes), device=x.device),
+            torch.tensor(self.block_sizes, device=x.device),
+        )
+        squares = torch.zeros(*p.shape[:-1], len(self.block_sizes), dtype=p.dtype, device=p.device)
+        squares = squares.index_add(-1, index, p.pow(2))
+        return torch.cat((s, squares.clamp_min(1e-12).sqrt()), dim=-1)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        features: torch.Tensor | None = None,
+        positions: torch.Tensor | dict | None = None,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> GeoTransformerOutput | tuple:
+        c = self.config
+        if kwargs:
+            raise ValueError(f"{sorted(kwargs)}: unexpected inputs for GeoTransformerModel")
+        if input_ids is None and features is None:
+            raise ValueError("input_ids, features: give at least one of them")
+        ref = input_ids if input_ids is not None else features
+        B, T = ref.shape[0], ref.shape[1]
+        scalars = 0
+        if input_ids is not None:
+            if self.embed_tokens is None:
+                raise ValueError(
+                    "input_ids: this model has no token embedding (vocab_size is 0); pass features"
+                )
+            if input_ids.shape != (B, T):
+                raise ValueError(f"input_ids: expected shape (batch, tokens), got {tuple(input_ids.shape)}")
+            scalars = self.embed_tokens(input_ids)
+        if features is not None:
+            if self.embed_features is None:
+                raise ValueError("features: this model has no feature projection (feature_size is 0)")
+            if features.dim() != 3 or features.shape[:2] != (B, T) or features.shape[-1] != c.feature_size:
+                raise ValueError(
+                    f"features: expected shape ({B}, {T}, {c.feature_size}) (feature_size), "
+                    f"got {tuple(features.shape)}"
+                )
+            scalars = scalars + self.embed_features(features.to(self.embed_features.weight.dtype))
+        mask = None
+        if attention_mask is not None:
+            if attention_mask.shape != (B, T):
+                raise ValueError(
+                    f"attention_mask: expected shape ({B}, {T}), got {tuple(attention_mask.shape)}"
+                )
+            mask = attention_mask.bool()
+        positions = self._positions(positions, B, T, mask, scalars.device)
+        x = scalars
+        if self.absolute_pe is not None:  # the encodings are computed once per forward
+            gamma = self.absolute_pe.embed(self.absolute_pe.encode(positions)).to(x.dtype)
+            x = torch.cat((x, gamma.expand(B, T, -1)), dim=-1)
+        relative = self.relative_pe.encode(positions) if self.relative_pe is not None else None
+        key_mask = None if mask is None or bool(mask.all()) else mask[:, None, None, :]
+        hidden_states, attentions = (
+            ((x,) if output_hidden_states else None),
+            (() if output_attentions else None),
+        )
+        for layer in self.layers:
+            x, weights = layer(x, self.relative_pe, relative, key_mask, bool(output_attentions))
+            if output_hidden_states:
+                hidden_states += (x,)
+            if output_attentions:
+                attentions += (weights,)
+        x = self.norm(x)
+        out = GeoTransformerOutput(x, self.token_invariants(x), hidden_states, attentions)
+        return out if return_dict is not False else out.to_tuple()
+
+
+def _pool(invariants: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    if attention_mask is None:
+        return invariants.mean(1)
+    weights = attention_mask.to(invariants.dtype)[..., None]
+    return (invariants * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+class _WithHead(GeoTransformerPreTrainedModel):
+    def __init__(self, config: GeoTransformerConfig, out_features: int):
+        super().__init__(config)
+        self.model = GeoTransformerModel(config)
+        width = config.scalar_size + len(self.model.block_sizes)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.head = nn.Linear(width, out_features)
+        self.post_init()
+
+    def set_phase(self, phase: str, **overrides):
+        """See `GeoTransformerModel.set_phase` (acts on the encoder; the head stays free)."""
+        return self.model.set_phase(phase, **overrides)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        features: torch.Tensor | None = None,
+        positions: torch.Tensor | dict | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ):
+        """Inputs as in `GeoTransformerModel`; ``labels`` as the head describes."""
+        out = self.model(
+            input_ids=input_ids,
+            features=features,
+            positions=positions,
+            attention_mask=attention_mask,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        result = self._head(out, attention_mask, labels)
+        return result if return_dict is not False else result.to_tuple()
+
+    def _head(self, out: GeoTransformerOutput, attention_mask, labels) -> ModelOutput:
+        raise NotImplementedError
+
+
+class GeoTransformerForSequenceClassification(_WithHead):
+    """Invariant sequence labels from mean-pooled invariants; ``problem_type`` as in HF (regression when
+    ``num_labels == 1``, single- or multi-label classification otherwise)."""
+
+    def __init__(self, config: GeoTransformerConfig):
+        super().__init__(config, config.num_labels)
+
+    def _head(self, out, attention_mask, labels):
+        logits = self.head(self.dropout(_pool(out.invariants, attention_mask)))
+        loss = None if labels is None else _sequence_loss(self.config, logits, labels)
+        return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+class GeoTransformerForSequenceRegression(_WithHead):
+    """``num_labels`` real targets per sequence from mean-pooled invariants, mean squared error;
+    ``predictions`` is ``(B,)`` for one target, else ``(B, num_labels)``."""
+
+    def __init__(self, config: GeoTransformerConfig):
+        super().__init__(config, config.num_labels)
+
+    def _head(self, out, attention_mask, labels):
+        predictions = self.head(self.dropout(_pool(out.invariants, attention_mask)))
+        if self.config.num_labels == 1:
+            predictions = predictions[..., 0]
+        loss = None
+        if labels is not None:
+            loss = F.mse_loss(predictions, labels.to(predictions.dtype).view_as(predictions))
+        return SequenceRegressionOutput(loss, predictions, out.hidden_states, out.attentions)
+
+
+class GeoTransformerForTokenClassification(_WithHead):
+    """Per-token labels from per-token invariants (cross entropy, -100 ignored)."""
+
+    def __init__(self, config: GeoTransformerConfig):
+        super().__init__(config, config.num_labels)
+
+    def _head(self, out, attention_mask, labels):
+        logits = self.head(self.dropout(out.invariants))
+        loss = None
+        if labels is not None:
+            flat = logits.reshape(-1, logits.shape[-1])
+            loss = F.cross_entropy(flat, labels.reshape(-1), ignore_index=-100)
+        return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+def _sequence_loss(config, logits, labels):
+    if config.problem_type is None:
+        if config.num_labels == 1:
+            config.problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            config.problem_type = "single_label_classification"
+        else:
+            config.problem_type = "multi_label_classification"
+    if config.problem_type == "regression":
+        return (
+            F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
+            if config.num_labels == 1
+            else (F.mse_loss(logits, labels.to(logits.dtype)))
+        )
+    if config.problem_type == "single_label_classification":
+        return F.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1))
+    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))

@@ -45,3 +45,10 @@ def test_ci_runs_the_readme_test_command():
     command = re.search(r"## Install and test.*?```bash\n(.*?)\n```", README, flags=re.S).group(1).strip()
     assert "python -m pytest" in command
     assert command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_quickstart_command_installs_and_runs_the_quickstart_config():
+    section = re.search(r"## Quickstart: the main job.*?```bash\n(.*?)\n```", README, flags=re.S).group(1)
+    assert section.startswith("python3 -m venv .venv") and 'pip install -e ".[train]"' in section
+    config = re.search(r"accelerate launch -m train --config (\S+)$", section).group(1)
+    assert (ROOT / config).is_file()

@@ -1,0 +1,130 @@
+"""Checkpoints that a run killed at any moment never resumes from half-written.
+
+A checkpoint is written as ``checkpoints/step_00000500.partial/`` (Accelerate's ``save_state`` plus the
+trainer state and the best weights so far), closed by ``manifest.json`` with the SHA-256 of every file,
+then renamed to ``step_00000500/`` in one atomic step. Old checkpoints are renamed to ``*.deleting``
+before they are removed. Resuming takes the newest directory with a final name and refuses it, naming
+the file, if any file is missing or differs from the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+__all__ = ["CheckpointError", "find_latest", "verify", "write_manifest"]
+
+MANIFEST = "manifest.json"
+STATE = "trainer_state.json"
+_FINAL = re.compile(r"step_(\d{8})\Z")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the checkpoint and the file."""
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_manifest(directory: Path, step: int) -> None:
+    """Hash every file of ``directory`` into its manifest (written last, atomically)."""
+    files = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
+        with path.open("rb") as f:
+            os.fsync(f.fileno())
+        files[str(path.relative_to(directory))] = _sha256(path)
+    tmp = directory / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"step": step, "files": files}, indent=1))
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, directory / MANIFEST)
+
+
+def finalize(partial: Path, final: Path) -> None:
+    """Rename a complete ``partial`` directory to ``final`` atomically (replacing an older ``final``)."""
+    if final.exists():
+        retired = final.with_name(final.name + ".deleting")
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(final, retired)
+        os.replace(partial, final)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(partial, final)
+    _fsync_dir(final.parent)
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Checkpoint directories with final names, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _FINAL.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def rotate(root: Path, keep: int) -> None:
+    """Remove all but the newest ``keep`` checkpoints (``keep = 0`` keeps all); also stale partial ones."""
+    for stale in root.glob("*.partial"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in root.glob("*.deleting"):
+        shutil.rmtree(stale, ignore_errors=True)
+    checkpoints = complete_checkpoints(root)
+    for old in checkpoints[: max(0, len(checkpoints) - keep)] if keep else []:
+        retired = old.with_name(old.name + ".deleting")
+        os.replace(old, retired)
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def verify(directory: Path) -> dict:
+    """The trainer state of a checkpoint after checking every file against the manifest."""
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"checkpoint: {directory} has no {MANIFEST}; it was not completely written")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"checkpoint: {manifest_path} is unreadable ({err})") from None
+    for name, digest in files.items():
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint: {path} is missing; the checkpoint is incomplete")
+        if _sha256(path) != digest:
+            raise CheckpointError(
+                f"checkpoint: {path} does not match its manifest (truncated or corrupt); delete {directory} "
+                "to resume from an earlier checkpoint"
+            )
+    if STATE not in files:
+        raise CheckpointError(f"checkpoint: {directory} has no {STATE}")
+    return json.loads((directory / STATE).read_text())
+
+
+def find_latest(root: Path) -> Path | None:
+    """The newest complete checkpoint directory under ``root``, or None."""
+    checkpoints = complete_checkpoints(root)
+    return checkpoints[-1] if checkpoints else None

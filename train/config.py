@@ -1,0 +1,283 @@
+"""Typed run configuration: a YAML file plus command-line overrides, validated with errors that name the key.
+
+    accelerate launch -m train --config configs/quickstart.yaml --phase1_steps 200 --rotation_range 30
+
+The YAML file has the task name and three sections, all optional::
+
+    task: rotated_digits
+    data:       # the task's options (its ``Options`` dataclass)
+      rotation_range: 60
+    model:      # `ModelArguments`
+      hidden_size: 64
+    training:   # `TrainArguments`
+      phase1_steps: 600
+
+Precedence: dataclass defaults < YAML < command line. Every key is unique across the sections, so the
+command line needs no section (``--rotation_range 30``). Unknown keys, unknown sections, values of the
+wrong type and values out of range raise `ConfigError` naming the key (with close matches for typos).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from transformers import HfArgumentParser
+
+from train.tasks import TASKS, Task
+from train.validation import ConfigError, check_range, check_types
+
+__all__ = ["ConfigError", "ModelArguments", "RunConfig", "TrainArguments", "load_config"]
+
+SECTIONS = ("data", "model", "training")
+PHASE1 = ("scalar_identity", "equivariant", "free", "residual")
+PHASE2 = ("free", "subspace", "residual", "none")
+# Settings that may change between a run and its resumption (they do not change what is computed).
+RESUMABLE = {
+    "resume",
+    "stop_after_steps",
+    "overwrite_output_dir",
+    "report_to",
+    "logging_steps",
+    "plot",
+    "save_steps",
+    "save_total_limit",
+    "data_cache_dir",
+}
+
+
+@dataclass
+class ModelArguments:
+    """The geo transformer's shape and encodings (the task fixes features and labels)."""
+
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    head_dim: int | None = None
+    intermediate_size: int | None = None
+    pe_absolute: str | None = None
+    pe_relative: str | None = "so2:2x1+2x2+2x3+2x4"
+    pe_relative_mode: Literal["rotary", "gta"] = "rotary"
+    pair_layout: Literal["interleaved", "half"] = "interleaved"
+    attention_dropout: float = 0.0
+    classifier_dropout: float = 0.0
+    initializer_range: float = 0.02
+    phase_layers: Literal["attention", "all"] = "attention"
+
+    def __post_init__(self):
+        check_types(self)
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads"):
+            check_range(name, getattr(self, name), low=1)
+        for name in ("attention_dropout", "classifier_dropout"):
+            check_range(name, getattr(self, name), low=0.0, high=1.0, high_open=True)
+        check_range("initializer_range", self.initializer_range, low=0.0, low_open=True)
+
+
+@dataclass
+class TrainArguments:
+    """Optimisation, the two-phase schedule, evaluation, checkpoints and logging."""
+
+    output_dir: str = "runs/quickstart"
+    overwrite_output_dir: bool = False
+    seed: int = 0
+    batch_size: int = 64  # global: split across processes
+    eval_batch_size: int = 128
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    max_grad_norm: float = 1.0
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "cosine"
+    warmup_steps: int = 0
+    # the phase schedule
+    phase1_steps: int = 600
+    phase1_constraint: Literal["scalar_identity", "equivariant", "free", "residual"] = "equivariant"
+    phase2: Literal["free", "subspace", "residual", "none"] = "free"
+    phase2_steps: int = 600
+    phase2_lr_multiplier: float = 0.1
+    subspace_dim: int | None = None
+    subspace_projection: Literal["fastfood", "sparse", "dense", "identity"] = "fastfood"
+    shared_subspace: bool = True
+    phase2_pull: float = 0.0  # weight of the pull toward symmetry at the start of phase II
+    phase2_pull_end: float = 0.0
+    phase2_pull_decay: Literal["constant", "linear", "cosine", "exponential"] = "cosine"
+    phase2_pull_toward: Literal["subspace", "anchor"] = "subspace"
+    equivariance_loss_weight: float = 0.0  # soft-equivariance baseline (any phase)
+    # evaluation and model selection
+    eval_steps: int = 100
+    equivariance_samples: int = 4
+    early_stopping_patience: int = 0  # evaluations without improvement; 0 = off
+    load_best_model_at_end: bool = True
+    # checkpoints
+    save_steps: int = 200
+    save_total_limit: int = 2
+    resume: bool = False
+    stop_after_steps: int | None = (
+        None  # end this process after so many steps (checkpointed), e.g. for queues
+    )
+    # watching
+    logging_steps: int = 20
+    report_to: Literal["auto", "none", "tensorboard", "trackio"] = "auto"
+    plot: bool = True
+    data_cache_dir: str | None = None
+
+    def __post_init__(self):
+        check_types(self)
+        for name in ("batch_size", "eval_batch_size", "eval_steps", "save_steps", "logging_steps"):
+            check_range(name, getattr(self, name), low=1)
+        for name in ("phase1_steps", "phase2_steps", "warmup_steps", "save_total_limit", "seed"):
+            check_range(name, getattr(self, name), low=0)
+        check_range("early_stopping_patience", self.early_stopping_patience, low=0)
+        check_range("equivariance_samples", self.equivariance_samples, low=1)
+        check_range("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        check_range("phase2_lr_multiplier", self.phase2_lr_multiplier, low=0.0, low_open=True)
+        for name in (
+            "weight_decay",
+            "max_grad_norm",
+            "phase2_pull",
+            "phase2_pull_end",
+            "equivariance_loss_weight",
+        ):
+            check_range(name, getattr(self, name), low=0.0)
+        for name in ("adam_beta1", "adam_beta2"):
+            check_range(name, getattr(self, name), low=0.0, high=1.0, high_open=True)
+        if self.phase1_steps + (self.phase2_steps if self.phase2 != "none" else 0) < 1:
+            raise ConfigError("phase1_steps, phase2_steps: the run needs at least one step")
+        if self.phase2 == "subspace":
+            if self.subspace_dim is None:
+                raise ConfigError("subspace_dim: phase2 'subspace' needs the subspace dimension")
+            check_range("subspace_dim", self.subspace_dim, low=1)
+        if self.stop_after_steps is not None:
+            check_range("stop_after_steps", self.stop_after_steps, low=1)
+
+    @property
+    def total_steps(self) -> int:
+        return self.phase1_steps + (self.phase2_steps if self.phase2 != "none" else 0)
+
+
+@dataclass
+class RunConfig:
+    """Everything a run reads: the task name and options, the model and the training arguments."""
+
+    task: str
+    data: typing.Any
+    model: ModelArguments
+    training: TrainArguments = field(default_factory=TrainArguments)
+
+    def make_task(self) -> Task:
+        return TASKS[self.task](self.data)
+
+    def to_dict(self) -> dict:
+        return {
+            "task": self.task,
+            "data": dataclasses.asdict(self.data),
+            "model": dataclasses.asdict(self.model),
+            "training": dataclasses.asdict(self.training),
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def differences(self, other: RunConfig) -> dict[str, tuple]:
+        """``{key: (self's value, other's value)}`` for settings that change the computation."""
+        mine, theirs = _flatten(self.to_dict()), _flatten(other.to_dict())
+        return {
+            k: (mine.get(k), theirs.get(k))
+            for k in sorted(set(mine) | set(theirs))
+            if k not in RESUMABLE and mine.get(k) != theirs.get(k)
+        }
+
+
+def _flatten(sections: dict) -> dict:
+    flat = {"task": sections["task"]}
+    for name in SECTIONS:
+        flat.update(sections.get(name) or {})
+    return flat
+
+
+# --- loading ---------------------------------------------------------------------------------------------
+class _Parser(HfArgumentParser):
+    """HfArgumentParser whose errors raise `ConfigError` instead of exiting."""
+
+    def error(self, message):
+        raise ConfigError(f"command line: {message}")
+
+
+def _unknown(key: str, known: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=3)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return ConfigError(f"{key}: unknown key in {where}{hint}")
+
+
+def _read_yaml(path: str) -> dict:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config: no such file {path!r}")
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config: {path} is not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {path} must hold a mapping with 'task' and sections {SECTIONS}")
+    unknown = [k for k in data if k not in ("task", *SECTIONS)]
+    if unknown:
+        raise _unknown(unknown[0], ["task", *SECTIONS], f"{path} (top level)")
+    for name in SECTIONS:
+        if data.get(name) is not None and not isinstance(data[name], dict):
+            raise ConfigError(f"{name}: the section must be a mapping, got {type(data[name]).__name__}")
+    return data
+
+
+def load_config(argv: list[str] | None = None) -> RunConfig:
+    """Parse ``--config FILE`` (YAML), ``--task NAME`` and ``--key value`` overrides into a `RunConfig`."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    pre.add_argument("--task")
+    known, rest = pre.parse_known_args(argv)
+    data = _read_yaml(known.config) if known.config else {}
+    task_name = known.task or data.get("task") or "rotated_digits"
+    if task_name not in TASKS:
+        raise ConfigError(f"task: unknown task {task_name!r}; registered: {sorted(TASKS)}")
+    classes = {"data": TASKS[task_name].Options, "model": ModelArguments, "training": TrainArguments}
+    names = {name: [f.name for f in dataclasses.fields(cls)] for name, cls in classes.items()}
+    clash = set(names["data"]) & (set(names["model"]) | set(names["training"]))
+    if clash:
+        raise ConfigError(
+            f"task {task_name!r}: its options {sorted(clash)} clash with model or training keys"
+        )
+    defaults = {}
+    for section, cls in classes.items():
+        for key, value in (data.get(section) or {}).items():
+            if key not in names[section]:
+                raise _unknown(key, names[section], f"section {section!r} ({cls.__name__})")
+            defaults[key] = value
+    parser = _Parser(
+        list(classes.values()),
+        prog="accelerate launch -m train",
+        epilog="Also: --config FILE (YAML with task, data, model, training) and --task NAME "
+        f"(registered: {', '.join(sorted(TASKS))}). Command-line values override the file.",
+    )
+    parser.set_defaults(**defaults)
+    try:
+        options, model, training, remaining = parser.parse_args_into_dataclasses(
+            args=rest, return_remaining_strings=True, look_for_args_file=False
+        )
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(str(err)) from None
+    if remaining:
+        every = [n for group in names.values() for n in group]
+        key = remaining[0].lstrip("-").replace("-", "_").split("=")[0]
+        raise (
+            _unknown(key, every, "the command line")
+            if remaining[0].startswith("--")
+            else ConfigError(f"command line: unexpected argument {remaining[0]!r}")
+        )
+    return RunConfig(task_name, options, model, training)

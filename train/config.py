@@ -36,8 +36,6 @@ from train.validation import ConfigError, check_range, check_types
 __all__ = ["ConfigError", "ModelArguments", "RunConfig", "TrainArguments", "load_config"]
 
 SECTIONS = ("data", "model", "training")
-PHASE1 = ("scalar_identity", "equivariant", "free", "residual")
-PHASE2 = ("free", "subspace", "residual", "none")
 # Settings that may change between a run and its resumption (they do not change what is computed).
 RESUMABLE = {
     "resume",
@@ -98,7 +96,7 @@ class TrainArguments:
     # the phase schedule
     phase1_steps: int = 600
     phase1_constraint: Literal["scalar_identity", "equivariant", "free", "residual"] = "equivariant"
-    phase2: Literal["free", "subspace", "residual", "none"] = "free"
+    phase2: Literal["free", "subspace", "residual", "equivariant", "none"] = "free"  # equivariant: control
     phase2_steps: int = 600
     phase2_lr_multiplier: float = 0.1
     subspace_dim: int | None = None
@@ -109,6 +107,7 @@ class TrainArguments:
     phase2_pull_decay: Literal["constant", "linear", "cosine", "exponential"] = "cosine"
     phase2_pull_toward: Literal["subspace", "anchor"] = "subspace"
     equivariance_loss_weight: float = 0.0  # soft-equivariance baseline (any phase)
+    augment: bool = False  # a random global transformation of every training example
     # evaluation and model selection
     eval_steps: int = 100
     equivariance_samples: int = 4

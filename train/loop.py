@@ -29,7 +29,6 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from geo_pe.phases import PenaltySchedule, phase_param_groups, symmetry_penalty
-from geo_pe.reps.groups import ProductGroup
 from geo_pe.testing import equivariance_error
 from models import GeoTransformerConfig
 from train import checkpoint as ckpt
@@ -104,6 +103,14 @@ def build_model(config: RunConfig, task, phase_history: list[str]):
         )
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None
+    has_pe = model_config.pe_absolute is not None or model_config.pe_relative is not None
+    if has_pe != task.uses_positions:
+        raise ConfigError(
+            "pe_absolute, pe_relative: the task gives group elements (positions), so the model needs a group "
+            "PE"
+            if task.uses_positions
+            else "pe_absolute, pe_relative: with plain_features the task gives no positions; set both to null"
+        )
     return task.model_class(model_config)
 
 
@@ -157,15 +164,30 @@ def to_device(batch: dict, device) -> dict:
     return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
-def global_action(model):
-    """The acting group and ``(h, positions) -> h . positions`` for the model's attributes."""
-    space = ProductGroup(model.model.attribute_spaces)
-    return space.acting_group, space.act
+class Split:
+    """A dataset split held as tensors: ``split[index]`` is the batch of those rows."""
+
+    def __init__(self, columns: dict[str, torch.Tensor]):
+        self.columns = columns
+        self.size = len(next(iter(columns.values())))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index) -> dict[str, torch.Tensor]:
+        return {k: v[index] for k, v in self.columns.items()}
 
 
-def _single(positions, attributes):
-    """Positions as the dict `ProductGroup` expects (the model also takes a bare tensor)."""
-    return positions if isinstance(positions, dict) else {next(iter(attributes)): positions}
+def concat(a, b):
+    """Concatenate two batches of model inputs (tensors or dicts of tensors) along the batch."""
+    if isinstance(a, dict):
+        return {k: concat(a[k], b[k]) for k in a}
+    return torch.cat((a, b))
+
+
+def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    """A generator for the random group elements of one step: a pure function of (seed, step, stream)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7 + stream)
 
 
 # --- evaluation ---------------------------------------------------------------------------------------------
@@ -191,19 +213,22 @@ def evaluate(raw_model, task, dataset, args, accelerator) -> dict:
 
 @torch.no_grad()
 def measure_equivariance(raw_model, task, dataset, args, device) -> float:
-    """Relative change of the outputs on a held-out batch under random global transformations."""
+    """Relative change of the outputs on a held-out batch under random global transformations
+    (`Task.transform`; one group element per example), the worst over ``equivariance_samples``."""
     was_training = raw_model.training
     raw_model.eval()
     inputs, _ = task.inputs(to_device(dataset[: args.eval_batch_size], device))
-    acting, act = global_action(raw_model)
-    attributes = raw_model.model.attribute_spaces
-    positions = _single(inputs["positions"], attributes)
 
-    def outputs(p):
-        return task.predictions(raw_model(**{**inputs, "positions": p}))
+    def sample(generator):  # a "group element" is a seeded generator that task.transform draws from
+        return torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
 
     error = equivariance_error(
-        outputs, positions, acting, act_in=act, num_samples=args.equivariance_samples, generator=args.seed
+        lambda x: task.predictions(raw_model(**x)),
+        inputs,
+        sample,
+        act_in=lambda g, x: task.transform(x, g),
+        num_samples=args.equivariance_samples,
+        generator=args.seed,
     )
     raw_model.train(was_training)
     return error
@@ -231,7 +256,10 @@ class Run:
         self._prepare_output_dir()
         self.task = config.make_task()
         with acc.main_process_first():
-            self.data = self.task.build(cache_dir=self.args.data_cache_dir)
+            built = self.task.build(cache_dir=self.args.data_cache_dir)
+        # the splits as tensors in memory: indexing an Arrow table per batch costs more than a small
+        # model's step (the tasks here are a few MB)
+        self.data = {split: Split(dataset[:]) for split, dataset in built.items()}
         self.plan = phase_plan(self.args)
         self.log = JsonlLog(self.out / "log.jsonl", enabled=acc.is_main_process)
         self.batches = StepBatches(len(self.data["train"]), self.args.batch_size, self.args.seed)
@@ -493,26 +521,19 @@ def train(config: RunConfig) -> dict:
 
 def _loss(run, inputs, labels, state, phase, pull):
     """The task loss plus the phase II pull toward symmetry and the soft-equivariance term."""
-    args = run.args
+    args, task = run.args, run.task
+    rank = run.accelerator.process_index
+    if args.augment:  # a random global transformation of every training example
+        inputs = task.transform(inputs, step_generator(args.seed, state.global_step, 2 * rank + 1))
     parts = {}
-    weight = args.equivariance_loss_weight
-    if weight > 0:  # one forward on the batch and its globally transformed copy (DDP-safe)
-        acting, act = global_action(run.raw_model)
-        attributes = run.raw_model.model.attribute_spaces
-        positions = _single(inputs["positions"], attributes)
-        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + state.global_step)
-        batch = labels.shape[0]
-        h = acting.sample((batch, 1), generator=generator, dtype=_float_dtype(positions))
-        h = {k: v.to(labels.device) for k, v in h.items()} if isinstance(h, dict) else h.to(labels.device)
-        moved = act(h, positions)
-        doubled = {k: torch.cat((v, v)) for k, v in inputs.items() if k != "positions"}
-        doubled["positions"] = {k: torch.cat((positions[k], moved[k])) for k in positions}
-        out = run.model(**doubled, labels=torch.cat((labels, labels)))
-        y = run.task.predictions(out)
-        loss = out.loss
-        soft = (y[:batch] - y[batch:]).pow(2).mean()
+    if args.equivariance_loss_weight > 0:  # one forward on the batch and its transformed copy (DDP-safe)
+        moved = task.transform(inputs, step_generator(args.seed, state.global_step, 2 * rank + 2))
+        out = run.model(**concat(inputs, moved), labels=torch.cat((labels, labels)))
+        y = task.predictions(out)
+        half = labels.shape[0]
+        soft = (y[:half] - y[half:]).pow(2).mean()
         parts["equivariance_loss"] = soft.item()
-        loss = loss + weight * soft
+        loss = out.loss + args.equivariance_loss_weight * soft
     else:
         out = run.model(**inputs, labels=labels)
         loss = out.loss
@@ -523,10 +544,6 @@ def _loss(run, inputs, labels, state, phase, pull):
         parts["symmetry_penalty"] = penalty.item()
         loss = loss + strength * penalty
     return loss, parts
-
-
-def _float_dtype(positions: dict) -> torch.dtype:
-    return next((v.dtype for v in positions.values() if v.is_floating_point()), torch.get_default_dtype())
 
 
 def _phase_results(run, state, phase, reason) -> dict:

@@ -4,7 +4,7 @@
 parametrisation             weight                                       forward ``x -> x W^T``
 ==========================  ===========================================  ====================================
 `ScalarIdentityWeight`      b I (the design card's phase I for attention)  ``b * x``: no matmul
-`EquivariantWeight`         sum of coefficients x intertwiners           blockwise (`EquivariantStructure`)
+`EquivariantWeight`         sum of coefficients x intertwiners           `EquivariantStructure.linear`
 `FreeWeight`                any W                                         ``F.linear``
 `SubspaceWeight`            w_t + slice of A theta (`RandomSubspace`)     ``F.linear``
 `ResidualPathwayWeight`     equivariant + free part (with its own decay)  both
@@ -165,7 +165,7 @@ class EquivariantWeight(WeightParametrization):
         return self.space.expand(self.coefficients)
 
     def forward(self, x):
-        return self.space.apply(x, self.coefficients)
+        return self.space.linear(x, self.coefficients)
 
     def constraint(self):
         return self.space  # parameter-free, non-persistent buffers: safe to share with the next phase

@@ -211,6 +211,28 @@ def test_projection_is_an_orthogonal_idempotent(rep_in, rep_out, structure):
     torch.testing.assert_close(identity_space.project(identity_space.project(V)), identity_space.project(V))
 
 
+@pytest.mark.parametrize(
+    "rep_in,rep_out",
+    [
+        (SO3Rep([(2, 0), (2, 1), (1, 2)]), SO3Rep([(1, 1), (3, 0), (2, 2)])),
+        (IrrepsSpec.parse("t1:2+so2:1x0+1x3").build(), IrrepsSpec.parse("so2:2x3+t1:2").build()),
+    ],
+)
+def test_schur_expansion_and_both_forward_paths_agree(rep_in, rep_out):
+    """Dense expansion (many rows: one GEMM) == blockwise apply (few rows) == the identity applied."""
+    space = EquivariantStructure(rep_in, rep_out).double()
+    assert space.kind == "schur"
+    c = torch.randn(space.num_maps, dtype=torch.float64)
+    W = space.expand(c)
+    eye = torch.eye(rep_in.dim, dtype=torch.float64)
+    torch.testing.assert_close(W, space.apply(eye, c).T)  # the slow reference: columns of W
+    for rows in (1, 3 * rep_in.dim):  # below and above the switch to the dense path
+        x = torch.randn(rows, rep_in.dim, dtype=torch.float64)
+        torch.testing.assert_close(space.linear(x, c), x @ W.T)
+        torch.testing.assert_close(space.apply(x, c), x @ W.T)
+    torch.testing.assert_close(space.coefficients_of(W), c)
+
+
 def test_scalar_identity_does_no_matmul():
     layer = PhasedLinear(ScalarIdentityWeight(64, value=0.5))
     assert [p.numel() for p in layer.parameters()] == [1]

@@ -59,7 +59,7 @@ def test_command_line_overrides_yaml_overrides_defaults(tmp_path):
         (
             {"training": {"phase2": "frozen"}},
             [],
-            r"phase2: expected one of 'free', 'subspace', 'residual', 'none'",
+            r"phase2: expected one of 'free', 'subspace', 'residual', 'equivariant', 'none'",
         ),
         ({"training": {"learning_rate": -1.0}}, [], r"learning_rate: expected a value in \(0.0, inf\]"),
         (
@@ -81,7 +81,11 @@ def test_command_line_overrides_yaml_overrides_defaults(tmp_path):
         ),
         ({}, ["--phase2", "frozen"], r"command line: argument --phase2: invalid choice: 'frozen'"),
         ({}, ["stray"], r"command line: unexpected argument 'stray'"),
-        ({"task": "nope"}, [], r"task: unknown task 'nope'; registered: \['rotated_digits'\]"),
+        (
+            {"task": "nope"},
+            [],
+            r"task: unknown task 'nope'; registered: \['motifs', 'rotated_digits', 'rotor_chain'\]",
+        ),
         ({"model": []}, [], r"model: the section must be a mapping, got list"),
     ],
 )

@@ -1,0 +1,276 @@
+"""Tables (markdown, mean +- std over seeds) and plots (PNG) from the cached runs."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from benchmarks.experiments.suites import (
+    SUITES,
+    THRESHOLD_DIMS,
+    THRESHOLD_LOSS,
+    Suite,
+)
+
+REFERENCE_FROM_TILT = ("unconstrained", "equivariant", "two_phase_free", "plain_aug")
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _fmt(values: list[float], metric: str) -> str:
+    if not values:
+        return "-"
+    mean, std = _mean_std(values)
+    if metric == "accuracy":
+        return f"{100 * mean:.1f} ± {100 * std:.1f}"
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def _grid(records: list[dict], rows: str, column: str, value: str = "test") -> dict:
+    cells = defaultdict(list)
+    for r in records:
+        cells[(r["labels"][rows], r["labels"][column])].append(r[value])
+    return cells
+
+
+def _ordered(values):
+    return sorted(set(values), key=lambda v: (isinstance(v, str), v))
+
+
+def method_table(suite: Suite, records: list[dict]) -> tuple[str, dict]:
+    """Markdown table of the test metric, rows = methods, columns = the suite's column."""
+    metric = records[0]["metric"]
+    value = "validation" if suite.name == "tuning" else "test"
+    cells = _grid(records, suite.rows, suite.column, value)
+    rows = list(dict.fromkeys(r["labels"][suite.rows] for r in records))
+    columns = _ordered(r["labels"][suite.column] for r in records)
+    seeds = sorted({r["labels"]["seed"] for r in records})
+    unit = "accuracy %" if metric == "accuracy" else "MSE"
+    lines = [
+        f"{value} {unit}, mean ± std over seeds {seeds}",
+        "",
+        "| " + " | ".join([suite.rows] + [f"{suite.column} {c}" for c in columns]) + " |",
+        "|" + "---|" * (len(columns) + 1),
+    ]
+    for row in rows:
+        lines.append(
+            "| " + " | ".join([row] + [_fmt(cells.get((row, c), []), metric) for c in columns]) + " |"
+        )
+    return "\n".join(lines), {"cells": cells, "rows": rows, "columns": columns, "metric": metric}
+
+
+def threshold_table(records: list[dict]) -> tuple[str, dict]:
+    cells = defaultdict(list)
+    for r in records:
+        cells[(r["labels"]["start"], r["labels"]["subspace_dim"])].append(r["min_train_loss_last_phase"])
+    starts = list(dict.fromkeys(r["labels"]["start"] for r in records))
+    dims = _ordered(r["labels"]["subspace_dim"] for r in records)
+    lines = [
+        f"success = training loss (20-step window) <= {THRESHOLD_LOSS} nats within the subspace phase; "
+        "cells: success rate (mean lowest loss)",
+        "",
+        "| start | " + " | ".join(f"d = {d}" for d in dims) + " | d* |",
+        "|" + "---|" * (len(dims) + 2),
+    ]
+    success = {}
+    for start in starts:
+        row, threshold = [], None
+        for d in dims:
+            losses = cells.get((start, d), [])
+            rate = sum(loss <= THRESHOLD_LOSS for loss in losses) / len(losses) if losses else math.nan
+            success[(start, d)] = rate
+            if threshold is None and rate >= 0.5:
+                threshold = d
+            row.append(f"{rate:.0%} ({statistics.fmean(losses):.2f})" if losses else "-")
+        d_star = f"{threshold}" if threshold is not None else f"> {dims[-1]}"
+        lines.append(f"| {start} | " + " | ".join(row) + f" | {d_star} |")
+    return "\n".join(lines), {"success": success, "starts": starts, "dims": dims}
+
+
+def layerwise_table(records: list[dict]) -> str:
+    groups = defaultdict(list)
+    for r in records:
+        groups[(r["labels"]["model"], r["labels"]["activation"])].append(r)
+    lines = [
+        "end-to-end: relative error |f(g x) - g f(x)| / |g f(x)| on test digits; per hidden layer: relative "
+        "error of the best signed permutation of units (and the share of units matched with |corr| >= 0.9); "
+        "mirror = trained, flip = vertical-flip control",
+        "",
+        "| model | act | score | end-to-end mirror | end-to-end flip | layer 1 perm. mirror "
+        "| layer 1 perm. flip | layer 2 perm. mirror | layer 2 perm. flip |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(rs, f):
+        values = [f(r) for r in rs]
+        mean, std = _mean_std(values)
+        return f"{mean:.3g} ± {std:.2g}"
+
+    for (model, act), rs in groups.items():
+        row = [
+            model,
+            act,
+            f"{rs[0]['score_name']} {cell(rs, lambda r: r['score'])}",
+            cell(rs, lambda r: r["equivariance_error"]),
+            cell(rs, lambda r: r["control_equivariance_error"]),
+        ]
+        for layer in (0, 1):
+            for which in ("trained", "control"):
+                perm = cell(rs, lambda r, w=which, k=layer: r["layers"][w][k]["permutation_error"])
+                matched = statistics.fmean(r["layers"][which][layer]["matched_fraction"] for r in rs)
+                row.append(f"{perm} ({matched:.0%})")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+# --- plots --------------------------------------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_methods(suite: Suite, data: dict, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    numeric = all(isinstance(c, (int, float)) for c in data["columns"])
+    scale = 100 if data["metric"] == "accuracy" else 1
+    for i, row in enumerate(data["rows"]):
+        stats = [
+            (c, *_mean_std(data["cells"][(row, c)])) for c in data["columns"] if data["cells"].get((row, c))
+        ]
+        if not stats:
+            continue
+        xs, means, stds = zip(*stats, strict=True)
+        means, stds = [scale * m for m in means], [scale * s for s in stds]
+        if numeric:
+            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=row)
+        else:
+            ax.bar([i], means, yerr=stds, capsize=3, label=row)
+    if numeric and suite.log_x:
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks([])
+    ax.set_xlabel(suite.xlabel)
+    ax.set_ylabel("test accuracy (%)" if data["metric"] == "accuracy" else "test MSE (standardised)")
+    ax.set_title(suite.title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_threshold(data: dict, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for start in data["starts"]:
+        dims = [d for d in data["dims"] if not math.isnan(data["success"][(start, d)])]
+        ax.plot(dims, [data["success"][(start, d)] for d in dims], marker="o", label=start)
+    ax.set_xscale("log")
+    ax.set_xlabel("subspace dimension d")
+    ax.set_ylabel(f"P(training loss <= {THRESHOLD_LOSS})")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title("Threshold dimension (rotated digits, +-45 degrees, 300 images)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_filters(records: list[dict], path: Path) -> None:
+    """First-layer filters (64 units as 8x8 images) of each seed-0 network, mirror-symmetric ones first."""
+    import torch
+
+    from benchmarks.experiments.layerwise import mirror
+
+    plt = _pyplot()
+    chosen = [r for r in records if "filters" in r]
+    if not chosen:
+        return
+    fig, axes = plt.subplots(1, len(chosen), figsize=(3.6 * len(chosen), 3.9))
+    for ax, r in zip(list(axes) if len(chosen) > 1 else [axes], chosen, strict=True):
+        w = torch.tensor(r["filters"])
+        symmetry = torch.nn.functional.cosine_similarity(w, mirror(w), dim=1)
+        w = w[symmetry.argsort(descending=True)]
+        tiles = w.reshape(8, 8, 8, 8).permute(0, 2, 1, 3).reshape(64, 64)  # unit grid of 8x8 filters
+        limit = float(w.abs().max())
+        ax.imshow(tiles, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        for k in range(1, 8):
+            ax.axhline(8 * k - 0.5, color="k", lw=0.5)
+            ax.axvline(8 * k - 0.5, color="k", lw=0.5)
+        ax.set_title(f"{r['labels']['model']}, {r['labels']['activation']}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("first-layer filters, sorted by mirror symmetry (cosine with own mirror image)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(records: list[dict], out: Path, lrs: dict) -> Path:
+    """RESULTS.md and one PNG per suite under ``out``; returns the markdown path."""
+    by_suite = defaultdict(list)
+    for r in records:
+        by_suite[r["suite"]].append(r)
+    sections = [
+        "# geo-pe experiments",
+        "",
+        "Generated by `python -m benchmarks.experiments`; do not edit.",
+        "",
+    ]
+    if lrs:
+        sections += ["Learning rates chosen on the tuning seeds (validation):", ""]
+        sections += [
+            f"- {m}: " + ", ".join(f"{task} {lr:g}" for task, lr in by_task.items())
+            for m, by_task in lrs.items()
+        ]
+        sections.append("")
+    for name, suite in SUITES.items():
+        rs = by_suite.get(name)
+        if not rs:
+            continue
+        sections += [f"## {suite.title}", ""]
+        if name == "threshold":
+            text, data = threshold_table(rs)
+            plot_threshold(data, out / f"{name}.png")
+        elif name == "layerwise":
+            text = layerwise_table(rs)
+            plot_filters(rs, out / "layerwise_filters.png")
+        else:
+            if name in ("push", "controls"):  # the same cell of the tilt sweep as reference rows
+                rs = [
+                    {**r, "labels": {**r["labels"], "variant": r["labels"]["method"]}}
+                    for r in by_suite.get("digits_tilt", [])
+                    if r["labels"]["rotation_range"] == 45 and r["labels"]["method"] in REFERENCE_FROM_TILT
+                ] + rs
+                rs = [{**r, "labels": {**r["labels"], "method": r["labels"]["variant"]}} for r in rs]
+            if name == "tuning":
+                for task in dict.fromkeys(r["labels"]["task"] for r in rs):
+                    text, data = method_table(suite, [r for r in rs if r["labels"]["task"] == task])
+                    sections += [f"### {task}", "", text, ""]
+                continue
+            text, data = method_table(suite, rs)
+            plot_methods(suite, data, out / f"{name}.png")
+        sections += [text, ""]
+        if (out / f"{name}.png").exists():
+            sections += [f"![{suite.title}]({name}.png)", ""]
+        if name == "layerwise":
+            sections += ["![first-layer filters](layerwise_filters.png)", ""]
+    seconds = sum(r.get("seconds", 0.0) for r in records)
+    sections.append(f"{len(records)} runs, {seconds / 3600:.2f} CPU-hours in total (one thread per run).")
+    path = out / "RESULTS.md"
+    path.write_text("\n".join(sections) + "\n")
+    return path
+
+
+__all__ = ["THRESHOLD_DIMS", "write_report"]

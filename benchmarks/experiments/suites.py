@@ -1,0 +1,370 @@
+"""What is run: methods as config overrides, and the suites (grids of cells x methods x seeds).
+
+Every run is a `Spec`: a base config under ``configs/experiments/`` plus overrides, and labels that say
+where it goes in the tables. The same spec always gives the same key, so finished runs are cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+SEEDS = (0, 1, 2, 3, 4)
+TUNING_SEEDS = (100, 101)  # the learning rate is chosen on seeds that no table reports
+LEARNING_RATES = (3e-3, 1e-2)
+# phase I / phase II steps per task (single-phase methods get the sum)
+STEPS = {"digits": (300, 200), "motifs": (300, 200), "rotors": (500, 500)}
+SUBSPACE_DIM = 1000
+
+
+@dataclass(frozen=True)
+class Spec:
+    suite: str
+    base: str  # configs/experiments/<base>.yaml, or "layerwise"
+    labels: dict = field(hash=False)
+    overrides: dict = field(hash=False)
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps({"base": self.base, "overrides": self.overrides}, sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+# --- methods ------------------------------------------------------------------------------------------------
+PLAIN = {"plain_features": True, "pe_absolute": None, "pe_relative": None}
+
+
+def method_overrides(method: str, base: str) -> dict:
+    """Config overrides that make ``method`` out of a base config (steps from `STEPS`)."""
+    p1, p2 = STEPS[base]
+    total = p1 + p2
+    single = {"phase1_steps": total, "phase2": "none"}
+    two = {"phase1_constraint": "equivariant", "phase1_steps": p1, "phase2_steps": p2}
+    table = {
+        "unconstrained": {"phase1_constraint": "free", **single},
+        "equivariant": {"phase1_constraint": "equivariant", **single},
+        "two_phase_free": {**two, "phase2": "free", "phase2_lr_multiplier": 0.1},
+        "two_phase_subspace": {
+            **two,
+            "phase2": "subspace",
+            "subspace_dim": SUBSPACE_DIM,
+            "phase2_lr_multiplier": 1.0,
+        },
+        "burn_in_subspace": {
+            **two,
+            "phase1_constraint": "free",
+            "phase2": "subspace",
+            "subspace_dim": SUBSPACE_DIM,
+            "phase2_lr_multiplier": 1.0,
+        },
+        "residual": {"phase1_constraint": "residual", **single},
+        "equivariance_loss": {"phase1_constraint": "free", **single, "equivariance_loss_weight": 1.0},
+        "plain": {"phase1_constraint": "free", **single, **PLAIN},
+        "plain_aug": {"phase1_constraint": "free", **single, **PLAIN, "augment": True},
+        # controls
+        "equivariant_restart": {**two, "phase2": "equivariant", "phase2_lr_multiplier": 0.1},
+        "two_phase_switch_25": {
+            **two,
+            "phase1_steps": total // 4,
+            "phase2_steps": total - total // 4,
+            "phase2": "free",
+            "phase2_lr_multiplier": 0.1,
+        },
+        "two_phase_switch_75": {
+            **two,
+            "phase1_steps": 3 * total // 4,
+            "phase2_steps": total - 3 * total // 4,
+            "phase2": "free",
+            "phase2_lr_multiplier": 0.1,
+        },
+        # pushing the method (issue 8, item 6)
+        "two_phase_lr1": {**two, "phase2": "free", "phase2_lr_multiplier": 1.0},
+        "pull_decay": {
+            **two,
+            "phase2": "free",
+            "phase2_lr_multiplier": 0.1,
+            "phase2_pull": 1.0,
+            "phase2_pull_decay": "cosine",
+        },
+        "pull_anchor": {
+            **two,
+            "phase2": "free",
+            "phase2_lr_multiplier": 0.1,
+            "phase2_pull": 1.0,
+            "phase2_pull_decay": "cosine",
+            "phase2_pull_toward": "anchor",
+        },
+        "gradual_release": {
+            **two,
+            "phase2": "free",
+            "phase2_lr_multiplier": 0.1,
+            "phase2_pull": 30.0,
+            "phase2_pull_decay": "linear",
+        },
+        "two_phase_residual": {**two, "phase2": "residual", "phase2_lr_multiplier": 0.1},
+        "two_phase_relative_only": {
+            **two,
+            "phase2": "free",
+            "phase2_lr_multiplier": 0.1,
+            "pe_absolute": None,
+        },
+    }
+    if method not in table:
+        raise KeyError(f"method: unknown {method!r}; known: {sorted(table)}")
+    return dict(table[method])
+
+
+MAIN_METHODS = (
+    "unconstrained",
+    "equivariant",
+    "two_phase_free",
+    "two_phase_subspace",
+    "burn_in_subspace",
+    "residual",
+    "equivariance_loss",
+    "plain",
+    "plain_aug",
+)
+CORE_METHODS = ("unconstrained", "equivariant", "two_phase_free", "plain", "plain_aug")
+# which tuned learning rate a derived method uses
+LR_SOURCE = {
+    "equivariant_restart": "equivariant",
+    "equivariant_wide": "equivariant",
+    "two_phase_switch_25": "two_phase_free",
+    "two_phase_switch_75": "two_phase_free",
+    "two_phase_lr1": "two_phase_free",
+    "pull_decay": "two_phase_free",
+    "pull_anchor": "two_phase_free",
+    "gradual_release": "two_phase_free",
+    "two_phase_residual": "two_phase_free",
+    "two_phase_relative_only": "two_phase_free",
+}
+
+
+# --- suites -------------------------------------------------------------------------------------------------
+@dataclass
+class Suite:
+    name: str
+    title: str
+    column: str  # the label that makes the table's columns and the plot's x axis
+    xlabel: str
+    log_x: bool = False
+    rows: str = "method"
+
+
+SUITES = {
+    s.name: s
+    for s in (
+        Suite("tuning", "Learning-rate tuning (validation)", "learning_rate", "learning rate", log_x=True),
+        Suite("layerwise", "Layerwise equivariance (seed 002)", "layer", "layer"),
+        Suite(
+            "digits_approx",
+            "Rotated digits, +-45 degrees (approximate)",
+            "train_size",
+            "training images",
+            True,
+        ),
+        Suite(
+            "digits_tilt",
+            "Rotated digits with tilt labels: gain vs symmetry breaking",
+            "rotation_range",
+            "rotation range (degrees)",
+        ),
+        Suite("push", "Pushing two-phase: +-45 degrees with tilt labels, 300 images", "variant", "variant"),
+        Suite("controls", "Controls: +-45 degrees with tilt labels, 300 images", "variant", "variant"),
+        Suite(
+            "threshold",
+            "Threshold dimension: success probability vs subspace dimension",
+            "subspace_dim",
+            "subspace dimension d",
+            True,
+            rows="start",
+        ),
+        Suite("rotors_eps", "Rotor chain: test MSE vs field strength eps (1,000 chains)", "eps", "eps"),
+        Suite(
+            "rotors_size", "Rotor chain: test MSE vs chains (eps = 1)", "train_size", "training chains", True
+        ),
+        Suite("rotors_variant", "Rotor chain, nearest-neighbour coupling and quadratic field", "eps", "eps"),
+        Suite(
+            "motifs",
+            "Motifs (translations): accuracy vs absolute share",
+            "absolute_fraction",
+            "share of labels that depend on absolute position",
+        ),
+        Suite("digits_exact", "Rotated digits, full circle (exact)", "train_size", "training images", True),
+        Suite(
+            "digits_upright",
+            "Rotated digits, upright training, rotated test (generalisation)",
+            "train_size",
+            "training images",
+            True,
+        ),
+    )
+}
+
+DIGIT_VARIANTS = {
+    "digits_exact": {"rotation_range": 180.0},
+    "digits_approx": {"rotation_range": 45.0},
+    "digits_upright": {"rotation_range": 0.0, "test_rotation_range": 180.0},
+}
+TILT = {"tilt_digits": 10}
+THRESHOLD_DIMS = (16, 64, 256, 1024, 4096)
+THRESHOLD_BURN_IN = 100
+THRESHOLD_STEPS = 400
+THRESHOLD_LOSS = 1.0  # success: a training loss (window of 20 steps) at or below this, in nats
+
+
+def _method(suite, base, method, lrs, labels, seed, **extra) -> Spec:
+    overrides = {**extra, **method_overrides(method, base)}
+    lr = lrs.get(LR_SOURCE.get(method, method), {}).get(base) if lrs else None
+    if lr is not None:
+        overrides["learning_rate"] = lr
+    overrides.update(seed=seed, data_seed=seed)
+    return Spec(suite, base, {"method": method, "seed": seed, **labels}, overrides)
+
+
+def make_specs(name: str, lrs: dict, quick: bool) -> list[Spec]:
+    """The runs of suite ``name``; ``lrs[method][base]`` holds the tuned learning rates."""
+    seeds = SEEDS[:1] if quick else SEEDS
+    sizes = (50, 300) if quick else (50, 100, 300, 1000)
+    specs: list[Spec] = []
+    if name == "tuning":
+        for base, methods, extra in (
+            ("digits", MAIN_METHODS, {**DIGIT_VARIANTS["digits_approx"], "train_size": 300}),
+            ("rotors", CORE_METHODS, {"eps": 1.0, "train_size": 1000}),
+        ):
+            for method in methods[:2] if quick else methods:
+                for lr in LEARNING_RATES:
+                    for seed in TUNING_SEEDS[:1] if quick else TUNING_SEEDS:
+                        spec = _method(
+                            name, base, method, None, {"learning_rate": lr, "task": base}, seed, **extra
+                        )
+                        spec.overrides["learning_rate"] = lr
+                        specs.append(spec)
+    elif name in DIGIT_VARIANTS:
+        methods = MAIN_METHODS if name == "digits_approx" else CORE_METHODS
+        for n in sizes if name == "digits_approx" or quick else (50, 300, 1000):
+            for method in methods:
+                for seed in seeds:
+                    extra = {**DIGIT_VARIANTS[name], "train_size": n}
+                    specs.append(_method(name, "digits", method, lrs, {"train_size": n}, seed, **extra))
+    elif name == "digits_tilt":
+        for degrees in (15, 90) if quick else (15, 45, 90, 180):
+            for method in CORE_METHODS:
+                for seed in seeds:
+                    extra = {"rotation_range": float(degrees), **TILT, "train_size": 300}
+                    specs.append(
+                        _method(name, "digits", method, lrs, {"rotation_range": degrees}, seed, **extra)
+                    )
+    elif name in ("push", "controls"):
+        extra = {"rotation_range": 45.0, **TILT, "train_size": 300}
+        variants = (
+            (
+                "two_phase_lr1",
+                "pull_decay",
+                "pull_anchor",
+                "gradual_release",
+                "two_phase_residual",
+                "two_phase_relative_only",
+            )
+            if name == "push"
+            else ("equivariant_restart", "two_phase_switch_25", "two_phase_switch_75", "equivariant_wide")
+        )
+        for variant in variants[:2] if quick else variants:
+            for seed in seeds:
+                if variant == "equivariant_wide":
+                    spec = _method(name, "digits", "equivariant", lrs, {"variant": variant}, seed, **extra)
+                    spec.labels["method"] = variant
+                    spec.overrides["intermediate_size"] = WIDE_INTERMEDIATE
+                else:
+                    spec = _method(name, "digits", variant, lrs, {"variant": variant}, seed, **extra)
+                specs.append(spec)
+    elif name.startswith("rotors"):
+        if name == "rotors_eps":
+            cells = [
+                ({"eps": e, "train_size": 1000}, {"eps": e})
+                for e in ((0.0, 1.0) if quick else (0.0, 0.3, 1.0, 3.0))
+            ]
+        elif name == "rotors_size":
+            cells = [({"eps": 1.0, "train_size": n}, {"train_size": n}) for n in (300, 3000)]
+        else:
+            cells = [
+                ({"eps": 1.0, "train_size": 1000, "coupling": "nearest", "field": "quadratic"}, {"eps": 1.0})
+            ]
+        for extra, labels in cells:
+            for method in CORE_METHODS:
+                for seed in seeds:
+                    specs.append(_method(name, "rotors", method, lrs, labels, seed, **extra))
+    elif name == "motifs":
+        for fraction in (0.0, 1.0) if quick else (0.0, 0.25, 1.0):
+            for method in CORE_METHODS:
+                for seed in seeds:
+                    extra = {"absolute_fraction": fraction, "train_size": 300}
+                    labels = {"absolute_fraction": fraction}
+                    specs.append(_method(name, "motifs", method, lrs, labels, seed, **extra))
+    elif name == "threshold":
+        starts = {
+            "initialisation": {"phase1_constraint": "free", "phase1_steps": 0},
+            "burn-in": {"phase1_constraint": "free", "phase1_steps": THRESHOLD_BURN_IN},
+            "equivariant phase I": {"phase1_constraint": "equivariant", "phase1_steps": THRESHOLD_BURN_IN},
+        }
+        for start, first in starts.items():
+            for d in THRESHOLD_DIMS[:2] if quick else THRESHOLD_DIMS:
+                for seed in seeds:
+                    overrides = {
+                        **DIGIT_VARIANTS["digits_approx"],
+                        "train_size": 300,
+                        **first,
+                        "phase2": "subspace",
+                        "subspace_dim": d,
+                        "phase2_steps": THRESHOLD_STEPS,
+                        "phase2_lr_multiplier": 1.0,
+                        "learning_rate": 1e-2,
+                        "seed": seed,
+                        "data_seed": seed,
+                    }
+                    labels = {"start": start, "subspace_dim": d, "seed": seed}
+                    specs.append(Spec(name, "digits", labels, overrides))
+    elif name == "layerwise":
+        for kind in ("autoencoder", "classifier"):
+            for activation in ("tanh", "gelu"):
+                for seed in seeds:
+                    labels = {"model": kind, "activation": activation, "seed": seed}
+                    specs.append(Spec(name, "layerwise", labels, {**labels, "quick": quick}))
+    else:
+        raise KeyError(f"suite: unknown {name!r}; known: {list(SUITES)}")
+    if quick:
+        for spec in specs:
+            if spec.base != "layerwise":
+                first = spec.overrides.get("phase1_steps", 0)
+                spec.overrides.update(QUICK_OVERRIDES[spec.base])
+                if spec.suite == "threshold":  # keep "from the initialisation" at 0 steps
+                    spec.overrides["phase1_steps"] = min(first, 4)
+    return specs
+
+
+# the equivariant control with as many trainable parameters as the two-phase model after the switch:
+# at hidden 32 (digits.yaml) phase II frees 3,456 attention weights; each unit of the MLP's intermediate
+# size (64 by default) costs 144 weights over the 2 layers, so 24 more units match it exactly (tested)
+WIDE_INTERMEDIATE = 64 + 24
+
+QUICK_OVERRIDES = {
+    "digits": {"phase1_steps": 8, "phase2_steps": 4, "eval_steps": 4, "logging_steps": 4},
+    "motifs": {
+        "phase1_steps": 8,
+        "phase2_steps": 4,
+        "eval_steps": 4,
+        "logging_steps": 4,
+        "validation_size": 40,
+        "test_size": 60,
+    },
+    "rotors": {
+        "phase1_steps": 8,
+        "phase2_steps": 4,
+        "eval_steps": 4,
+        "logging_steps": 4,
+        "validation_size": 40,
+        "test_size": 60,
+    },
+}

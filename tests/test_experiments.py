@@ -1,0 +1,77 @@
+"""The experiment runner (benchmarks/experiments): methods are valid configs, the controls are what they
+claim, learning rates are chosen by validation, the cache survives a torn line, and --quick regenerates
+every table and plot (the CI smoke test of issue 8)."""
+
+import json
+
+import pytest
+
+from benchmarks.experiments.__main__ import choose_learning_rates, main
+from benchmarks.experiments.runner import build_config, read_cache
+from benchmarks.experiments.suites import SUITES, WIDE_INTERMEDIATE, Spec, make_specs, method_overrides
+from train.loop import build_model
+
+
+@pytest.mark.parametrize("name", list(SUITES))
+def test_every_spec_is_a_valid_config(name, tmp_path):
+    specs = make_specs(name, {}, quick=False)
+    assert len({s.key for s in specs}) == len(specs)  # no two runs share a cache key
+    for spec in specs[:: max(1, len(specs) // 12)]:
+        if spec.base != "layerwise":
+            build_config(spec, str(tmp_path / spec.key))
+
+
+def test_the_wide_equivariant_control_has_the_phase_two_parameter_count(tmp_path):
+    def trainable(model):
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    two_phase = build_config(
+        Spec("t", "digits", {}, method_overrides("two_phase_free", "digits")), str(tmp_path)
+    )
+    model = build_model(two_phase, two_phase.make_task(), ["equivariant"])
+    model.set_phase("free")
+    wide = Spec(
+        "t",
+        "digits",
+        {},
+        {**method_overrides("equivariant", "digits"), "intermediate_size": WIDE_INTERMEDIATE},
+    )
+    wide_config = build_config(wide, str(tmp_path / "wide"))
+    assert trainable(build_model(wide_config, wide_config.make_task(), ["equivariant"])) == trainable(model)
+
+
+def test_learning_rates_are_chosen_by_validation_in_the_right_direction():
+    def record(method, task, lr, value, metric):
+        labels = {"method": method, "task": task, "learning_rate": lr}
+        return {"labels": labels, "validation": value, "metric": metric}
+
+    records = [
+        record("a", "digits", 1e-3, 0.7, "accuracy"),
+        record("a", "digits", 1e-2, 0.8, "accuracy"),
+        record("a", "digits", 1e-2, 0.7, "accuracy"),  # mean 0.75 still beats 0.7
+        record("a", "rotors", 1e-3, 0.4, "mse"),
+        record("a", "rotors", 1e-2, 0.5, "mse"),
+    ]
+    assert choose_learning_rates(records) == {"a": {"digits": 1e-2, "rotors": 1e-3}}
+
+
+def test_the_cache_skips_a_torn_last_line(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    path.write_text(json.dumps({"key": "k1", "test": 1.0}) + "\n" + '{"key": "k2", "te')
+    assert list(read_cache(path)) == ["k1"]
+
+
+def test_quick_mode_regenerates_every_table_and_plot(tmp_path):
+    assert main(["--quick", "--out", str(tmp_path), "--jobs", "2"]) == 0
+    report = (tmp_path / "RESULTS.md").read_text()
+    for suite in SUITES.values():
+        assert f"## {suite.title}" in report
+    pngs = {p.name for p in tmp_path.glob("*.png")}
+    expected = {f"{n}.png" for n in SUITES if n not in ("tuning", "layerwise")} | {"layerwise_filters.png"}
+    assert expected <= pngs
+    runs = read_cache(tmp_path / "runs.jsonl")
+    assert len(runs) == sum(len(make_specs(n, {}, quick=True)) for n in SUITES)
+    assert all("error" not in r for r in runs.values())
+    # the report is a pure function of the cache: regenerating it changes nothing
+    assert main(["--quick", "--out", str(tmp_path), "--report-only"]) == 0
+    assert (tmp_path / "RESULTS.md").read_text() == report

@@ -72,9 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         if name == "tuning":
             tuning = [r for r in read_cache(runs_file).values() if r["suite"] == "tuning"]
             lrs = choose_learning_rates(tuning) if tuning else {}
-    records = list(read_cache(runs_file).values())
+    # the report shows the current grid only: the cache may also hold runs of earlier grids or configs
+    grid = {name: {spec.key for spec in make_specs(name, lrs, args.quick)} for name in SUITES}
+    cache = read_cache(runs_file)
+    records = [cache[key] for keys in grid.values() for key in keys if key in cache]
+    planned = {name: len(keys) for name, keys in grid.items()}
     if records:
-        path = write_report(records, out, lrs)
+        path = write_report(records, out, lrs, planned)
         print(f"wrote {path} ({(time.perf_counter() - started) / 60:.1f} min)", file=sys.stderr)
     for f in failures:
         print(f"FAILED {f['suite']} {f['labels']}: {f['error']}", file=sys.stderr)

@@ -12,6 +12,9 @@ from torch import nn
 
 from geo_pe.equivariance.metrics import compare_layerwise, layer_activations
 
+# 64 first-layer filters as in seed 002. The autoencoder is a weak probe on 8x8 digits: it learns to
+# reconstruct digit-like images in general, which commutes with the vertical-flip control too (end-to-end
+# errors 0.023 mirror vs 0.027 flip); a 16-unit bottleneck did not change that (0.026 vs 0.027)
 HIDDEN = 64
 ACTIVATIONS = {"tanh": nn.Tanh, "gelu": nn.GELU}
 

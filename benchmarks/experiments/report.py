@@ -217,8 +217,9 @@ def plot_filters(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(records: list[dict], out: Path, lrs: dict) -> Path:
-    """RESULTS.md and one PNG per suite under ``out``; returns the markdown path."""
+def write_report(records: list[dict], out: Path, lrs: dict, planned: dict[str, int] | None = None) -> Path:
+    """RESULTS.md and one PNG per suite under ``out``; returns the markdown path. A suite with fewer
+    finished runs than ``planned[name]`` is marked incomplete in its heading."""
     by_suite = defaultdict(list)
     for r in records:
         by_suite[r["suite"]].append(r)
@@ -239,7 +240,9 @@ def write_report(records: list[dict], out: Path, lrs: dict) -> Path:
         rs = by_suite.get(name)
         if not rs:
             continue
-        sections += [f"## {suite.title}", ""]
+        missing = (planned or {}).get(name, len(rs)) - len(rs)
+        status = f" (INCOMPLETE: {len(rs)} of {len(rs) + missing} runs)" if missing > 0 else ""
+        sections += [f"## {suite.title}{status}", ""]
         if name == "threshold":
             text, data = threshold_table(rs)
             plot_threshold(data, out / f"{name}.png")
@@ -266,6 +269,9 @@ def write_report(records: list[dict], out: Path, lrs: dict) -> Path:
             sections += [f"![{suite.title}]({name}.png)", ""]
         if name == "layerwise":
             sections += ["![first-layer filters](layerwise_filters.png)", ""]
+    absent = [name for name in SUITES if planned and planned.get(name) and not by_suite.get(name)]
+    if absent:
+        sections += [f"Not run yet: {', '.join(absent)}.", ""]
     seconds = sum(r.get("seconds", 0.0) for r in records)
     sections.append(f"{len(records)} runs, {seconds / 3600:.2f} CPU-hours in total (one thread per run).")
     path = out / "RESULTS.md"

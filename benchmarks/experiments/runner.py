@@ -16,9 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.experiments.suites import Spec
+from benchmarks.experiments.suites import CONFIGS, Spec
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "experiments"
 SECTIONS = ("data", "model", "training")
 
 

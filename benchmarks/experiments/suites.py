@@ -9,6 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "experiments"
+LAYERWISE_VERSION = 1  # bump when benchmarks/experiments/layerwise.py changes what it trains
 
 SEEDS = (0, 1, 2, 3, 4)
 TUNING_SEEDS = (100, 101)  # the learning rate is chosen on seeds that no table reports
@@ -27,7 +31,13 @@ class Spec:
 
     @property
     def key(self) -> str:
-        blob = json.dumps({"base": self.base, "overrides": self.overrides}, sort_keys=True)
+        """A digest of the base config's text, the overrides and `LAYERWISE_VERSION` (for the layerwise
+        runs, whose settings live in code): editing any of them invalidates the cached result."""
+        if self.base == "layerwise":
+            source = f"layerwise v{LAYERWISE_VERSION}"
+        else:
+            source = (CONFIGS / f"{self.base}.yaml").read_text()
+        blob = json.dumps({"base": self.base, "source": source, "overrides": self.overrides}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -174,6 +184,12 @@ SUITES = {
         Suite("push", "Pushing two-phase: +-45 degrees with tilt labels, 300 images", "variant", "variant"),
         Suite("controls", "Controls: +-45 degrees with tilt labels, 300 images", "variant", "variant"),
         Suite(
+            "motifs",
+            "Motifs (translations): accuracy vs absolute share",
+            "absolute_fraction",
+            "share of labels that depend on absolute position",
+        ),
+        Suite(
             "threshold",
             "Threshold dimension: success probability vs subspace dimension",
             "subspace_dim",
@@ -186,12 +202,6 @@ SUITES = {
             "rotors_size", "Rotor chain: test MSE vs chains (eps = 1)", "train_size", "training chains", True
         ),
         Suite("rotors_variant", "Rotor chain, nearest-neighbour coupling and quadratic field", "eps", "eps"),
-        Suite(
-            "motifs",
-            "Motifs (translations): accuracy vs absolute share",
-            "absolute_fraction",
-            "share of labels that depend on absolute position",
-        ),
         Suite("digits_exact", "Rotated digits, full circle (exact)", "train_size", "training images", True),
         Suite(
             "digits_upright",

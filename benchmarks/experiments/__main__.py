@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             tuning = [r for r in read_cache(runs_file).values() if r["suite"] == "tuning"]
             lrs = choose_learning_rates(tuning) if tuning else {}
     # the report shows the current grid only: the cache may also hold runs of earlier grids or configs
-    grid = {name: {spec.key for spec in make_specs(name, lrs, args.quick)} for name in SUITES}
+    grid = {name: [spec.key for spec in make_specs(name, lrs, args.quick)] for name in SUITES}  # ordered
     cache = read_cache(runs_file)
     records = [cache[key] for keys in grid.values() for key in keys if key in cache]
     planned = {name: len(keys) for name, keys in grid.items()}

@@ -7,12 +7,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from benchmarks.experiments.suites import (
-    SUITES,
-    THRESHOLD_DIMS,
-    THRESHOLD_LOSS,
-    Suite,
-)
+from benchmarks.experiments.suites import SUITES, THRESHOLD_LOSS, Suite
 
 REFERENCE_FROM_TILT = ("unconstrained", "equivariant", "two_phase_free", "plain_aug")
 
@@ -279,4 +274,4 @@ def write_report(records: list[dict], out: Path, lrs: dict, planned: dict[str, i
     return path
 
 
-__all__ = ["THRESHOLD_DIMS", "write_report"]
+__all__ = ["write_report"]

@@ -51,74 +51,35 @@ def method_overrides(method: str, base: str) -> dict:
     total = p1 + p2
     single = {"phase1_steps": total, "phase2": "none"}
     two = {"phase1_constraint": "equivariant", "phase1_steps": p1, "phase2_steps": p2}
+    freed = {**two, "phase2": "free", "phase2_lr_multiplier": 0.1}  # the two-phase default
+    into_subspace = {"phase2": "subspace", "subspace_dim": SUBSPACE_DIM, "phase2_lr_multiplier": 1.0}
+    plain = {"phase1_constraint": "free", **single, **PLAIN}
+    pull = {"phase2_pull": 1.0, "phase2_pull_decay": "cosine"}
+
+    def switch_at(first: int) -> dict:
+        return {**freed, "phase1_steps": first, "phase2_steps": total - first}
+
     table = {
         "unconstrained": {"phase1_constraint": "free", **single},
         "equivariant": {"phase1_constraint": "equivariant", **single},
-        "two_phase_free": {**two, "phase2": "free", "phase2_lr_multiplier": 0.1},
-        "two_phase_subspace": {
-            **two,
-            "phase2": "subspace",
-            "subspace_dim": SUBSPACE_DIM,
-            "phase2_lr_multiplier": 1.0,
-        },
-        "burn_in_subspace": {
-            **two,
-            "phase1_constraint": "free",
-            "phase2": "subspace",
-            "subspace_dim": SUBSPACE_DIM,
-            "phase2_lr_multiplier": 1.0,
-        },
+        "two_phase_free": freed,
+        "two_phase_subspace": {**two, **into_subspace},
+        "burn_in_subspace": {**two, "phase1_constraint": "free", **into_subspace},
         "residual": {"phase1_constraint": "residual", **single},
         "equivariance_loss": {"phase1_constraint": "free", **single, "equivariance_loss_weight": 1.0},
-        "plain": {"phase1_constraint": "free", **single, **PLAIN},
-        "plain_aug": {"phase1_constraint": "free", **single, **PLAIN, "augment": True},
+        "plain": plain,
+        "plain_aug": {**plain, "augment": True},
         # controls
-        "equivariant_restart": {**two, "phase2": "equivariant", "phase2_lr_multiplier": 0.1},
-        "two_phase_switch_25": {
-            **two,
-            "phase1_steps": total // 4,
-            "phase2_steps": total - total // 4,
-            "phase2": "free",
-            "phase2_lr_multiplier": 0.1,
-        },
-        "two_phase_switch_75": {
-            **two,
-            "phase1_steps": 3 * total // 4,
-            "phase2_steps": total - 3 * total // 4,
-            "phase2": "free",
-            "phase2_lr_multiplier": 0.1,
-        },
+        "equivariant_restart": {**freed, "phase2": "equivariant"},
+        "two_phase_switch_25": switch_at(total // 4),
+        "two_phase_switch_75": switch_at(3 * total // 4),
         # pushing the method (issue 8, item 6)
-        "two_phase_lr1": {**two, "phase2": "free", "phase2_lr_multiplier": 1.0},
-        "pull_decay": {
-            **two,
-            "phase2": "free",
-            "phase2_lr_multiplier": 0.1,
-            "phase2_pull": 1.0,
-            "phase2_pull_decay": "cosine",
-        },
-        "pull_anchor": {
-            **two,
-            "phase2": "free",
-            "phase2_lr_multiplier": 0.1,
-            "phase2_pull": 1.0,
-            "phase2_pull_decay": "cosine",
-            "phase2_pull_toward": "anchor",
-        },
-        "gradual_release": {
-            **two,
-            "phase2": "free",
-            "phase2_lr_multiplier": 0.1,
-            "phase2_pull": 30.0,
-            "phase2_pull_decay": "linear",
-        },
-        "two_phase_residual": {**two, "phase2": "residual", "phase2_lr_multiplier": 0.1},
-        "two_phase_relative_only": {
-            **two,
-            "phase2": "free",
-            "phase2_lr_multiplier": 0.1,
-            "pe_absolute": None,
-        },
+        "two_phase_lr1": {**freed, "phase2_lr_multiplier": 1.0},
+        "pull_decay": {**freed, **pull},
+        "pull_anchor": {**freed, **pull, "phase2_pull_toward": "anchor"},
+        "gradual_release": {**freed, "phase2_pull": 30.0, "phase2_pull_decay": "linear"},
+        "two_phase_residual": {**freed, "phase2": "residual"},
+        "two_phase_relative_only": {**freed, "pe_absolute": None},
     }
     if method not in table:
         raise KeyError(f"method: unknown {method!r}; known: {sorted(table)}")
@@ -359,22 +320,10 @@ def make_specs(name: str, lrs: dict, quick: bool) -> list[Spec]:
 # size (64 by default) costs 144 weights over the 2 layers, so 24 more units match it exactly (tested)
 WIDE_INTERMEDIATE = 64 + 24
 
+_QUICK_STEPS = {"phase1_steps": 8, "phase2_steps": 4, "eval_steps": 4, "logging_steps": 4}
+_QUICK_SIZES = {"validation_size": 40, "test_size": 60}
 QUICK_OVERRIDES = {
-    "digits": {"phase1_steps": 8, "phase2_steps": 4, "eval_steps": 4, "logging_steps": 4},
-    "motifs": {
-        "phase1_steps": 8,
-        "phase2_steps": 4,
-        "eval_steps": 4,
-        "logging_steps": 4,
-        "validation_size": 40,
-        "test_size": 60,
-    },
-    "rotors": {
-        "phase1_steps": 8,
-        "phase2_steps": 4,
-        "eval_steps": 4,
-        "logging_steps": 4,
-        "validation_size": 40,
-        "test_size": 60,
-    },
+    "digits": _QUICK_STEPS,
+    "motifs": {**_QUICK_STEPS, **_QUICK_SIZES},
+    "rotors": {**_QUICK_STEPS, **_QUICK_SIZES},
 }

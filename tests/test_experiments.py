@@ -5,10 +5,12 @@ every table and plot (the CI smoke test of issue 8)."""
 import json
 
 import pytest
+import torch
 
 from benchmarks.experiments.__main__ import choose_learning_rates, main
 from benchmarks.experiments.runner import build_config, read_cache
 from benchmarks.experiments.suites import SUITES, WIDE_INTERMEDIATE, Spec, make_specs, method_overrides
+from geo_pe import quaternion
 from train.loop import build_model
 
 
@@ -38,6 +40,35 @@ def test_the_wide_equivariant_control_has_the_phase_two_parameter_count(tmp_path
     )
     wide_config = build_config(wide, str(tmp_path / "wide"))
     assert trainable(build_model(wide_config, wide_config.make_task(), ["equivariant"])) == trainable(model)
+
+
+@pytest.mark.parametrize(
+    ("relative", "sees_pairs"),
+    [({}, True), ({"pe_relative": "t1:4(base=20)+so3:1x0", "pe_relative_mode": "rotary"}, False)],
+)
+def test_the_rotor_model_carries_relative_orientations_into_the_scalars(relative, sees_pairs, tmp_path):
+    """The rotor features are constant, so the pair energy reaches the invariant scalars only through the
+    relative PE. With GTA over (index, orientation) (rotors.yaml) the phase I scalars vary with the
+    orientations and ignore a global rotation; with rotary on index-only heads they are the same on every
+    token of every chain, whatever the weights: why the first rotor grid learned nothing of the pair term."""
+    spec = Spec("t", "rotors", {}, {**method_overrides("equivariant", "rotors"), **relative})
+    config = build_config(spec, str(tmp_path))
+    model = build_model(config, config.make_task(), ["equivariant"]).model.double().eval()
+    gen = torch.Generator().manual_seed(0)
+    q = quaternion.random(6, 8, generator=gen, dtype=torch.float64)
+    h = quaternion.random(6, 1, generator=gen, dtype=torch.float64)
+    features, index = torch.ones(6, 8, 1, dtype=torch.float64), torch.arange(8.0).expand(6, 8)
+
+    def scalars(orientation):
+        positions = {"position": index, "orientation": orientation}
+        out = model(features=features, positions=positions).last_hidden_state
+        return out[..., : model.config.scalar_size]
+
+    with torch.no_grad():
+        before, turned = scalars(q), scalars(quaternion.multiply(h, q))
+    torch.testing.assert_close(turned, before, atol=1e-10, rtol=1e-10)
+    spread = (before - before[0, 0]).abs().max().item()
+    assert spread > 1e-3 if sees_pairs else spread < 1e-10
 
 
 def test_learning_rates_are_chosen_by_validation_in_the_right_direction():

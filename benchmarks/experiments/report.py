@@ -7,7 +7,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from benchmarks.experiments.suites import SUITES, THRESHOLD_LOSS, Suite
+from benchmarks.experiments.suites import STEPS, SUITES, THRESHOLD_LOSS, Suite
 
 REFERENCE_FROM_TILT = ("unconstrained", "equivariant", "two_phase_free", "plain_aug")
 
@@ -252,6 +252,13 @@ def write_report(records: list[dict], out: Path, lrs: dict, planned: dict[str, i
                     if r["labels"]["rotation_range"] == 45 and r["labels"]["method"] in REFERENCE_FROM_TILT
                 ] + rs
                 rs = [{**r, "labels": {**r["labels"], "method": r["labels"]["variant"]}} for r in rs]
+            if name == "convergence":  # the 1x budget is digits_approx's cell at 1,000 images
+                methods = {r["labels"]["method"] for r in rs}
+                rs = [
+                    {**r, "labels": {**r["labels"], "steps": sum(STEPS["digits"])}}
+                    for r in by_suite.get("digits_approx", [])
+                    if r["labels"]["train_size"] == 1000 and r["labels"]["method"] in methods
+                ] + rs
             if name == "tuning":
                 for task in dict.fromkeys(r["labels"]["task"] for r in rs):
                     text, data = method_table(suite, [r for r in rs if r["labels"]["task"] == task])

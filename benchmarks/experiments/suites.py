@@ -18,7 +18,7 @@ SEEDS = (0, 1, 2, 3, 4)
 TUNING_SEEDS = (100, 101)  # the learning rate is chosen on seeds that no table reports
 LEARNING_RATES = (3e-3, 1e-2)
 # phase I / phase II steps per task (single-phase methods get the sum)
-STEPS = {"digits": (300, 200), "motifs": (300, 200), "rotors": (500, 500)}
+STEPS = {"digits": (300, 200), "motifs": (300, 200), "rotors": (300, 300)}
 SUBSPACE_DIM = 1000
 
 
@@ -171,6 +171,12 @@ SUITES = {
             "training images",
             True,
         ),
+        Suite(
+            "convergence",
+            "Convergence check: +-45 degrees, 1,000 images, 3x the steps",
+            "steps",
+            "training steps",
+        ),
     )
 }
 
@@ -180,6 +186,8 @@ DIGIT_VARIANTS = {
     "digits_upright": {"rotation_range": 0.0, "test_rotation_range": 180.0},
 }
 TILT = {"tilt_digits": 10}
+CONVERGENCE_METHODS = ("unconstrained", "equivariant", "two_phase_free", "plain")
+CONVERGENCE_FACTOR = 3  # the digits budget times this; the 1x cell is digits_approx at 1,000 images
 THRESHOLD_DIMS = (16, 64, 256, 1024, 4096)
 THRESHOLD_BURN_IN = 100
 THRESHOLD_STEPS = 400
@@ -220,6 +228,16 @@ def make_specs(name: str, lrs: dict, quick: bool) -> list[Spec]:
                 for seed in seeds:
                     extra = {**DIGIT_VARIANTS[name], "train_size": n}
                     specs.append(_method(name, "digits", method, lrs, {"train_size": n}, seed, **extra))
+    elif name == "convergence":
+        steps = CONVERGENCE_FACTOR * sum(STEPS["digits"])
+        for method in CONVERGENCE_METHODS[:2] if quick else CONVERGENCE_METHODS:
+            for seed in seeds:
+                extra = {**DIGIT_VARIANTS["digits_approx"], "train_size": 1000}
+                spec = _method(name, "digits", method, lrs, {"steps": steps}, seed, **extra)
+                for phase in ("phase1_steps", "phase2_steps"):
+                    if phase in spec.overrides:
+                        spec.overrides[phase] *= CONVERGENCE_FACTOR
+                specs.append(spec)
     elif name == "digits_tilt":
         for degrees in (15, 90) if quick else (15, 45, 90, 180):
             for method in CORE_METHODS:

@@ -106,6 +106,9 @@ class TrainArguments:
     phase2_pull_end: float = 0.0
     phase2_pull_decay: Literal["constant", "linear", "cosine", "exponential"] = "cosine"
     phase2_pull_toward: Literal["subspace", "anchor"] = "subspace"
+    # phase II trains only the phase-controlled layers; the rest keeps its values at the switch, so the
+    # whole update lies in the subspace (Larsen et al.'s threshold dimension)
+    phase2_freeze_rest: bool = False
     equivariance_loss_weight: float = 0.0  # soft-equivariance baseline (any phase)
     augment: bool = False  # a random global transformation of every training example
     # evaluation and model selection
@@ -148,6 +151,8 @@ class TrainArguments:
             check_range(name, getattr(self, name), low=0.0, high=1.0, high_open=True)
         if self.phase1_steps + (self.phase2_steps if self.phase2 != "none" else 0) < 1:
             raise ConfigError("phase1_steps, phase2_steps: the run needs at least one step")
+        if self.phase2_freeze_rest and self.phase2 == "none":
+            raise ConfigError("phase2_freeze_rest: there is no phase II (phase2 is 'none')")
         if self.phase2 == "subspace":
             if self.subspace_dim is None:
                 raise ConfigError("subspace_dim: phase2 'subspace' needs the subspace dimension")

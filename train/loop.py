@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from geo_pe.phases import PenaltySchedule, phase_param_groups, symmetry_penalty
+from geo_pe.phases import PenaltySchedule, PhasedLinear, phase_param_groups, symmetry_penalty
 from geo_pe.testing import equivariance_error
 from models import GeoTransformerConfig
 from train import checkpoint as ckpt
@@ -115,7 +115,14 @@ def build_model(config: RunConfig, task, phase_history: list[str]):
 
 
 def make_optimizer(model, args, phase: Phase, previous: torch.optim.Optimizer | None = None):
-    """AdamW on the phase's trainable parameters; state carried over from ``previous`` where they survive."""
+    """AdamW on the phase's trainable parameters; state carried over from ``previous`` where they survive.
+    With ``phase2_freeze_rest``, phase II leaves out (and freezes) every parameter outside the
+    phase-controlled layers."""
+    if args.phase2_freeze_rest and phase.start > 0:
+        phased = {id(p) for m in model.modules() if isinstance(m, PhasedLinear) for p in m.parameters()}
+        for p in model.parameters():
+            if id(p) not in phased:
+                p.requires_grad_(False)
     groups = phase_param_groups(model, weight_decay=args.weight_decay)
     optimizer = torch.optim.AdamW(
         groups, lr=args.learning_rate * phase.lr_multiplier, betas=(args.adam_beta1, args.adam_beta2)

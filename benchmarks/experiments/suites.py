@@ -81,6 +81,10 @@ def method_overrides(method: str, base: str) -> dict:
         "two_phase_residual": {**freed, "phase2": "residual"},
         "two_phase_relative_only": {**freed, "pe_absolute": None},
     }
+    # the same pushes with phase II at the full learning rate (the 0.1x default left phase II unable to
+    # learn the tilt at all in the first push run)
+    for name in ("pull_decay", "pull_anchor", "gradual_release", "two_phase_residual"):
+        table[f"{name}_lr1"] = {**table[name], "phase2_lr_multiplier": 1.0}
     if method not in table:
         raise KeyError(f"method: unknown {method!r}; known: {sorted(table)}")
     return dict(table[method])
@@ -110,6 +114,10 @@ LR_SOURCE = {
     "gradual_release": "two_phase_free",
     "two_phase_residual": "two_phase_free",
     "two_phase_relative_only": "two_phase_free",
+    "pull_decay_lr1": "two_phase_free",
+    "pull_anchor_lr1": "two_phase_free",
+    "gradual_release_lr1": "two_phase_free",
+    "two_phase_residual_lr1": "two_phase_free",
 }
 
 
@@ -188,7 +196,8 @@ DIGIT_VARIANTS = {
 TILT = {"tilt_digits": 10}
 CONVERGENCE_METHODS = ("unconstrained", "equivariant", "two_phase_free", "plain")
 CONVERGENCE_FACTOR = 3  # the digits budget times this; the 1x cell is digits_approx at 1,000 images
-THRESHOLD_DIMS = (16, 64, 256, 1024, 4096)
+# every linear layer of the encoder (20,480 weights at hidden 32) moves in the subspace; the rest is frozen
+THRESHOLD_DIMS = (16, 64, 256, 1024, 4096, 16384)
 THRESHOLD_BURN_IN = 100
 THRESHOLD_STEPS = 400
 THRESHOLD_LOSS = 1.0  # success: a training loss (window of 20 steps) at or below this, in nats
@@ -256,6 +265,10 @@ def make_specs(name: str, lrs: dict, quick: bool) -> list[Spec]:
                 "gradual_release",
                 "two_phase_residual",
                 "two_phase_relative_only",
+                "pull_decay_lr1",
+                "pull_anchor_lr1",
+                "gradual_release_lr1",
+                "two_phase_residual_lr1",
             )
             if name == "push"
             else ("equivariant_restart", "two_phase_switch_25", "two_phase_switch_75", "equivariant_wide")
@@ -281,8 +294,10 @@ def make_specs(name: str, lrs: dict, quick: bool) -> list[Spec]:
             cells = [
                 ({"eps": 1.0, "train_size": 1000, "coupling": "nearest", "field": "quadratic"}, {"eps": 1.0})
             ]
+        # phase II at the full learning rate as well: the push suite's best, checked across eps
+        methods = (*CORE_METHODS, "two_phase_lr1") if name == "rotors_eps" else CORE_METHODS
         for extra, labels in cells:
-            for method in CORE_METHODS:
+            for method in methods:
                 for seed in seeds:
                     specs.append(_method(name, "rotors", method, lrs, labels, seed, **extra))
     elif name == "motifs":
@@ -307,6 +322,8 @@ def make_specs(name: str, lrs: dict, quick: bool) -> list[Spec]:
                         **first,
                         "phase2": "subspace",
                         "subspace_dim": d,
+                        "phase_layers": "all",
+                        "phase2_freeze_rest": True,
                         "phase2_steps": THRESHOLD_STEPS,
                         "phase2_lr_multiplier": 1.0,
                         "learning_rate": 1e-2,

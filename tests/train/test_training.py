@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSequenceClassification
 
+from geo_pe.phases import PhasedLinear
 from train import CheckpointError, ConfigError, load_config, train
 from train.__main__ import main
 from train.monitor import read_log
@@ -154,6 +155,25 @@ def test_baselines_run(tmp_path, data_cache, extra, phases):
         assert any("symmetry_penalty" in r for r in records) == ("--phase2_pull" in extra)
     if "--equivariance_loss_weight" in extra:
         assert any("equivariance_loss" in r for r in read_log(tmp_path / "run" / "log.jsonl"))
+
+
+def test_phase_two_with_the_rest_frozen_moves_only_the_subspace(tmp_path, data_cache):
+    """Larsen et al.'s setting: the whole phase II update is P z with z of dimension subspace_dim."""
+    extra = ["--phase1_constraint", "free", "--phase2", "subspace", "--subspace_dim", "64",
+             "--phase_layers", "all", "--phase2_freeze_rest", "true",
+             "--phase2_lr_multiplier", "1"]  # fmt: skip
+    results = train(load_config(tiny(tmp_path, data_cache, "--plot", "false", *extra)))
+    assert results["phases"][1]["trainable_parameters"] == 64  # one shared subspace, nothing else
+    before, after = (
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / f"phase{i}_model") for i in (1, 2)
+    )
+    phased = [n for n, m in after.named_modules() if isinstance(m, PhasedLinear)]
+    assert len(phased) == 2 * 7  # q, k, v, o, gate, up, down in both layers
+    assert all(not torch.equal(after.get_submodule(n).weight, before.get_submodule(n).weight) for n in phased)
+    rest = [n for n, _ in after.named_parameters() if not n.startswith(tuple(phased))]
+    assert rest and all(torch.equal(after.get_parameter(n), before.get_parameter(n)) for n in rest)
+    with pytest.raises(ConfigError, match="phase2_freeze_rest"):
+        load_config(tiny(tmp_path / "x", data_cache, "--phase2", "none", "--phase2_freeze_rest", "true"))
 
 
 def test_early_stopping_ends_phase_one(tmp_path, data_cache):

@@ -194,7 +194,7 @@ DIGIT_VARIANTS = {
     "digits_upright": {"rotation_range": 0.0, "test_rotation_range": 180.0},
 }
 TILT = {"tilt_digits": 10}
-CONVERGENCE_METHODS = ("unconstrained", "equivariant", "two_phase_free", "plain")
+CONVERGENCE_METHODS = ("unconstrained", "equivariant", "two_phase_free", "two_phase_lr1", "plain")
 CONVERGENCE_FACTOR = 3  # the digits budget times this; the 1x cell is digits_approx at 1,000 images
 # every linear layer of the encoder (20,480 weights at hidden 32) moves in the subspace; the rest is frozen
 THRESHOLD_DIMS = (16, 64, 256, 1024, 4096, 16384)
@@ -231,7 +231,7 @@ def make_specs(name: str, lrs: dict, quick: bool) -> list[Spec]:
                         spec.overrides["learning_rate"] = lr
                         specs.append(spec)
     elif name in DIGIT_VARIANTS:
-        methods = MAIN_METHODS if name == "digits_approx" else CORE_METHODS
+        methods = (*MAIN_METHODS, "two_phase_lr1") if name == "digits_approx" else CORE_METHODS
         for n in sizes if name == "digits_approx" or quick else (50, 300, 1000):
             for method in methods:
                 for seed in seeds:

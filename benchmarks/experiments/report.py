@@ -10,6 +10,7 @@ from pathlib import Path
 from benchmarks.experiments.suites import STEPS, SUITES, THRESHOLD_LOSS, Suite
 
 REFERENCE_FROM_TILT = ("unconstrained", "equivariant", "two_phase_free", "plain_aug")
+REFERENCE_FROM_APPROX = ("unconstrained", "equivariant", "two_phase_free", "two_phase_lr1", "plain")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -245,11 +246,15 @@ def write_report(records: list[dict], out: Path, lrs: dict, planned: dict[str, i
             text = layerwise_table(rs)
             plot_filters(rs, out / "layerwise_filters.png")
         else:
-            if name in ("push", "controls"):  # the same cell of the tilt sweep as reference rows
+            if name in ("push", "controls", "controls_approx"):  # reference rows: the same cell elsewhere
+                if name == "controls_approx":
+                    source, methods, cell = "digits_approx", REFERENCE_FROM_APPROX, ("train_size", 300)
+                else:
+                    source, methods, cell = "digits_tilt", REFERENCE_FROM_TILT, ("rotation_range", 45)
                 rs = [
                     {**r, "labels": {**r["labels"], "variant": r["labels"]["method"]}}
-                    for r in by_suite.get("digits_tilt", [])
-                    if r["labels"]["rotation_range"] == 45 and r["labels"]["method"] in REFERENCE_FROM_TILT
+                    for r in by_suite.get(source, [])
+                    if r["labels"][cell[0]] == cell[1] and r["labels"]["method"] in methods
                 ] + rs
                 rs = [{**r, "labels": {**r["labels"], "method": r["labels"]["variant"]}} for r in rs]
             if name == "convergence":  # the 1x budget is digits_approx's cell at 1,000 images

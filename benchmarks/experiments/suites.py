@@ -85,6 +85,9 @@ def method_overrides(method: str, base: str) -> dict:
     # learn the tilt at all in the first push run)
     for name in ("pull_decay", "pull_anchor", "gradual_release", "two_phase_residual"):
         table[f"{name}_lr1"] = {**table[name], "phase2_lr_multiplier": 1.0}
+    # the controls again for the 1x default
+    for name in ("equivariant_restart", "two_phase_switch_25", "two_phase_switch_75"):
+        table[f"{name}_lr1"] = {**table[name], "phase2_lr_multiplier": 1.0}
     if method not in table:
         raise KeyError(f"method: unknown {method!r}; known: {sorted(table)}")
     return dict(table[method])
@@ -118,6 +121,9 @@ LR_SOURCE = {
     "pull_anchor_lr1": "two_phase_free",
     "gradual_release_lr1": "two_phase_free",
     "two_phase_residual_lr1": "two_phase_free",
+    "equivariant_restart_lr1": "equivariant",
+    "two_phase_switch_25_lr1": "two_phase_free",
+    "two_phase_switch_75_lr1": "two_phase_free",
 }
 
 
@@ -152,6 +158,12 @@ SUITES = {
         ),
         Suite("push", "Pushing two-phase: +-45 degrees with tilt labels, 300 images", "variant", "variant"),
         Suite("controls", "Controls: +-45 degrees with tilt labels, 300 images", "variant", "variant"),
+        Suite(
+            "controls_approx",
+            "Controls where two-phase wins: +-45 degrees, 300 images, phase II at 1x",
+            "variant",
+            "variant",
+        ),
         Suite(
             "motifs",
             "Motifs (translations): accuracy vs absolute share",
@@ -255,8 +267,8 @@ def make_specs(name: str, lrs: dict, quick: bool) -> list[Spec]:
                     specs.append(
                         _method(name, "digits", method, lrs, {"rotation_range": degrees}, seed, **extra)
                     )
-    elif name in ("push", "controls"):
-        extra = {"rotation_range": 45.0, **TILT, "train_size": 300}
+    elif name in ("push", "controls", "controls_approx"):
+        extra = {"rotation_range": 45.0, **({} if name == "controls_approx" else TILT), "train_size": 300}
         variants = (
             (
                 "two_phase_lr1",
@@ -272,6 +284,13 @@ def make_specs(name: str, lrs: dict, quick: bool) -> list[Spec]:
             )
             if name == "push"
             else ("equivariant_restart", "two_phase_switch_25", "two_phase_switch_75", "equivariant_wide")
+            if name == "controls"
+            else (
+                "equivariant_restart_lr1",
+                "two_phase_switch_25_lr1",
+                "two_phase_switch_75_lr1",
+                "equivariant_wide",
+            )
         )
         for variant in variants[:2] if quick else variants:
             for seed in seeds:
@@ -286,10 +305,11 @@ def make_specs(name: str, lrs: dict, quick: bool) -> list[Spec]:
         if name == "rotors_eps":
             cells = [
                 ({"eps": e, "train_size": 1000}, {"eps": e})
-                for e in ((0.0, 1.0) if quick else (0.0, 0.3, 1.0, 3.0))
+                for e in ((0.0, 1.0) if quick else (0.0, 0.1, 0.3, 1.0, 3.0))
             ]
         elif name == "rotors_size":
-            cells = [({"eps": 1.0, "train_size": n}, {"train_size": n}) for n in (300, 3000)]
+            sizes = (300, 3000) if quick else (300, 3000, 10000)
+            cells = [({"eps": 1.0, "train_size": n}, {"train_size": n}) for n in sizes]
         else:
             cells = [
                 ({"eps": 1.0, "train_size": 1000, "coupling": "nearest", "field": "quadratic"}, {"eps": 1.0})

@@ -59,6 +59,7 @@ class Phase:
     steps: int
     start: int  # global step at which it starts
     lr_multiplier: float
+    index: int = 0  # 0 for phase I, 1 for phase II
 
     @property
     def end(self) -> int:
@@ -68,7 +69,7 @@ class Phase:
 def phase_plan(args) -> list[Phase]:
     plan = [Phase(args.phase1_constraint, args.phase1_steps, 0, 1.0)]
     if args.phase2 != "none":
-        plan.append(Phase(args.phase2, args.phase2_steps, args.phase1_steps, args.phase2_lr_multiplier))
+        plan.append(Phase(args.phase2, args.phase2_steps, args.phase1_steps, args.phase2_lr_multiplier, 1))
     return plan
 
 
@@ -118,7 +119,7 @@ def make_optimizer(model, args, phase: Phase, previous: torch.optim.Optimizer | 
     """AdamW on the phase's trainable parameters; state carried over from ``previous`` where they survive.
     With ``phase2_freeze_rest``, phase II leaves out (and freezes) every parameter outside the
     phase-controlled layers."""
-    if args.phase2_freeze_rest and phase.start > 0:
+    if args.phase2_freeze_rest and phase.index > 0:
         phased = {id(p) for m in model.modules() if isinstance(m, PhasedLinear) for p in m.parameters()}
         for p in model.parameters():
             if id(p) not in phased:

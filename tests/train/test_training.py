@@ -157,9 +157,11 @@ def test_baselines_run(tmp_path, data_cache, extra, phases):
         assert any("equivariance_loss" in r for r in read_log(tmp_path / "run" / "log.jsonl"))
 
 
-def test_phase_two_with_the_rest_frozen_moves_only_the_subspace(tmp_path, data_cache):
+@pytest.mark.parametrize("phase1_steps", [0, 6], ids=["from-initialisation", "after-burn-in"])
+def test_phase_two_with_the_rest_frozen_moves_only_the_subspace(tmp_path, data_cache, phase1_steps):
     """Larsen et al.'s setting: the whole phase II update is P z with z of dimension subspace_dim."""
-    extra = ["--phase1_constraint", "free", "--phase2", "subspace", "--subspace_dim", "64",
+    extra = ["--phase1_constraint", "free", "--phase1_steps", str(phase1_steps),
+             "--phase2", "subspace", "--subspace_dim", "64",
              "--phase_layers", "all", "--phase2_freeze_rest", "true",
              "--phase2_lr_multiplier", "1"]  # fmt: skip
     results = train(load_config(tiny(tmp_path, data_cache, "--plot", "false", *extra)))

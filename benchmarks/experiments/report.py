@@ -60,6 +60,42 @@ def method_table(suite: Suite, records: list[dict]) -> tuple[str, dict]:
     return "\n".join(lines), {"cells": cells, "rows": rows, "columns": columns, "metric": metric}
 
 
+PAIRED_REFERENCE = "two_phase_lr1"  # the recommended default, compared seed by seed with every other row
+
+
+def paired_table(suite: Suite, records: list[dict], reference: str = PAIRED_REFERENCE) -> str:
+    """Markdown table of ``reference`` minus each other row, paired by seed (the same seed draws the same
+    training subset): mean ± standard error of the differences. Empty when ``reference`` is absent."""
+    by_seed = defaultdict(dict)
+    for r in records:
+        by_seed[(r["labels"][suite.rows], r["labels"][suite.column])][r["labels"]["seed"]] = r["test"]
+    rows = [row for row in dict.fromkeys(r["labels"][suite.rows] for r in records) if row != reference]
+    columns = _ordered(r["labels"][suite.column] for r in records)
+    if not any((reference, c) in by_seed for c in columns):
+        return ""
+    scale = 100 if records[0]["metric"] == "accuracy" else 1
+    lines = [
+        f"{reference} minus each method, paired by seed: mean ± standard error"
+        + (" (accuracy points)" if scale == 100 else " (MSE; negative = better)"),
+        "",
+        "| method | " + " | ".join(f"{suite.column} {c}" for c in columns) + " |",
+        "|" + "---|" * (len(columns) + 1),
+    ]
+    for row in rows:
+        cells = []
+        for c in columns:
+            ref, other = by_seed.get((reference, c), {}), by_seed.get((row, c), {})
+            diffs = [scale * (ref[s] - other[s]) for s in sorted(ref.keys() & other.keys())]
+            if len(diffs) < 2:
+                cells.append("-")
+                continue
+            error = statistics.stdev(diffs) / math.sqrt(len(diffs))
+            cells.append(f"{statistics.fmean(diffs):+.1f} ± {error:.1f}" if scale == 100 else
+                         f"{statistics.fmean(diffs):+.3f} ± {error:.3f}")  # fmt: skip
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def threshold_table(records: list[dict]) -> tuple[str, dict]:
     cells = defaultdict(list)
     for r in records:
@@ -271,6 +307,9 @@ def write_report(records: list[dict], out: Path, lrs: dict, planned: dict[str, i
                 continue
             text, data = method_table(suite, rs)
             plot_methods(suite, data, out / f"{name}.png")
+            paired = paired_table(suite, rs)
+            if paired:
+                text += "\n\n" + paired
         sections += [text, ""]
         if (out / f"{name}.png").exists():
             sections += [f"![{suite.title}]({name}.png)", ""]

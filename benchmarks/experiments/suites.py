@@ -243,7 +243,9 @@ def make_specs(name: str, lrs: dict, quick: bool) -> list[Spec]:
                         spec.overrides["learning_rate"] = lr
                         specs.append(spec)
     elif name in DIGIT_VARIANTS:
-        methods = (*MAIN_METHODS, "two_phase_lr1") if name == "digits_approx" else CORE_METHODS
+        methods = (
+            (*MAIN_METHODS, "two_phase_lr1") if name == "digits_approx" else (*CORE_METHODS, "two_phase_lr1")
+        )
         for n in sizes if name == "digits_approx" or quick else (50, 300, 1000):
             for method in methods:
                 for seed in seeds:

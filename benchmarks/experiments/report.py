@@ -7,7 +7,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from benchmarks.experiments.suites import STEPS, SUITES, THRESHOLD_LOSS, Suite
+from benchmarks.experiments.suites import SUITES, THRESHOLD_LOSS, Suite
 
 REFERENCE_FROM_TILT = ("unconstrained", "equivariant", "two_phase_free", "plain_aug")
 REFERENCE_FROM_APPROX = ("unconstrained", "equivariant", "two_phase_free", "two_phase_lr1", "plain")
@@ -292,14 +292,16 @@ def write_report(records: list[dict], out: Path, lrs: dict, planned: dict[str, i
                     for r in by_suite.get(source, [])
                     if r["labels"][cell[0]] == cell[1] and r["labels"]["method"] in methods
                 ] + rs
-                rs = [{**r, "labels": {**r["labels"], "method": r["labels"]["variant"]}} for r in rs]
-            if name == "convergence":  # the 1x budget is digits_approx's cell at 1,000 images
-                methods = {r["labels"]["method"] for r in rs}
+                # one row per variant, one column: the cell they all share
+                shared = "no tilt labels" if name == "controls_approx" else "tilt labels"
                 rs = [
-                    {**r, "labels": {**r["labels"], "steps": sum(STEPS["digits"])}}
-                    for r in by_suite.get("digits_approx", [])
-                    if r["labels"]["train_size"] == 1000 and r["labels"]["method"] in methods
-                ] + rs
+                    {**r, "labels": {**r["labels"], "method": r["labels"]["variant"], "variant": shared}}
+                    for r in rs
+                ]
+            if name == "convergence":  # the first runs (1,000 images) carried no train_size label
+                rs = [
+                    {**r, "labels": {**r["labels"], "train_size": r["overrides"]["train_size"]}} for r in rs
+                ]
             if name == "tuning":
                 for task in dict.fromkeys(r["labels"]["task"] for r in rs):
                     text, data = method_table(suite, [r for r in rs if r["labels"]["task"] == task])

@@ -105,6 +105,8 @@ MAIN_METHODS = (
     "plain_aug",
 )
 CORE_METHODS = ("unconstrained", "equivariant", "two_phase_free", "plain", "plain_aug")
+# every grid also runs the library's default two-phase setting (phase II at 1x; LR_SOURCE: two_phase_free)
+GRID_METHODS = (*CORE_METHODS, "two_phase_lr1")
 # which tuned learning rate a derived method uses
 LR_SOURCE = {
     "equivariant_restart": "equivariant",
@@ -244,9 +246,7 @@ def make_specs(name: str, lrs: dict, quick: bool) -> list[Spec]:
                         spec.overrides["learning_rate"] = lr
                         specs.append(spec)
     elif name in DIGIT_VARIANTS:
-        methods = (
-            (*MAIN_METHODS, "two_phase_lr1") if name == "digits_approx" else (*CORE_METHODS, "two_phase_lr1")
-        )
+        methods = (*MAIN_METHODS, "two_phase_lr1") if name == "digits_approx" else GRID_METHODS
         for n in sizes if name == "digits_approx" or quick else (50, 300, 1000):
             for method in methods:
                 for seed in seeds:
@@ -266,7 +266,7 @@ def make_specs(name: str, lrs: dict, quick: bool) -> list[Spec]:
                 specs.append(spec)
     elif name == "digits_tilt":
         for degrees in (15, 90) if quick else (15, 45, 90, 180):
-            for method in CORE_METHODS:
+            for method in GRID_METHODS:
                 for seed in seeds:
                     extra = {"rotation_range": float(degrees), **TILT, "train_size": 300}
                     specs.append(
@@ -319,15 +319,13 @@ def make_specs(name: str, lrs: dict, quick: bool) -> list[Spec]:
             cells = [
                 ({"eps": 1.0, "train_size": 1000, "coupling": "nearest", "field": "quadratic"}, {"eps": 1.0})
             ]
-        # phase II at the full learning rate as well: the push suite's best, checked across eps
-        methods = (*CORE_METHODS, "two_phase_lr1") if name == "rotors_eps" else CORE_METHODS
         for extra, labels in cells:
-            for method in methods:
+            for method in GRID_METHODS:
                 for seed in seeds:
                     specs.append(_method(name, "rotors", method, lrs, labels, seed, **extra))
     elif name == "motifs":
         for fraction in (0.0, 1.0) if quick else (0.0, 0.25, 1.0):
-            for method in CORE_METHODS:
+            for method in GRID_METHODS:
                 for seed in seeds:
                     extra = {"absolute_fraction": fraction, "train_size": 300}
                     labels = {"absolute_fraction": fraction}

@@ -73,10 +73,16 @@ def main(argv: list[str] | None = None) -> int:
             tuning = [r for r in read_cache(runs_file).values() if r["suite"] == "tuning"]
             lrs = choose_learning_rates(tuning) if tuning else {}
     # the report shows the current grid only: the cache may also hold runs of earlier grids or configs
-    grid = {name: [spec.key for spec in make_specs(name, lrs, args.quick)] for name in SUITES}  # ordered
+    grid = {name: make_specs(name, lrs, args.quick) for name in SUITES}  # ordered
     cache = read_cache(runs_file)
-    records = [cache[key] for keys in grid.values() for key in keys if key in cache]
-    planned = {name: len(keys) for name, keys in grid.items()}
+    # a run shared by two suites (the same overrides) is cached once: each suite gets it with its labels
+    records = [
+        {**cache[spec.key], "suite": name, "labels": spec.labels}
+        for name, specs in grid.items()
+        for spec in specs
+        if spec.key in cache
+    ]
+    planned = {name: len(specs) for name, specs in grid.items()}
     if records:
         path = write_report(records, out, lrs, planned)
         print(f"wrote {path} ({(time.perf_counter() - started) / 60:.1f} min)", file=sys.stderr)

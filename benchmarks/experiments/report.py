@@ -320,8 +320,9 @@ def write_report(records: list[dict], out: Path, lrs: dict, planned: dict[str, i
     absent = [name for name in SUITES if planned and planned.get(name) and not by_suite.get(name)]
     if absent:
         sections += [f"Not run yet: {', '.join(absent)}.", ""]
-    seconds = sum(r.get("seconds", 0.0) for r in records)
-    sections.append(f"{len(records)} runs, {seconds / 3600:.2f} CPU-hours in total (one thread per run).")
+    unique = {r["key"]: r for r in records}  # a run shared by two suites counts once
+    seconds = sum(r.get("seconds", 0.0) for r in unique.values())
+    sections.append(f"{len(unique)} runs, {seconds / 3600:.2f} CPU-hours in total (one thread per run).")
     path = out / "RESULTS.md"
     path.write_text("\n".join(sections) + "\n")
     return path

@@ -280,8 +280,9 @@ def rebuild_optimizer(
 ) -> torch.optim.Optimizer:
     """A new optimizer of the same class for the model's current trainable parameters.
 
-    Defaults (and weight decay) come from ``optimizer``; ``lr_multiplier`` scales the learning rate (1.0 did
-    best in the experiments; 0.1x kept phase II from learning the broken symmetry); state is carried over for parameters that survive the switch.
+    Defaults (and weight decay) come from ``optimizer``; ``lr_multiplier`` scales the learning rate (1.0
+    did best in the experiments; at 0.1x phase II did not learn what the symmetry hides); state is
+    carried over for parameters that survive the switch.
     """
     accepted = inspect.signature(type(optimizer).__init__).parameters
     defaults = {k: v for k, v in {**optimizer.defaults, **overrides}.items() if k in accepted}

@@ -35,22 +35,21 @@ from models import GeoTransformerConfig, GeoTransformerModel
 
 def make_models(args) -> dict[str, torch.nn.Module]:
     head_dim = args.hidden // args.heads
+    shape = {  # the same transformer on both sides
+        "vocab_size": args.vocab,
+        "hidden_size": args.hidden,
+        "intermediate_size": args.intermediate,
+        "num_hidden_layers": args.layers,
+        "num_attention_heads": args.heads,
+    }
     llama_config = LlamaConfig(
-        vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        intermediate_size=args.intermediate,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
+        **shape,
         num_key_value_heads=args.heads,
         max_position_embeddings=args.tokens,
         attn_implementation="sdpa",
     )
     geo_config = GeoTransformerConfig(
-        vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        intermediate_size=args.intermediate,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
+        **shape,
         pe_relative=f"t1:{head_dim // 2}",  # RoPE: base 10000 on the whole head
         pair_layout=args.pair_layout,
         phase_history=["scalar_identity"],

@@ -86,6 +86,7 @@ class GeoRMSNorm(nn.Module):
     def __init__(self, scalar_size: int, block_sizes: tuple[int, ...], eps: float):
         super().__init__()
         self.scalar_size, self.block_sizes, self.eps = scalar_size, block_sizes, eps
+        self.pe_width = sum(block_sizes)  # known here, so the forward never asks the device for it
         self.weight = nn.Parameter(torch.ones(scalar_size))
         self.block_weight = nn.Parameter(torch.ones(len(block_sizes))) if block_sizes else None
 
@@ -98,7 +99,7 @@ class GeoRMSNorm(nn.Module):
         if self.block_weight is None:
             return s
         sizes = torch.tensor(self.block_sizes, device=x.device)
-        gains = torch.repeat_interleave(self.block_weight.to(x.dtype), sizes)
+        gains = torch.repeat_interleave(self.block_weight.to(x.dtype), sizes, output_size=self.pe_width)
         return torch.cat((s, self._rms(x[..., self.scalar_size :]) * gains), dim=-1)
 
 
@@ -438,6 +439,7 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
         index = torch.repeat_interleave(
             torch.arange(len(self.block_sizes), device=x.device),
             torch.tensor(self.block_sizes, device=x.device),
+            output_size=p.shape[-1],
         )
         squares = torch.zeros(*p.shape[:-1], len(self.block_sizes), dtype=p.dtype, device=p.device)
         squares = squares.index_add(-1, index, p.pow(2))

@@ -298,10 +298,6 @@ def write_report(records: list[dict], out: Path, lrs: dict, planned: dict[str, i
                     {**r, "labels": {**r["labels"], "method": r["labels"]["variant"], "variant": shared}}
                     for r in rs
                 ]
-            if name == "convergence":  # the first runs (1,000 images) carried no train_size label
-                rs = [
-                    {**r, "labels": {**r["labels"], "train_size": r["overrides"]["train_size"]}} for r in rs
-                ]
             if name == "tuning":
                 for task in dict.fromkeys(r["labels"]["task"] for r in rs):
                     text, data = method_table(suite, [r for r in rs if r["labels"]["task"] == task])

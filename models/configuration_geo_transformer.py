@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
+from geo_pe.pe import absolute_block_sizes
 from geo_pe.phases import PHASES, PROJECTIONS
 from geo_pe.reps import IrrepsSpec
 
@@ -20,7 +21,11 @@ class GeoTransformerConfig(PreTrainedConfig):
     channels of the absolute encoding gamma(g) = vec(rho(g)). Relative encodings (``pe_relative``, rotary or
     GTA) act inside attention on the heads made of scalar channels. The phase state is
     ``phase_history``, e.g. ``["scalar_identity", "subspace"]``: a model is rebuilt by replaying it, so
-    ``from_pretrained`` restores every phase with its parameters.
+    ``from_pretrained`` restores every phase with its parameters. The config is plain data: derived sizes
+    are arithmetic on its fields, and no module is built here.
+
+    ``GeoTransformerConfig()`` builds a working model, as HF configs do: 8 float features per token and
+    RoPE (``"t1:8"``) over token indices.
 
     Args:
         vocab_size: token vocabulary for ``input_ids`` (0: no token embedding).
@@ -43,6 +48,8 @@ class GeoTransformerConfig(PreTrainedConfig):
             ``"subspace"`` phase.
         pooling: ``"mean"`` over valid tokens for sequence heads.
         classifier_dropout: dropout before the heads.
+        validate_inputs: check input values (finite features, valid group elements) in the forward; each
+            check reads the data, a host sync on an accelerator. Shapes are always checked.
     """
 
     model_type = "geo_transformer"
@@ -50,7 +57,7 @@ class GeoTransformerConfig(PreTrainedConfig):
     def __init__(
         self,
         vocab_size: int = 0,
-        feature_size: int = 0,
+        feature_size: int = 8,
         hidden_size: int = 64,
         num_hidden_layers: int = 2,
         num_attention_heads: int = 4,
@@ -73,6 +80,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         shared_subspace: bool = True,
         pooling: str = "mean",
         classifier_dropout: float = 0.0,
+        validate_inputs: bool = True,
         **kwargs,
     ):
         self.vocab_size, self.feature_size = vocab_size, feature_size
@@ -94,18 +102,20 @@ class GeoTransformerConfig(PreTrainedConfig):
         self.subspace_dim, self.subspace_projection = subspace_dim, subspace_projection
         self.subspace_seed, self.shared_subspace = subspace_seed, shared_subspace
         self.pooling, self.classifier_dropout = pooling, classifier_dropout
+        self.validate_inputs = validate_inputs
         super().__init__(**kwargs)
         self.validate_geometry()
 
     # --- derived sizes ---------------------------------------------------------------------------------
     @property
+    def pe_block_sizes(self) -> tuple[int, ...]:
+        """Channels of each irrep block of the absolute encoding, in order (empty without one)."""
+        return absolute_block_sizes(self.pe_absolute) if self.pe_absolute is not None else ()
+
+    @property
     def pe_width(self) -> int:
         """Channels of the absolute encoding in the token state (0 without one)."""
-        if self.pe_absolute is None:
-            return 0
-        from geo_pe.pe import AbsolutePE
-
-        return AbsolutePE(self.pe_absolute, combine="concat").width
+        return sum(self.pe_block_sizes)
 
     @property
     def scalar_size(self) -> int:
@@ -204,12 +214,8 @@ def _swiglu_width(scalars: int) -> int:
 
 def _block_boundaries(spec: str, offset: int) -> set[int]:
     """Channel offsets in the token state where the blocks of the absolute encoding begin and end."""
-    from geo_pe.pe import AbsolutePE
-
-    rep = AbsolutePE(spec, combine="concat").embedding_rep
     bounds, position = set(range(offset + 1)), offset
-    for mult, d in rep.layout:
-        for _ in range(mult):
-            position += d
-            bounds.add(position)
+    for d in absolute_block_sizes(spec):
+        position += d
+        bounds.add(position)
     return bounds

@@ -28,7 +28,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 from transformers.utils import ModelOutput
 
-from geo_pe._checks import compute_dtype
+from geo_pe._checks import compute_dtype, input_validation, value_checks_enabled
 from geo_pe.pe import GTAPE, AbsolutePE, RotaryPE
 from geo_pe.phases import (
     EquivariantWeight,
@@ -56,6 +56,14 @@ __all__ = [
     "GeoTransformerPreTrainedModel",
     "SequenceRegressionOutput",
 ]
+
+# Every Auto class a saved folder loads with under trust_remote_code (HF records only the saved class).
+AUTO_MAP = {
+    "AutoConfig": "configuration_geo_transformer.GeoTransformerConfig",
+    "AutoModel": "modeling_geo_transformer.GeoTransformerModel",
+    "AutoModelForSequenceClassification": "modeling_geo_transformer.GeoTransformerForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_geo_transformer.GeoTransformerForTokenClassification",
+}
 
 ATTENTION_LAYERS = r"(.*\.)?layers\.\d+\.self_attn\.(q|k|v|o)_proj"
 ALL_LAYERS = r"(.*\.)?layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
@@ -137,12 +145,12 @@ class GeoAttention(nn.Module):
             linear = nn.Linear(hidden, hidden, bias=config.attention_bias)
             setattr(self, name, PhasedLinear.from_linear(linear, reps=(state_rep, state_rep)))
 
-    def _relative(self, pe, x, enc, transpose=False):
+    def _on_relative_heads(self, apply, x: torch.Tensor, enc) -> torch.Tensor:
+        """``apply(x, enc)`` on the heads made of scalars; the other heads pass unchanged."""
         r = self.relative_heads
         if r == self.num_heads:
-            return pe.transpose(x, enc) if transpose else pe(x, enc)
-        head = pe.transpose(x[:, :r], enc) if transpose else pe(x[:, :r], enc)
-        return torch.cat((head, x[:, r:]), dim=1)
+            return apply(x, enc)
+        return torch.cat((apply(x[:, :r], enc), x[:, r:]), dim=1)
 
     def _scalar_identity_scales(self) -> list[torch.Tensor] | None:
         """The four scalars b of q, k, v, o when all are ``b I`` without bias (phase I), else None."""
@@ -153,28 +161,38 @@ class GeoAttention(nn.Module):
             return [p.weight_param.scale for p in projections]
         return None
 
-    def forward(self, x, relative_pe, relative_encoding, key_mask, output_attentions=False):
+    def forward(
+        self,
+        x: torch.Tensor,
+        relative_pe: RotaryPE | None,
+        relative_encoding,
+        key_mask: torch.Tensor | None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` (B, T, hidden) -> (B, T, hidden) and the attention weights (B, heads, T, T) or None. The
+        relative PE is called through its contract: ``pe(x, enc)`` on q and k, ``transport_values`` and
+        ``transport_output`` around attention (GTA moves values and outputs, rotary leaves them)."""
         B, T, _ = x.shape
 
         def heads(t):
             return t.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
 
-        gta = isinstance(relative_pe, GTAPE)
+        pe, enc = relative_pe, relative_encoding
+        moves_values = pe is not None and pe.rotates_values
         scales = self._scalar_identity_scales()
         if scales is not None:
             # Phase I: q, k, v, o are multiples of x. Attention is linear in v and the relative PE is
             # linear, so the four scalars fold into one on q and one on the output: the PE runs once.
             q_scale, k_scale, v_scale, o_scale = scales
             h = heads(x)
-            rotated = self._relative(relative_pe, h, relative_encoding) if relative_pe is not None else h
-            q, k, v = (q_scale * k_scale).to(x.dtype) * rotated, rotated, (rotated if gta else h)
+            rotated = self._on_relative_heads(pe, h, enc) if pe is not None else h
+            q, k, v = (q_scale * k_scale).to(x.dtype) * rotated, rotated, (rotated if moves_values else h)
         else:
             q, k, v = (heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj))
-            if relative_pe is not None:
-                q = self._relative(relative_pe, q, relative_encoding)
-                k = self._relative(relative_pe, k, relative_encoding)
-                if gta:
-                    v = self._relative(relative_pe, v, relative_encoding)
+            if pe is not None:
+                q, k = self._on_relative_heads(pe, q, enc), self._on_relative_heads(pe, k, enc)
+            if moves_values:
+                v = self._on_relative_heads(pe.transport_values, v, enc)
         dropout = self.config.attention_dropout if self.training else 0.0
         weights = None
         if self.config._attn_implementation == "eager" or output_attentions:
@@ -188,8 +206,8 @@ class GeoAttention(nn.Module):
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=key_mask, dropout_p=dropout, scale=self.scaling
             )
-        if gta:
-            out = self._relative(relative_pe, out, relative_encoding, transpose=True)
+        if moves_values:
+            out = self._on_relative_heads(pe.transport_output, out, enc)
         out = out.transpose(1, 2).reshape(B, T, -1)
         if scales is not None:
             return (v_scale * o_scale).to(out.dtype) * out, weights
@@ -220,6 +238,12 @@ class GeoTransformerPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = False
     _no_split_modules = ("GeoTransformerLayer",)
     _supports_sdpa = True
+
+    def save_pretrained(self, *args, **kwargs):
+        """As `transformers.PreTrainedModel.save_pretrained`; ``config.json``'s ``auto_map`` names every
+        Auto class, so the folder loads with any of them under ``trust_remote_code=True``."""
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
+        return super().save_pretrained(*args, **kwargs)
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -380,7 +404,7 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
         return report
 
     # --- inputs ------------------------------------------------------------------------------------------
-    def _positions(self, positions, B: int, T: int, mask: torch.Tensor | None, device):
+    def _positions(self, positions, B: int, T: int, mask: torch.Tensor | None, device, reference: str):
         attributes = self.attribute_spaces
         if not attributes:
             if positions is not None:
@@ -417,17 +441,21 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
                 raise ValueError(
                     f"{name}: expected a tensor of {space.name} elements, got {type(g).__name__}"
                 )
+            with input_validation(False):  # the element shape first, before any value is read
+                space.validate(g, name)
             batch = tuple(space.batch_shape(g)) if g.dim() >= 1 else tuple(g.shape)
             if batch not in ((B, T), (T,)):
                 raise ValueError(
-                    f"{name}: expected {space.name} elements with batch shape ({B}, {T}) or ({T},), got a "
-                    f"tensor of shape {tuple(g.shape)} (see GeoTransformerModel for the shapes per group)"
+                    f"{name}: expected {space.name} elements with batch shape ({B}, {T}) or ({T},) (the "
+                    f"batch and tokens of {reference}), got a tensor of shape {tuple(g.shape)} (see "
+                    "GeoTransformerModel for the shapes per group)"
                 )
             if mask is not None and batch == (B, T):  # padding may hold anything: use a valid element
                 neutral = space.sample((), generator=0, dtype=g.dtype if g.is_floating_point() else None)
                 keep = mask.reshape(B, T, *([1] * (g.dim() - 2)))
                 g = torch.where(keep, g, neutral.to(device=g.device, dtype=g.dtype))
-            out[attr] = space.validate(g, name)
+            with input_validation(self.config.validate_inputs):
+                out[attr] = space.validate(g, name)  # values once here; the encodings trust them
         return out
 
     def token_invariants(self, x: torch.Tensor) -> torch.Tensor:
@@ -461,8 +489,19 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
             raise ValueError(f"{sorted(kwargs)}: unexpected inputs for GeoTransformerModel")
         if input_ids is None and features is None:
             raise ValueError("input_ids, features: give at least one of them")
+        reference = "input_ids" if input_ids is not None else "features"
         ref = input_ids if input_ids is not None else features
+        if ref.dim() < 2:
+            raise ValueError(f"{reference}: expected shape (batch, tokens, ...), got {tuple(ref.shape)}")
         B, T = ref.shape[0], ref.shape[1]
+        mask = None
+        if attention_mask is not None:
+            if attention_mask.shape != (B, T):
+                raise ValueError(
+                    f"attention_mask: expected shape ({B}, {T}) (the batch and tokens of {reference}), got "
+                    f"{tuple(attention_mask.shape)}"
+                )
+            mask = attention_mask.bool()
         scalars = 0
         if input_ids is not None:
             if self.embed_tokens is None:
@@ -471,35 +510,44 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
                 )
             if input_ids.shape != (B, T):
                 raise ValueError(f"input_ids: expected shape (batch, tokens), got {tuple(input_ids.shape)}")
+            if mask is not None:  # padding may hold any id
+                input_ids = input_ids.masked_fill(~mask, 0)
             scalars = self.embed_tokens(input_ids)
         if features is not None:
             if self.embed_features is None:
                 raise ValueError("features: this model has no feature projection (feature_size is 0)")
             if features.dim() != 3 or features.shape[:2] != (B, T) or features.shape[-1] != c.feature_size:
                 raise ValueError(
-                    f"features: expected shape ({B}, {T}, {c.feature_size}) (feature_size), "
-                    f"got {tuple(features.shape)}"
+                    f"features: expected shape ({B}, {T}, {c.feature_size}) (batch and tokens of "
+                    f"{reference}, feature_size), got {tuple(features.shape)}"
                 )
+            if mask is not None:  # padding may hold anything, NaN included: it never reaches a valid token
+                features = features.masked_fill(~mask[..., None], 0)
+            if c.validate_inputs and value_checks_enabled():
+                bad = ~torch.isfinite(features)
+                if bool(bad.any()):
+                    raise ValueError(
+                        f"features: expected finite values on valid tokens, got {int(bad.sum())} NaN or "
+                        "infinite entries"
+                    )
             scalars = scalars + self.embed_features(features.to(self.embed_features.weight.dtype))
-        mask = None
-        if attention_mask is not None:
-            if attention_mask.shape != (B, T):
-                raise ValueError(
-                    f"attention_mask: expected shape ({B}, {T}), got {tuple(attention_mask.shape)}"
-                )
-            mask = attention_mask.bool()
-        positions = self._positions(positions, B, T, mask, scalars.device)
+        positions = self._positions(positions, B, T, mask, scalars.device, reference)
         x = scalars
-        if self.absolute_pe is not None:  # the encodings are computed once per forward
-            gamma = self.absolute_pe.embed(self.absolute_pe.encode(positions)).to(x.dtype)
-            x = torch.cat((x, gamma.expand(B, T, -1)), dim=-1)
-        relative = self.relative_pe.encode(positions) if self.relative_pe is not None else None
-        key_mask = None if mask is None or bool(mask.all()) else mask[:, None, None, :]
+        with input_validation(False):  # validated once above: the encodings trust the elements
+            if self.absolute_pe is not None:  # the encodings are computed once per forward
+                gamma = self.absolute_pe.embed(self.absolute_pe.encode(positions)).to(x.dtype)
+                x = torch.cat((x, gamma.expand(B, T, -1)), dim=-1)
+            relative = self.relative_pe.encode(positions) if self.relative_pe is not None else None
+        key_mask = None
+        if mask is not None and not (c.validate_inputs and bool(mask.all())):  # no sync when not validating
+            key_mask = mask[:, None, None, :]
         hidden_states, attentions = (
             ((x,) if output_hidden_states else None),
             (() if output_attentions else None),
         )
         for layer in self.layers:
+            if T == 0:  # an empty sequence: nothing to attend to, the state stays empty
+                break
             x, weights = layer(x, self.relative_pe, relative, key_mask, bool(output_attentions))
             if output_hidden_states:
                 hidden_states += (x,)
@@ -511,8 +559,9 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
 
 
 def _pool(invariants: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over valid tokens ``(B, T, C) -> (B, C)``; zero for a sequence without any (T = 0 too)."""
     if attention_mask is None:
-        return invariants.mean(1)
+        return invariants.sum(1) / max(invariants.shape[1], 1)
     weights = attention_mask.to(invariants.dtype)[..., None]
     return (invariants * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 

@@ -1,6 +1,10 @@
 """Typed run configuration: a YAML file plus command-line overrides, validated with errors that name the key.
 
-    accelerate launch -m train --config configs/quickstart.yaml --phase1_steps 200 --rotation_range 30
+    geo-pe-train --config quickstart --phase1_steps 200 --rotation_range 30
+
+``--config`` takes a path to a YAML file or the name of a config shipped with the package
+(``quickstart``, ``experiments/digits``, ...: `shipped_configs` lists them); without it the run is the
+quickstart.
 
 The YAML file has the task name and three sections, all optional::
 
@@ -14,7 +18,8 @@ The YAML file has the task name and three sections, all optional::
 
 Precedence: dataclass defaults < YAML < command line. Every key is unique across the sections, so the
 command line needs no section (``--rotation_range 30``). Unknown keys, unknown sections, values of the
-wrong type and values out of range raise `ConfigError` naming the key (with close matches for typos).
+wrong type and values out of range raise `ConfigError` naming the key (with close matches for typos);
+so do abbreviations of keys (``--phase1_step`` is refused, not read as ``--phase1_steps``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import dataclasses
 import difflib
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -33,11 +39,15 @@ from transformers import HfArgumentParser
 from train.tasks import TASKS, Task
 from train.validation import ConfigError, check_range, check_types
 
-__all__ = ["ConfigError", "ModelArguments", "RunConfig", "TrainArguments", "load_config"]
+__all__ = ["ConfigError", "ModelArguments", "RunConfig", "TrainArguments", "load_config", "shipped_configs"]
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped with the package (configs/ in a clone)
+DEFAULT_CONFIG = "quickstart"
 
 SECTIONS = ("data", "model", "training")
 # Settings that may change between a run and its resumption (they do not change what is computed).
 RESUMABLE = {
+    "output_dir",  # the run is the directory given, wherever it lives now
     "resume",
     "stop_after_steps",
     "overwrite_output_dir",
@@ -130,9 +140,13 @@ class TrainArguments:
     report_to: Literal["auto", "none", "tensorboard", "trackio"] = "auto"
     plot: bool = True
     data_cache_dir: str | None = None
+    # intra-op threads per process, set by the trainer whatever the launcher: 1 is what accelerate launch
+    # sets, and small models step fastest so (2 threads were 4.3x slower on 2 cores); 0 = torch's default
+    num_threads: int = 1
 
     def __post_init__(self):
         check_types(self)
+        check_range("num_threads", self.num_threads, low=0)
         for name in ("batch_size", "eval_batch_size", "eval_steps", "save_steps", "logging_steps"):
             check_range(name, getattr(self, name), low=1)
         for name in ("phase1_steps", "phase2_steps", "warmup_steps", "save_total_limit", "seed"):
@@ -165,6 +179,68 @@ class TrainArguments:
     @property
     def total_steps(self) -> int:
         return self.phase1_steps + (self.phase2_steps if self.phase2 != "none" else 0)
+
+
+# What ``--help`` says of each key (kept beside the dataclasses; a test checks that none is missing).
+HELP = {
+    # model
+    "hidden_size": "width of the token state: invariant scalars plus the channels of pe_absolute",
+    "num_hidden_layers": "number of transformer layers",
+    "num_attention_heads": "attention heads; they must tile hidden_size and not cut a block of pe_absolute",
+    "head_dim": "channels per head (default hidden_size / num_attention_heads)",
+    "intermediate_size": "SwiGLU width on the scalars (default about 8/3 of their width)",
+    "pe_absolute": "irreps spec of the absolute encoding gamma(g) concatenated to the scalars, or null; "
+    "what phase II may use to break the symmetry",
+    "pe_relative": "irreps spec of the relative encoding (its dimension is head_dim), or null",
+    "pe_relative_mode": "rotary (queries and keys) or gta (also values and outputs)",
+    "pair_layout": "interleaved or half: where the two components of each SO(2) pair sit in a head",
+    "attention_dropout": "dropout on the attention weights",
+    "classifier_dropout": "dropout before the output head",
+    "initializer_range": "standard deviation of the initial weights",
+    "phase_layers": "which layers the phases constrain: attention (q, k, v, o) or all (also the MLP)",
+    # training
+    "output_dir": "where the run writes model/, log.jsonl, results.json, curves.png and checkpoints/",
+    "overwrite_output_dir": "delete a run already in output_dir and start over",
+    "seed": "seed of the initialisation, the batches, the subspace and the random group elements",
+    "batch_size": "global batch size, split evenly across processes",
+    "eval_batch_size": "batch size of evaluation",
+    "learning_rate": "AdamW learning rate of phase I (phase II: times phase2_lr_multiplier)",
+    "weight_decay": "AdamW weight decay",
+    "adam_beta1": "AdamW beta1",
+    "adam_beta2": "AdamW beta2",
+    "max_grad_norm": "gradient clipping norm (0: off)",
+    "lr_scheduler": "learning-rate schedule of each phase (built anew at the switch)",
+    "warmup_steps": "warm-up steps at the start of each phase",
+    "phase1_steps": "steps of phase I",
+    "phase1_constraint": "phase I: equivariant (the commutant), scalar_identity (W = b I), or free / "
+    "residual (baselines)",
+    "phase2": "phase II: free, subspace (random affine subspace), residual, equivariant (control) or none",
+    "phase2_steps": "steps of phase II, counted from where phase I really ended",
+    "phase2_lr_multiplier": "phase II learning rate as a multiple of learning_rate",
+    "subspace_dim": "dimension of the random subspace of phase2: subspace",
+    "subspace_projection": "the random projection of the subspace: fastfood, sparse, dense or identity",
+    "shared_subspace": "one subspace coordinate vector for all layers (else one per layer)",
+    "phase2_pull": "weight of the pull toward symmetry at the start of phase II (0: off)",
+    "phase2_pull_end": "weight of the pull at the end of phase II",
+    "phase2_pull_decay": "how the pull decays: constant, linear, cosine, exponential (both weights > 0)",
+    "phase2_pull_toward": "pull toward the symmetric subspace or toward the weights at the switch (anchor)",
+    "phase2_freeze_rest": "phase II trains only the phase-controlled layers",
+    "equivariance_loss_weight": "weight of the soft-equivariance loss (0: off)",
+    "augment": "apply a random global group element to each training example",
+    "eval_steps": "evaluate (validation metric, equivariance error) every so many steps",
+    "equivariance_samples": "random group elements per equivariance measurement",
+    "early_stopping_patience": "end a phase after so many evaluations without improvement (0: off)",
+    "load_best_model_at_end": "end each phase on its best validation weights and save the best phase",
+    "save_steps": "write a checkpoint every so many steps",
+    "save_total_limit": "checkpoints kept (0: all)",
+    "resume": "continue the run in output_dir from its newest complete checkpoint",
+    "stop_after_steps": "end this process after so many steps, with a checkpoint (for job queues)",
+    "logging_steps": "log the training loss every so many steps",
+    "report_to": "Accelerate trackers: auto (tensorboard or trackio when installed), none, or one of them",
+    "plot": "draw curves.png at the end (needs matplotlib)",
+    "data_cache_dir": "where datasets caches the built task data",
+    "num_threads": "intra-op threads per process (0: torch's default); the same under every launcher",
+}
 
 
 @dataclass
@@ -209,7 +285,10 @@ def _flatten(sections: dict) -> dict:
 
 # --- loading ---------------------------------------------------------------------------------------------
 class _Parser(HfArgumentParser):
-    """HfArgumentParser whose errors raise `ConfigError` instead of exiting."""
+    """HfArgumentParser whose errors raise `ConfigError` instead of exiting; no abbreviated keys."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message):
         raise ConfigError(f"command line: {message}")
@@ -221,14 +300,36 @@ def _unknown(key: str, known: list[str], where: str) -> ConfigError:
     return ConfigError(f"{key}: unknown key in {where}{hint}")
 
 
-def _read_yaml(path: str) -> dict:
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"config: no such file {path!r}")
+def shipped_configs() -> list[str]:
+    """Names of the run configs shipped with the package (``--config NAME``)."""
+    return sorted(
+        str(p.relative_to(CONFIG_DIR).with_suffix(""))
+        for p in CONFIG_DIR.rglob("*.yaml")
+        if p.relative_to(CONFIG_DIR).parts[0] != "accelerate"  # launcher configs, not run configs
+    )
+
+
+def resolve_config(name_or_path: str) -> Path:
+    """A path to a YAML file, or the name of a shipped config (``quickstart``, ``experiments/digits``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if path.suffix in ("", ".yaml", ".yml") and not path.is_absolute():
+        shipped = CONFIG_DIR / path.with_suffix(".yaml")
+        if shipped.is_file():
+            return shipped
+    raise ConfigError(
+        f"config: no such file {name_or_path!r}, and no shipped config of that name "
+        f"(shipped: {', '.join(shipped_configs())})"
+    )
+
+
+def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(file.read_text()) or {}
+        with path.open() as f:  # the stream carries the file name into YAML's error marks
+            data = yaml.safe_load(f) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"config: {path} is not valid YAML ({err})") from None
+        raise ConfigError(f"config: {path} is not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config: {path} must hold a mapping with 'task' and sections {SECTIONS}")
     unknown = [k for k in data if k not in ("task", *SECTIONS)]
@@ -240,13 +341,38 @@ def _read_yaml(path: str) -> dict:
     return data
 
 
+def make_parser(task_name: str, defaults: dict | None = None) -> _Parser:
+    """The command-line parser of a task's run: every key with its help, abbreviations refused."""
+    classes = (TASKS[task_name].Options, ModelArguments, TrainArguments)
+    parser = _Parser(
+        list(classes),
+        prog="geo-pe-train",
+        description="Train a weakly equivariant transformer in two phases.",
+        epilog="Also: --config NAME_OR_FILE (YAML with task, data, model, training; shipped: "
+        f"{', '.join(shipped_configs())}; default {DEFAULT_CONFIG}) and --task NAME (registered: "
+        f"{', '.join(sorted(TASKS))}). Command-line values override the file.",
+    )
+    data_keys = {f.name for f in dataclasses.fields(classes[0])}
+    for action in parser._actions:
+        if action.dest in data_keys:
+            action.help = f"task {task_name}: data option (default %(default)s)"
+        elif action.dest in HELP:
+            action.help = f"{HELP[action.dest]} (default %(default)s)"
+    if defaults:
+        parser.set_defaults(**defaults)
+    return parser
+
+
 def load_config(argv: list[str] | None = None) -> RunConfig:
-    """Parse ``--config FILE`` (YAML), ``--task NAME`` and ``--key value`` overrides into a `RunConfig`."""
-    pre = argparse.ArgumentParser(add_help=False)
+    """Parse ``--config NAME_OR_FILE`` (YAML), ``--task NAME`` and ``--key value`` overrides into a
+    `RunConfig`; without ``--config`` the quickstart is the base."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config")
     pre.add_argument("--task")
     known, rest = pre.parse_known_args(argv)
-    data = _read_yaml(known.config) if known.config else {}
+    if known.config is None and known.task is None:
+        known.config = DEFAULT_CONFIG
+    data = _read_yaml(resolve_config(known.config)) if known.config else {}
     task_name = known.task or data.get("task") or "rotated_digits"
     if task_name not in TASKS:
         raise ConfigError(f"task: unknown task {task_name!r}; registered: {sorted(TASKS)}")
@@ -263,13 +389,7 @@ def load_config(argv: list[str] | None = None) -> RunConfig:
             if key not in names[section]:
                 raise _unknown(key, names[section], f"section {section!r} ({cls.__name__})")
             defaults[key] = value
-    parser = _Parser(
-        list(classes.values()),
-        prog="accelerate launch -m train",
-        epilog="Also: --config FILE (YAML with task, data, model, training) and --task NAME "
-        f"(registered: {', '.join(sorted(TASKS))}). Command-line values override the file.",
-    )
-    parser.set_defaults(**defaults)
+    parser = make_parser(task_name, defaults)
     try:
         options, model, training, remaining = parser.parse_args_into_dataclasses(
             args=rest, return_remaining_strings=True, look_for_args_file=False
@@ -286,4 +406,18 @@ def load_config(argv: list[str] | None = None) -> RunConfig:
             if remaining[0].startswith("--")
             else ConfigError(f"command line: unexpected argument {remaining[0]!r}")
         )
+    _warn_if_phases_coincide(model, training)
     return RunConfig(task_name, options, model, training)
+
+
+def _warn_if_phases_coincide(model: ModelArguments, training: TrainArguments) -> None:
+    """Without an absolute encoding a model with group PEs is invariant for any weights, so phase II
+    cannot learn what the symmetry hides: say so (it is a valid control, not an error)."""
+    symmetric_first = training.phase1_constraint in ("equivariant", "scalar_identity")
+    frees = training.phase2 in ("free", "subspace", "residual")
+    if symmetric_first and frees and model.pe_absolute is None and model.pe_relative is not None:
+        warnings.warn(
+            "pe_absolute: null, so the model is invariant for any weights and phase II cannot break the "
+            "symmetry; set pe_absolute (e.g. the same spec as pe_relative) for a two-phase run",
+            stacklevel=3,
+        )

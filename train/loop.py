@@ -1,14 +1,20 @@
 """The training loop: two phases through Accelerate, exact resume, model selection and the final report.
 
 One run trains the task's model in phase I (``phase1_constraint``) for ``phase1_steps``, switches it to
-``phase2`` without changing its function (the optimizer and scheduler are rebuilt and the model is
-prepared again, so DDP wraps the new parameters), and trains ``phase2_steps`` more, at
-``phase2_lr_multiplier`` times the learning rate and with the optional pull toward symmetry.
+``phase2`` with ``model.set_phase`` (same function; the optimizer is rebuilt with
+`geo_pe.phases.rebuild_optimizer`, the scheduler anew, and the model is prepared again, so DDP wraps the
+new parameters), and trains ``phase2_steps`` more, at ``phase2_lr_multiplier`` times the learning rate and
+with the optional pull toward symmetry. A phase starts where the previous one really ended: early
+stopping moves the switch, and phase II's schedules count from there.
 
 Batches are a pure function of (seed, step): step s uses positions ``[s mod E] * B ...`` of the
 permutation drawn for epoch ``s // E`` from the seed, and every process takes its contiguous share of
 that global batch. Resuming (or switching phase) at any step therefore skips exactly the batches already
 seen, and one process with global batch B computes what k processes with B / k each compute.
+
+`Trainer.train` reads top to bottom: start or resume, then per step ``step``, ``log_training``,
+``evaluate_and_select`` and ``save_checkpoint``, with ``end_phase`` (which calls ``switch_phase``) when a
+phase runs out of steps or patience.
 """
 
 from __future__ import annotations
@@ -28,15 +34,23 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from geo_pe.phases import PenaltySchedule, PhasedLinear, phase_param_groups, symmetry_penalty
+from geo_pe.phases import (
+    PenaltySchedule,
+    PhasedLinear,
+    equivariance_loss,
+    phase_param_groups,
+    rebuild_optimizer,
+    symmetry_penalty,
+)
 from geo_pe.testing import equivariance_error
 from models import GeoTransformerConfig
 from train import checkpoint as ckpt
 from train.config import RunConfig, load_config
 from train.monitor import JsonlLog, plot_curves, trackers_for
+from train.tasks import Task
 from train.validation import ConfigError
 
-__all__ = ["TrainerState", "train"]
+__all__ = ["Trainer", "TrainerState", "train"]
 
 
 @dataclass
@@ -45,32 +59,40 @@ class TrainerState:
 
     global_step: int = 0
     phase_index: int = 0
-    phase_history: list[str] = field(default_factory=list)
+    phase_start: int = 0  # the global step at which the current phase began
     best_metric: float | None = None
     best_step: int | None = None
     evals_without_improvement: int = 0
     phases: list[dict] = field(default_factory=list)  # results of the finished phases
     finished: bool = False
+    num_processes: int = 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class Phase:
     name: str
     steps: int
-    start: int  # global step at which it starts
     lr_multiplier: float
-    index: int = 0  # 0 for phase I, 1 for phase II
-
-    @property
-    def end(self) -> int:
-        return self.start + self.steps
+    index: int  # 0 for phase I, 1 for phase II
 
 
 def phase_plan(args) -> list[Phase]:
-    plan = [Phase(args.phase1_constraint, args.phase1_steps, 0, 1.0)]
+    plan = [Phase(args.phase1_constraint, args.phase1_steps, 1.0, 0)]
     if args.phase2 != "none":
-        plan.append(Phase(args.phase2, args.phase2_steps, args.phase1_steps, args.phase2_lr_multiplier, 1))
+        plan.append(Phase(args.phase2, args.phase2_steps, args.phase2_lr_multiplier, 1))
     return plan
+
+
+def pull_schedule(args) -> PenaltySchedule:
+    """The weight of the pull toward symmetry over phase II (raises `ConfigError` for bad settings)."""
+    try:
+        return PenaltySchedule(
+            args.phase2_pull, args.phase2_pull_end, max(1, args.phase2_steps), args.phase2_pull_decay
+        )
+    except ValueError as err:
+        if args.phase2_pull == 0:  # no pull: the schedule is never read
+            return PenaltySchedule(0.0)
+        raise ConfigError(f"phase2_pull, phase2_pull_end, phase2_pull_decay: {err}") from None
 
 
 # --- pieces ------------------------------------------------------------------------------------------------
@@ -90,17 +112,19 @@ def make_accelerator(args) -> Accelerator:
     )
 
 
-def build_model(config: RunConfig, task, phase_history: list[str]):
-    args = config.training
+def set_threads(args) -> None:
+    """The one place that sets the intra-op threads of this process (see ``num_threads``)."""
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
+
+
+def build_model(config: RunConfig, task: Task):
+    """The task's model in phase I; `ConfigError` for settings the model refuses."""
     try:
         model_config = GeoTransformerConfig(
             **dataclasses.asdict(config.model),
             **task.model_settings(),
-            phase_history=list(phase_history),
-            subspace_dim=args.subspace_dim,
-            subspace_projection=args.subspace_projection,
-            subspace_seed=args.seed,
-            shared_subspace=args.shared_subspace,
+            phase_history=[config.training.phase1_constraint],
         )
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None
@@ -115,25 +139,45 @@ def build_model(config: RunConfig, task, phase_history: list[str]):
     return task.model_class(model_config)
 
 
-def make_optimizer(model, args, phase: Phase, previous: torch.optim.Optimizer | None = None):
-    """AdamW on the phase's trainable parameters; state carried over from ``previous`` where they survive.
-    With ``phase2_freeze_rest``, phase II leaves out (and freezes) every parameter outside the
-    phase-controlled layers."""
-    if args.phase2_freeze_rest and phase.index > 0:
+@torch.no_grad()
+def check_model_reads_task(model, task: Task, split) -> None:
+    """One forward on two examples, so that specs that read attributes the task does not give (or of the
+    wrong shape) fail before anything is written; `ConfigError` names the setting."""
+    was_training = model.training
+    model.eval()
+    inputs, labels = task.inputs(split[torch.arange(min(2, len(split)))])
+    try:
+        model(**inputs, labels=labels)
+    except ValueError as err:
+        raise ConfigError(
+            f"pe_absolute, pe_relative: the model cannot read task {task.name!r}: {err}"
+        ) from None
+    finally:
+        model.train(was_training)
+
+
+def switch_phase(model, phase: Phase, args):
+    """Move ``model`` to ``phase`` (same function) with the run's subspace settings; with
+    ``phase2_freeze_rest`` also freeze every parameter outside the phase-controlled layers."""
+    report = model.set_phase(
+        phase.name,
+        subspace_dim=args.subspace_dim,
+        subspace_projection=args.subspace_projection,
+        subspace_seed=args.seed,
+        shared_subspace=args.shared_subspace,
+    )
+    if args.phase2_freeze_rest:
         phased = {id(p) for m in model.modules() if isinstance(m, PhasedLinear) for p in m.parameters()}
         for p in model.parameters():
             if id(p) not in phased:
                 p.requires_grad_(False)
+    return report
+
+
+def make_optimizer(model, args) -> torch.optim.Optimizer:
+    """AdamW on the model's trainable parameters at the base learning rate (phase I)."""
     groups = phase_param_groups(model, weight_decay=args.weight_decay)
-    optimizer = torch.optim.AdamW(
-        groups, lr=args.learning_rate * phase.lr_multiplier, betas=(args.adam_beta1, args.adam_beta2)
-    )
-    if previous is not None:
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if p in previous.state:
-                    optimizer.state[p] = previous.state[p]
-    return optimizer
+    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2))
 
 
 def make_scheduler(optimizer, args, phase: Phase):
@@ -168,8 +212,11 @@ def shard(indices: torch.Tensor, rank: int, world: int) -> torch.Tensor:
     return torch.tensor_split(indices, world)[rank]
 
 
-def to_device(batch: dict, device) -> dict:
-    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+def to_device(batch, device):
+    """Move a batch (tensors, nested dicts of tensors) to ``device``."""
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch.to(device) if isinstance(batch, torch.Tensor) else batch
 
 
 class Split:
@@ -186,13 +233,6 @@ class Split:
         return {k: v[index] for k, v in self.columns.items()}
 
 
-def concat(a, b):
-    """Concatenate two batches of model inputs (tensors or dicts of tensors) along the batch."""
-    if isinstance(a, dict):
-        return {k: concat(a[k], b[k]) for k in a}
-    return torch.cat((a, b))
-
-
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     """A generator for the random group elements of one step: a pure function of (seed, step, stream)."""
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7 + stream)
@@ -200,27 +240,31 @@ def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
 
 # --- evaluation ---------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(raw_model, task, dataset, args, accelerator) -> dict:
-    """Loss and the task's metric over ``dataset``, each process on its share, summed across processes."""
+def evaluate(raw_model, task: Task, dataset, args, accelerator) -> dict:
+    """Loss and the task's metric over ``dataset``, each process on its share, summed across processes.
+    Every tensor of the sums lives on the accelerator's device; one transfer to the host at the end."""
     was_training = raw_model.training
     raw_model.eval()
+    device = accelerator.device
     mine = shard(torch.arange(len(dataset)), accelerator.process_index, accelerator.num_processes)
-    totals = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss sum, score sum, count
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, score sum, count
     for chunk in torch.split(mine, args.eval_batch_size):
         if len(chunk) == 0:
             continue
-        inputs, labels = task.inputs(to_device(dataset[chunk], accelerator.device))
+        inputs, labels = task.inputs(to_device(dataset[chunk], device))
         out = raw_model(**inputs, labels=labels)
         score, count = task.score(out, labels)
-        totals += torch.stack((out.loss.double() * count, score.double(), torch.tensor(count).double()))
+        count = torch.as_tensor(count, dtype=torch.float64, device=device)
+        totals += torch.stack((out.loss.double() * count, score.double(), count))
     totals = accelerator.reduce(totals, reduction="sum")
     raw_model.train(was_training)
-    count = max(totals[2].item(), 1.0)
-    return {"loss": totals[0].item() / count, task.metric: totals[1].item() / count}
+    loss_sum, score_sum, count = totals.tolist()
+    count = max(count, 1.0)
+    return {"loss": loss_sum / count, task.metric: score_sum / count}
 
 
 @torch.no_grad()
-def measure_equivariance(raw_model, task, dataset, args, device) -> float:
+def measure_equivariance(raw_model, task: Task, dataset, args, device) -> float:
     """Relative change of the outputs on a held-out batch under random global transformations
     (`Task.transform`; one group element per example), the worst over ``equivariance_samples``."""
     was_training = raw_model.training
@@ -242,69 +286,427 @@ def measure_equivariance(raw_model, task, dataset, args, device) -> float:
     return error
 
 
+# --- checks before anything is written -----------------------------------------------------------------
+def check_output_dir(config: RunConfig, num_processes: int) -> Path | None:
+    """Read-only checks of ``output_dir``: a new run may not land on an old one (unless
+    ``overwrite_output_dir``); ``resume`` needs the same config (where the run lives aside), a complete
+    checkpoint and the same number of processes. Returns the checkpoint to resume from, or None."""
+    args = config.training
+    out = Path(args.output_dir)
+    existing = out / "run_config.yaml"
+    if args.resume:
+        if not existing.is_file():
+            raise ConfigError(f"resume: {out} holds no run to resume (no run_config.yaml)")
+        saved = load_config(["--config", str(existing)])
+        changed = config.differences(saved)
+        if changed:
+            detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (new, old) in changed.items())
+            raise ConfigError(f"resume: the config differs from the run in {out} ({detail})")
+        latest = ckpt.find_latest(out / "checkpoints")
+        if latest is None:
+            raise ConfigError(f"resume: no complete checkpoint under {out / 'checkpoints'}")
+        saved_state = ckpt.verify(latest)
+        processes = saved_state.get("num_processes", num_processes)
+        if processes != num_processes and not saved_state.get("finished"):
+            raise ConfigError(
+                f"resume: the run in {out} was trained with {processes} process(es) and this launch has "
+                f"{num_processes}; resume with the same number (optimizer shards and RNG states are per "
+                "process)"
+            )
+        return latest
+    holds_run = existing.is_file() or (out / "checkpoints").exists()
+    if holds_run and not args.overwrite_output_dir:
+        raise ConfigError(
+            f"output_dir: {out} already holds a run; pass --resume to continue it or "
+            "--overwrite_output_dir to start over (which deletes it)"
+        )
+    return None
+
+
+def preflight(config: RunConfig, num_processes: int = 1) -> None:
+    """Every check a run makes before it writes anything, without starting it: the schedules, the
+    batch split, the task's data, the model against the task, the output directory. `geo-pe-train`
+    runs it before it launches several processes, so that a bad config fails once, cleanly."""
+    args = config.training
+    pull_schedule(args)
+    if args.batch_size % num_processes:
+        raise ConfigError(
+            f"batch_size: the global batch {args.batch_size} must split evenly over {num_processes} processes"
+        )
+    task = config.make_task()
+    model = build_model(config, task)  # the model's settings first: they need no data
+    built = task.build(cache_dir=args.data_cache_dir)
+    StepBatches(len(built["train"]), args.batch_size, args.seed)
+    check_model_reads_task(model, task, Split(built["validation"][:2]))
+    check_output_dir(config, num_processes)
+
+
 # --- the run -----------------------------------------------------------------------------------------------
-class Run:
-    """State and helpers of one training run (one per process)."""
+class Trainer:
+    """One training run (one per process). Everything is validated, the data built and the model checked
+    against the task before the output directory is touched."""
 
     def __init__(self, config: RunConfig):
         self.config, self.args = config, config.training
-        self.out = Path(self.args.output_dir)
-        self.accelerator = make_accelerator(self.args)
+        args = self.args
+        set_threads(args)
+        self.out = Path(args.output_dir)
+        self.plan = phase_plan(args)
+        self.pull = pull_schedule(args)
+        self.accelerator = make_accelerator(args)
         acc = self.accelerator
-        if acc.distributed_type == DistributedType.FSDP and len(phase_plan(self.args)) > 1:
+        if acc.distributed_type == DistributedType.FSDP and len(self.plan) > 1:
             raise ConfigError(
                 "phase2: switching phases under FSDP is not supported (set_phase needs unsharded weights); "
                 "use DDP (configs/accelerate/multi_gpu.yaml) or phase2: none"
             )
-        if self.args.batch_size % acc.num_processes:
+        if args.batch_size % acc.num_processes:
             raise ConfigError(
-                f"batch_size: the global batch {self.args.batch_size} must split evenly over "
+                f"batch_size: the global batch {args.batch_size} must split evenly over "
                 f"{acc.num_processes} processes"
             )
-        self._prepare_output_dir()
         self.task = config.make_task()
+        build_model(config, self.task)  # the model's settings first: they need no data
         with acc.main_process_first():
-            built = self.task.build(cache_dir=self.args.data_cache_dir)
+            built = self.task.build(cache_dir=args.data_cache_dir)
         # the splits as tensors in memory: indexing an Arrow table per batch costs more than a small
         # model's step (the tasks here are a few MB)
         self.data = {split: Split(dataset[:]) for split, dataset in built.items()}
-        self.plan = phase_plan(self.args)
+        self.batches = StepBatches(len(self.data["train"]), args.batch_size, args.seed)
+        check_model_reads_task(build_model(config, self.task), self.task, self.data["validation"])
+        self.resume_from = self._prepare_output_dir()
         self.log = JsonlLog(self.out / "log.jsonl", enabled=acc.is_main_process)
-        self.batches = StepBatches(len(self.data["train"]), self.args.batch_size, self.args.seed)
         self.best_weights: dict[str, torch.Tensor] | None = None
+        self.state = TrainerState(num_processes=acc.num_processes)
 
-    # output directory and resume
-    def _prepare_output_dir(self) -> None:
-        args, acc = self.args, self.accelerator
-        existing = self.out / "run_config.yaml"
-        if args.resume:
-            if not existing.is_file():
-                raise ConfigError(f"resume: {self.out} holds no run to resume (no run_config.yaml)")
-            saved = load_config(["--config", str(existing)])
-            changed = self.config.differences(saved)
-            if changed:
-                detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (new, old) in changed.items())
-                raise ConfigError(f"resume: the config differs from the run in {self.out} ({detail})")
-            return
-        holds_run = existing.is_file() or (self.out / "checkpoints").exists()
-        if holds_run and not args.overwrite_output_dir:
-            raise ConfigError(
-                f"output_dir: {self.out} already holds a run; pass --resume to continue it or "
-                "--overwrite_output_dir to start over (which deletes it)"
+    @property
+    def phase(self) -> Phase:
+        return self.plan[self.state.phase_index]
+
+    @property
+    def phase_end(self) -> int:
+        return self.state.phase_start + self.phase.steps
+
+    # --- the run, top to bottom ------------------------------------------------------------------------
+    def train(self) -> dict:
+        """Run (or resume) the configured training; returns the results (also in ``results.json``)."""
+        set_seed(self.args.seed)
+        if self.resume_from is not None:
+            if not self.resume():
+                return json.loads((self.out / "results.json").read_text())
+        else:
+            self.start()
+        self.announce()
+        if self.state.global_step == 0:
+            self.evaluate_and_select()  # the untrained model: a reference point for the curves
+        self.steps_this_process, self.window, self.started = 0, [], time.perf_counter()
+        while not self.state.finished:
+            if self.state.global_step >= self.phase_end:
+                self.end_phase("steps")
+                continue
+            self.step()
+            self.log_training()
+            if self.evaluation_due() and self.evaluate_and_select():
+                self.end_phase("early stopping")
+            if self.state.global_step % self.args.save_steps == 0 and not self.state.finished:
+                self.save_checkpoint()
+            if self.stop_requested():
+                return self.stop()
+        self.progress.close()
+        return self.finish()
+
+    def start(self) -> None:
+        model = build_model(self.config, self.task)
+        optimizer = make_optimizer(model, self.args)
+        self.prepare(model, optimizer, make_scheduler(optimizer, self.args, self.phase))
+
+    def resume(self) -> bool:
+        """Restore the newest checkpoint; False when the run had already finished."""
+        checkpoint_dir = self.resume_from
+        saved = ckpt.verify(checkpoint_dir)
+        known = {f.name for f in dataclasses.fields(TrainerState)}
+        self.state = TrainerState(**{k: v for k, v in saved.items() if k in known})
+        if "phase_start" not in saved and self.state.phase_index > 0:  # checkpoints of earlier versions
+            self.state.phase_start = self.plan[0].steps
+        if self.state.finished:
+            self.accelerator.print(f"resume: the run in {self.out} is finished")
+            return False
+        model = build_model(self.config, self.task)
+        optimizer = make_optimizer(model, self.args)
+        for phase in self.plan[1 : self.state.phase_index + 1]:  # the switches the run went through
+            switch_phase(model, phase, self.args)
+            optimizer = rebuild_optimizer(optimizer, model, lr_multiplier=phase.lr_multiplier)
+        self.prepare(model, optimizer, make_scheduler(optimizer, self.args, self.phase))
+        self.accelerator.load_state(str(checkpoint_dir))
+        best = checkpoint_dir / "best.safetensors"
+        self.best_weights = load_file(str(best)) if best.is_file() else None
+        self.log.truncate_after(self.state.global_step)  # records of steps redone after the checkpoint
+        self.log.write({"kind": "event", "event": "resumed", "step": self.state.global_step})
+        return True
+
+    def announce(self) -> None:
+        config, acc, data = self.config, self.accelerator, self.data
+        flat = {k: v for s in config.to_dict().values() if isinstance(s, dict) for k, v in s.items()}
+        acc.init_trackers(
+            "geo-pe", config={k: v for k, v in flat.items() if isinstance(v, (int, float, str, bool))}
+        )
+        acc.print(
+            f"task {config.task}: {len(data['train'])} train / {len(data['validation'])} validation / "
+            f"{len(data['test'])} test; {acc.num_processes} process(es) on {acc.device}, "
+            f"{torch.get_num_threads()} thread(s) each; phases {[(p.name, p.steps) for p in self.plan]}"
+        )
+        self.progress = tqdm(
+            total=self.planned_steps(),
+            initial=self.state.global_step,
+            disable=not acc.is_local_main_process,
+            desc="train",
+        )
+
+    def planned_steps(self) -> int:
+        """The last step of the run as planned now (early stopping moves it)."""
+        return self.state.phase_start + sum(p.steps for p in self.plan[self.state.phase_index :])
+
+    def step(self) -> None:
+        """One optimizer step on the global batch of this step (this process's share)."""
+        acc, args, state = self.accelerator, self.args, self.state
+        self.model.train()
+        indices = shard(self.batches.indices(state.global_step), acc.process_index, acc.num_processes)
+        inputs, labels = self.task.inputs(to_device(self.data["train"][indices], acc.device))
+        loss, parts = self.loss(inputs, labels)
+        acc.backward(loss)
+        if args.max_grad_norm > 0:
+            acc.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state.global_step += 1
+        self.steps_this_process += 1
+        self.window.append(parts)
+        self.progress.update(1)
+
+    def loss(self, inputs: dict, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The task loss, with the soft-equivariance term and phase II's pull toward symmetry."""
+        args, task, state = self.args, self.task, self.state
+        rank = self.accelerator.process_index
+        if args.augment:  # a random global transformation of every training example
+            inputs = task.transform(inputs, step_generator(args.seed, state.global_step, 2 * rank + 1))
+        parts = {}
+        if args.equivariance_loss_weight > 0:
+            outputs = {}
+
+            def forward(batch):  # the batch and its transformed copy in one forward (DDP-safe)
+                outputs["out"] = self.model(**batch, labels=torch.cat((labels, labels)))
+                return task.predictions(outputs["out"])
+
+            soft = equivariance_loss(
+                forward,
+                inputs,
+                lambda _: step_generator(args.seed, state.global_step, 2 * rank + 2),
+                act_in=lambda g, x: task.transform(x, g),
+                batched=True,
             )
+            out = outputs["out"]
+            parts["equivariance_loss"] = soft.detach()
+            loss = out.loss + args.equivariance_loss_weight * soft
+        else:
+            out = self.model(**inputs, labels=labels)
+            loss = out.loss
+        parts = {"loss": out.loss.detach(), **parts}
+        if self.phase.index > 0 and args.phase2_pull > 0:
+            strength = self.pull(state.global_step - state.phase_start)
+            penalty = symmetry_penalty(self.raw_model, toward=args.phase2_pull_toward)
+            parts["symmetry_penalty"] = penalty.detach()
+            parts["pull_weight"] = torch.tensor(float(strength), device=penalty.device)
+            loss = loss + strength * penalty
+        return loss, parts
+
+    def log_training(self) -> None:
+        """Every ``logging_steps`` (and at a phase's end): the window's mean losses, across processes."""
+        state, acc = self.state, self.accelerator
+        if state.global_step % self.args.logging_steps and state.global_step != self.phase_end:
+            return
+        keys = list(self.window[0])
+        means = torch.stack([torch.stack([w[k] for w in self.window]).mean() for k in keys]).float()
+        averaged = acc.reduce(means.to(acc.device), reduction="mean")
+        record = dict(zip(keys, averaged.tolist(), strict=True))
+        record.update(
+            kind="train",
+            step=state.global_step,
+            phase=self.phase.name,
+            lr=self.scheduler.get_last_lr()[0],
+            seconds=time.perf_counter() - self.started,
+        )
+        self.log.write(record)
+        acc.log({k: v for k, v in record.items() if isinstance(v, float)}, step=state.global_step)
+        self.progress.set_postfix(loss=f"{record['loss']:.3f}", phase=self.phase.name)
+        self.window = []
+
+    def evaluation_due(self) -> bool:
+        step = self.state.global_step
+        return step % self.args.eval_steps == 0 or step == self.phase_end
+
+    def evaluate_and_select(self) -> bool:
+        """Validation metric and equivariance error; keeps the best weights of the phase. Returns True
+        when early stopping ends the phase."""
+        state, task, acc = self.state, self.task, self.accelerator
+        metrics = evaluate(self.raw_model, task, self.data["validation"], self.args, acc)
+        error = measure_equivariance(self.raw_model, task, self.data["validation"], self.args, acc.device)
+        value = metrics[task.metric]
+        if self.better(value, state.best_metric):
+            state.best_metric, state.best_step, state.evals_without_improvement = value, state.global_step, 0
+            self.remember_best()
+        else:
+            state.evals_without_improvement += 1
+        record = {
+            "kind": "eval",
+            "step": state.global_step,
+            "phase": self.phase.name,
+            "validation_loss": metrics["loss"],
+            f"validation_{task.metric}": value,
+            "equivariance_error": error,
+        }
+        self.log.write(record)
+        acc.log({k: v for k, v in record.items() if isinstance(v, float)}, step=state.global_step)
+        patience = self.args.early_stopping_patience
+        return bool(patience) and state.evals_without_improvement >= patience
+
+    def end_phase(self, reason: str) -> None:
+        """Restore the phase's best weights, record its results, then switch to the next phase if any."""
+        state, acc = self.state, self.accelerator
+        if self.args.load_best_model_at_end:
+            self.restore_best()
+        results = self.phase_results(reason)
+        state.phases.append(results)
+        self.log.write({"kind": "event", "event": "phase_end", "step": state.global_step, **results})
+        if acc.is_main_process:
+            self.raw_model.save_pretrained(self.out / f"phase{state.phase_index + 1}_model")
+        if state.phase_index + 1 >= len(self.plan):
+            state.finished = True
+        else:
+            self.switch_phase()
+
+    def switch_phase(self) -> None:
+        """Phase II from here: `set_phase`, `rebuild_optimizer`, a new scheduler, prepared again."""
+        state, acc = self.state, self.accelerator
+        previous = self.raw_optimizer
+        self.release()
+        state.phase_index += 1
+        state.phase_start = state.global_step
+        phase = self.phase
+        report = switch_phase(self.raw_model, phase, self.args)
+        optimizer = rebuild_optimizer(previous, self.raw_model, lr_multiplier=phase.lr_multiplier)
+        self.prepare(self.raw_model, optimizer, make_scheduler(optimizer, self.args, phase))
+        state.best_metric, state.best_step, state.evals_without_improvement = None, None, 0
+        self.best_weights = None
+        self.progress.total = self.planned_steps()
+        self.progress.refresh()
+        self.log.write(
+            {
+                "kind": "event",
+                "event": "phase_switch",
+                "step": state.global_step,
+                "phase": phase.name,
+                "max_weight_change": report.max_weight_change,
+            }
+        )
+        trainable = sum(p.numel() for p in self.raw_model.parameters() if p.requires_grad)
+        acc.print(
+            f"step {state.global_step}: phase II ({phase.name}), {trainable:,} trainable parameters, "
+            f"weights moved by {report.max_weight_change:.2g} at the switch"
+        )
+
+    def phase_results(self, reason: str) -> dict:
+        args, acc, task, state = self.args, self.accelerator, self.task, self.state
+        validation = evaluate(self.raw_model, task, self.data["validation"], args, acc)
+        test = evaluate(self.raw_model, task, self.data["test"], args, acc)
+        error = measure_equivariance(self.raw_model, task, self.data["test"], args, acc.device)
+        trainable = sum(p.numel() for p in self.raw_model.parameters() if p.requires_grad)
+        return {
+            "phase": self.phase.name,
+            "started_at_step": state.phase_start,
+            "ended_at_step": state.global_step,
+            "ended_by": reason,
+            "best_step": state.best_step,
+            f"validation_{task.metric}": validation[task.metric],
+            f"test_{task.metric}": test[task.metric],
+            "test_loss": test["loss"],
+            "equivariance_error": error,
+            "trainable_parameters": trainable,
+        }
+
+    def stop_requested(self) -> bool:
+        after = self.args.stop_after_steps
+        return after is not None and self.steps_this_process >= after and not self.state.finished
+
+    def stop(self) -> dict:
+        """End this process early with a checkpoint (``stop_after_steps``, for job queues)."""
+        if self.state.global_step % self.args.save_steps:
+            self.save_checkpoint()
+        self.progress.close()
+        self.accelerator.print(
+            f"stopped after {self.steps_this_process} steps at step {self.state.global_step}; "
+            "resume with --resume"
+        )
+        self.accelerator.end_training()
+        return {"status": "stopped", "step": self.state.global_step}
+
+    def finish(self) -> dict:
+        args, acc, task, state = self.args, self.accelerator, self.task, self.state
+        metric = task.metric
+        chosen = len(state.phases) - 1
+        if args.load_best_model_at_end:
+            values = [p[f"validation_{metric}"] for p in state.phases]
+            best = max(values) if task.higher_is_better else min(values)
+            chosen = values.index(best)
+        results = {
+            "task": self.config.task,
+            "metric": metric,
+            "phases": state.phases,
+            "selected_phase": chosen + 1,
+            "model_dir": str(self.out / "model"),
+            "wall_seconds": time.perf_counter() - self.started,
+            "processes": acc.num_processes,
+        }
         acc.wait_for_everyone()
         if acc.is_main_process:
-            if holds_run:
-                for name in ("checkpoints", "model", "log.jsonl", "results.json", "curves.png"):
-                    path = self.out / name
-                    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-                for path in self.out.glob("phase*_model"):
-                    shutil.rmtree(path)
-            self.out.mkdir(parents=True, exist_ok=True)
-            self.config.save(existing)
-        acc.wait_for_everyone()
+            target = self.out / "model"
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(self.out / f"phase{chosen + 1}_model", target)
+            (self.out / "results.json").write_text(json.dumps(results, indent=1))
+            if args.plot:
+                png = plot_curves(self.out / "log.jsonl", self.out / "curves.png", metric)
+                results["curves"] = str(png) if png else None
+            self.log.write({"kind": "event", "event": "finished", "step": state.global_step})
+        self.save_checkpoint()  # marks the run finished: --resume then reports instead of retraining
+        acc.print(format_table(results, self.model_class_name()))
+        acc.end_training()
+        return results
 
-    def prepare(self, raw_model, optimizer, scheduler):
+    def model_class_name(self) -> str:
+        return type(self.raw_model).__name__
+
+    # --- output directory ---------------------------------------------------------------------------------
+    def _prepare_output_dir(self) -> Path | None:
+        """Check the output directory (`check_output_dir`), then create it (or clear it with
+        ``overwrite_output_dir``) and save the config. Returns the checkpoint to resume from, or None."""
+        acc = self.accelerator
+        resume_from = check_output_dir(self.config, acc.num_processes)
+        if resume_from is not None:
+            return resume_from
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            for name in ("checkpoints", "model", "log.jsonl", "results.json", "curves.png"):
+                path = self.out / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            for path in self.out.glob("phase*_model"):
+                shutil.rmtree(path)
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.config.save(self.out / "run_config.yaml")
+        acc.wait_for_everyone()
+        return None
+
+    # --- prepared objects ------------------------------------------------------------------------------
+    def prepare(self, raw_model, optimizer, scheduler) -> None:
         self.raw_model = raw_model
         self.raw_optimizer = optimizer
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(raw_model, optimizer, scheduler)
@@ -315,9 +717,9 @@ class Run:
         self.model = self.optimizer = self.scheduler = None
         gc.collect()  # the old DDP wrapper must be gone before the new one registers its hooks
 
-    # checkpoints
-    def save_checkpoint(self, state: TrainerState) -> Path:
-        acc = self.accelerator
+    # --- checkpoints -------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        acc, state = self.accelerator, self.state
         root = self.out / "checkpoints"
         name = ckpt.checkpoint_name(state.global_step)
         partial, final = root / f"{name}.partial", root / name
@@ -337,18 +739,7 @@ class Run:
         acc.wait_for_everyone()
         return final
 
-    def load_checkpoint(self) -> tuple[TrainerState, Path]:
-        latest = ckpt.find_latest(self.out / "checkpoints")
-        if latest is None:
-            raise ConfigError(f"resume: no complete checkpoint under {self.out / 'checkpoints'}")
-        saved = ckpt.verify(latest)
-        known = {f.name for f in dataclasses.fields(TrainerState)}
-        state = TrainerState(**{k: v for k, v in saved.items() if k in known})
-        best = latest / "best.safetensors"
-        self.best_weights = load_file(str(best)) if best.is_file() else None
-        return state, latest
-
-    # model selection
+    # --- model selection ---------------------------------------------------------------------------------
     def remember_best(self) -> None:
         self.best_weights = {k: v.detach().cpu().clone() for k, v in self.raw_model.state_dict().items()}
 
@@ -364,253 +755,14 @@ class Run:
 
 def train(config: RunConfig) -> dict:
     """Run (or resume) the configured training; returns the results (also in ``results.json``)."""
-    run = Run(config)
-    args, acc, task = run.args, run.accelerator, run.task
-    set_seed(args.seed)
-
-    if args.resume:
-        state, checkpoint_dir = run.load_checkpoint()
-        if state.finished:
-            acc.print(f"resume: the run in {run.out} is finished")
-            return json.loads((run.out / "results.json").read_text())
-        phase = run.plan[state.phase_index]
-        raw_model = build_model(config, task, state.phase_history)
-        optimizer = make_optimizer(raw_model, args, phase)
-        run.prepare(raw_model, optimizer, make_scheduler(optimizer, args, phase))
-        acc.load_state(str(checkpoint_dir))
-        run.log.write({"kind": "event", "event": "resumed", "step": state.global_step, "phase": phase.name})
-    else:
-        state = TrainerState(phase_history=[run.plan[0].name])
-        raw_model = build_model(config, task, state.phase_history)
-        phase = run.plan[0]
-        optimizer = make_optimizer(raw_model, args, phase)
-        run.prepare(raw_model, optimizer, make_scheduler(optimizer, args, phase))
-
-    flat = {
-        k: v for section in config.to_dict().values() if isinstance(section, dict) for k, v in section.items()
-    }
-    acc.init_trackers(
-        "geo-pe", config={k: v for k, v in flat.items() if isinstance(v, (int, float, str, bool))}
-    )
-    acc.print(
-        f"task {config.task}: {len(run.data['train'])} train / {len(run.data['validation'])} validation / "
-        f"{len(run.data['test'])} test; {acc.num_processes} process(es) on {acc.device}; "
-        f"phases {[(p.name, p.steps) for p in run.plan]}"
-    )
-    progress = tqdm(
-        total=args.total_steps, initial=state.global_step, disable=not acc.is_local_main_process, desc="train"
-    )
-    pull = PenaltySchedule(
-        args.phase2_pull, args.phase2_pull_end, max(1, args.phase2_steps), args.phase2_pull_decay
-    )
-    steps_this_process, window, started = 0, [], time.perf_counter()
-
-    def end_phase(reason: str) -> None:
-        """Restore the phase's best weights, record its results, switch to the next phase if any."""
-        nonlocal phase
-        if args.load_best_model_at_end:
-            run.restore_best()
-        results = _phase_results(run, state, phase, reason)
-        state.phases.append(results)
-        run.log.write({"kind": "event", "event": "phase_end", "step": state.global_step, **results})
-        if acc.is_main_process:
-            run.raw_model.save_pretrained(run.out / f"phase{state.phase_index + 1}_model")
-        if state.phase_index + 1 >= len(run.plan):
-            state.finished = True
-            return
-        previous = run.raw_optimizer
-        run.release()
-        state.phase_index += 1
-        phase = run.plan[state.phase_index]
-        report = run.raw_model.set_phase(phase.name)
-        state.phase_history = list(run.raw_model.config.phase_history)
-        optimizer = make_optimizer(run.raw_model, args, phase, previous)
-        run.prepare(run.raw_model, optimizer, make_scheduler(optimizer, args, phase))
-        state.best_metric, state.best_step, state.evals_without_improvement = None, None, 0
-        run.best_weights = None
-        run.log.write(
-            {
-                "kind": "event",
-                "event": "phase_switch",
-                "step": state.global_step,
-                "phase": phase.name,
-                "max_weight_change": report.max_weight_change,
-            }
-        )
-        trainable = sum(p.numel() for p in run.raw_model.parameters() if p.requires_grad)
-        acc.print(
-            f"step {state.global_step}: phase II ({phase.name}), {trainable:,} trainable parameters, "
-            f"weights moved by {report.max_weight_change:.2g} at the switch"
-        )
-
-    def evaluate_now() -> bool:
-        """Validation metric and equivariance error; returns True when early stopping ends the phase."""
-        metrics = evaluate(run.raw_model, task, run.data["validation"], args, acc)
-        error = measure_equivariance(run.raw_model, task, run.data["validation"], args, acc.device)
-        value = metrics[task.metric]
-        if run.better(value, state.best_metric):
-            state.best_metric, state.best_step, state.evals_without_improvement = value, state.global_step, 0
-            run.remember_best()
-        else:
-            state.evals_without_improvement += 1
-        record = {
-            "kind": "eval",
-            "step": state.global_step,
-            "phase": phase.name,
-            "validation_loss": metrics["loss"],
-            f"validation_{task.metric}": value,
-            "equivariance_error": error,
-        }
-        run.log.write(record)
-        acc.log({k: v for k, v in record.items() if isinstance(v, float)}, step=state.global_step)
-        patience = args.early_stopping_patience
-        return bool(patience) and state.evals_without_improvement >= patience
-
-    if state.global_step == 0 and not args.resume:
-        evaluate_now()  # the untrained model: a reference point for the curves
-    while not state.finished:
-        if state.global_step >= phase.end:
-            end_phase("steps")
-            continue
-        run.model.train()
-        indices = shard(run.batches.indices(state.global_step), acc.process_index, acc.num_processes)
-        inputs, labels = task.inputs(to_device(run.data["train"][indices], acc.device))
-        loss, parts = _loss(run, inputs, labels, state, phase, pull)
-        acc.backward(loss)
-        if args.max_grad_norm > 0:
-            acc.clip_grad_norm_(run.model.parameters(), args.max_grad_norm)
-        run.optimizer.step()
-        run.scheduler.step()
-        run.optimizer.zero_grad(set_to_none=True)
-        state.global_step += 1
-        steps_this_process += 1
-        window.append(parts)
-        progress.update(1)
-        if state.global_step % args.logging_steps == 0 or state.global_step == phase.end:
-            averaged = acc.reduce(
-                torch.tensor([sum(w[k] for w in window) / len(window) for k in window[0]], device=acc.device),
-                reduction="mean",
-            )
-            record = dict(zip(window[0], averaged.tolist(), strict=True))
-            record.update(
-                kind="train",
-                step=state.global_step,
-                phase=phase.name,
-                lr=run.scheduler.get_last_lr()[0],
-                seconds=time.perf_counter() - started,
-            )
-            run.log.write(record)
-            acc.log({k: v for k, v in record.items() if isinstance(v, float)}, step=state.global_step)
-            progress.set_postfix(loss=f"{record['loss']:.3f}", phase=phase.name)
-            window = []
-        stop_early = False
-        if state.global_step % args.eval_steps == 0 or state.global_step == phase.end:
-            stop_early = evaluate_now()
-        if stop_early:
-            end_phase("early stopping")
-        if state.global_step % args.save_steps == 0 and not state.finished:
-            run.save_checkpoint(state)
-        if (
-            args.stop_after_steps is not None
-            and steps_this_process >= args.stop_after_steps
-            and not state.finished
-        ):
-            if state.global_step % args.save_steps:
-                run.save_checkpoint(state)
-            progress.close()
-            acc.print(
-                f"stopped after {steps_this_process} steps at step {state.global_step}; resume with --resume"
-            )
-            acc.end_training()
-            return {"status": "stopped", "step": state.global_step}
-    progress.close()
-    return _finish(run, state, started)
+    return Trainer(config).train()
 
 
-def _loss(run, inputs, labels, state, phase, pull):
-    """The task loss plus the phase II pull toward symmetry and the soft-equivariance term."""
-    args, task = run.args, run.task
-    rank = run.accelerator.process_index
-    if args.augment:  # a random global transformation of every training example
-        inputs = task.transform(inputs, step_generator(args.seed, state.global_step, 2 * rank + 1))
-    parts = {}
-    if args.equivariance_loss_weight > 0:  # one forward on the batch and its transformed copy (DDP-safe)
-        moved = task.transform(inputs, step_generator(args.seed, state.global_step, 2 * rank + 2))
-        out = run.model(**concat(inputs, moved), labels=torch.cat((labels, labels)))
-        y = task.predictions(out)
-        half = labels.shape[0]
-        soft = (y[:half] - y[half:]).pow(2).mean()
-        parts["equivariance_loss"] = soft.item()
-        loss = out.loss + args.equivariance_loss_weight * soft
-    else:
-        out = run.model(**inputs, labels=labels)
-        loss = out.loss
-    parts = {"loss": out.loss.item(), **parts}
-    if state.phase_index > 0 and args.phase2_pull > 0:
-        strength = pull(state.global_step - phase.start)
-        penalty = symmetry_penalty(run.raw_model, toward=args.phase2_pull_toward)
-        parts["symmetry_penalty"] = penalty.item()
-        loss = loss + strength * penalty
-    return loss, parts
-
-
-def _phase_results(run, state, phase, reason) -> dict:
-    args, acc, task = run.args, run.accelerator, run.task
-    validation = evaluate(run.raw_model, task, run.data["validation"], args, acc)
-    test = evaluate(run.raw_model, task, run.data["test"], args, acc)
-    error = measure_equivariance(run.raw_model, task, run.data["test"], args, acc.device)
-    trainable = sum(p.numel() for p in run.raw_model.parameters() if p.requires_grad)
-    return {
-        "phase": phase.name,
-        "ended_at_step": state.global_step,
-        "ended_by": reason,
-        "best_step": state.best_step,
-        f"validation_{task.metric}": validation[task.metric],
-        f"test_{task.metric}": test[task.metric],
-        "test_loss": test["loss"],
-        "equivariance_error": error,
-        "trainable_parameters": trainable,
-    }
-
-
-def _finish(run, state, started) -> dict:
-    args, acc, task = run.args, run.accelerator, run.task
-    metric = task.metric
-    chosen = len(state.phases) - 1
-    if args.load_best_model_at_end:
-        values = [p[f"validation_{metric}"] for p in state.phases]
-        best = max(values) if task.higher_is_better else min(values)
-        chosen = values.index(best)
-    results = {
-        "task": run.config.task,
-        "metric": metric,
-        "phases": state.phases,
-        "selected_phase": chosen + 1,
-        "model_dir": str(run.out / "model"),
-        "wall_seconds": time.perf_counter() - started,
-        "processes": acc.num_processes,
-    }
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        target = run.out / "model"
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(run.out / f"phase{chosen + 1}_model", target)
-        (run.out / "results.json").write_text(json.dumps(results, indent=1))
-        if args.plot:
-            png = plot_curves(run.out / "log.jsonl", run.out / "curves.png", metric)
-            results["curves"] = str(png) if png else None
-        run.log.write({"kind": "event", "event": "finished", "step": state.global_step})
-    run.save_checkpoint(state)  # marks the run finished: --resume then reports instead of retraining
-    acc.print(format_table(results))
-    acc.end_training()
-    return results
-
-
-def format_table(results: dict) -> str:
-    """The final metrics table: one row per phase, the selected (saved) one starred."""
+def format_table(results: dict, model_class: str = "AutoModel") -> str:
+    """The final metrics table: one row per phase with its own steps, the selected (saved) one starred."""
     metric = results["metric"]
-    columns = ("phase", "steps", f"val {metric}", f"test {metric}", "equiv. error", "trainable")
-    widths = (18, 6, 13, 14, 13, 10)
+    columns = ("phase", "steps", "ended at", f"val {metric}", f"test {metric}", "equiv. error", "trainable")
+    widths = (18, 6, 8, 13, 14, 13, 10)
     header = " ".join(
         f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(columns, widths, strict=True))
     )
@@ -618,6 +770,7 @@ def format_table(results: dict) -> str:
     for i, p in enumerate(results["phases"], start=1):
         cells = (
             f"{i}: {p['phase']}",
+            f"{p['ended_at_step'] - p.get('started_at_step', 0)}",
             f"{p['ended_at_step']}",
             f"{p[f'validation_{metric}']:.4f}",
             f"{p[f'test_{metric}']:.4f}",
@@ -629,6 +782,7 @@ def format_table(results: dict) -> str:
         )
         lines.append(row + (" *" if i == results["selected_phase"] else ""))
     lines.append(
-        f"* saved to {results['model_dir']} (AutoModel.from_pretrained); {results['wall_seconds']:.0f} s"
+        f"* saved to {results['model_dir']} (load with {model_class}.from_pretrained); "
+        f"{results['wall_seconds']:.0f} s"
     )
     return "\n".join(lines)

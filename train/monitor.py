@@ -1,15 +1,16 @@
 """Watching a run: a JSONL log that is always written, Accelerate's trackers when installed, and the curves.
 
 Every record is one JSON object per line in ``<output_dir>/log.jsonl`` with ``step``, ``phase`` and
-``kind`` (``"train"``, ``"eval"``, ``"event"``). A resumed run appends to the same file after an
-``{"kind": "event", "event": "resumed"}`` line; `read_log` keeps the last record per (kind, step), so
-steps repeated after a resume count once.
+``kind`` (``"train"``, ``"eval"``, ``"event"``). A resumed run first drops the records written after its
+checkpoint (the steps it is about to redo), then appends after an ``{"kind": "event", "event":
+"resumed"}`` line, so every step is logged once.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -28,6 +29,23 @@ class JsonlLog:
             return
         with self.path.open("a") as f:
             f.write(json.dumps(record, default=float) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop the records of steps after ``step`` (written by a run killed after its last checkpoint);
+        the file is replaced atomically."""
+        if not self.enabled or not self.path.is_file():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line torn by the kill
+                continue
+            if record.get("step", 0) <= step:
+                kept.append(line)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
 
 
 def read_log(path: str | Path) -> list[dict]:

@@ -95,12 +95,13 @@ class Task:
         """The model's outputs that the metric reads (logits or regression predictions)."""
         return out.logits if self.metric == "accuracy" else out.predictions
 
-    def score(self, out, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """``(sum of the metric over the batch, number of scored items)``; labels -100 are skipped."""
+    def score(self, out, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
+        """``(sum of the metric over the batch, number of scored items)``, on the outputs' device (no host
+        sync); labels -100 are skipped."""
         if self.metric == "accuracy":
             valid = labels != -100
             correct = (out.logits.argmax(-1) == labels) & valid
-            return correct.sum(), int(valid.sum())
+            return correct.sum(), valid.sum()
         errors = (out.predictions - labels.to(out.predictions.dtype)).pow(2)
         return errors.sum(), errors.numel()
 

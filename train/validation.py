@@ -9,6 +9,8 @@ from typing import Literal
 
 __all__ = ["ConfigError", "check_range", "check_types"]
 
+NULLS = ("null", "none", "None", "~")  # strings that mean YAML's null for optional keys
+
 
 class ConfigError(ValueError):
     """A bad config key or value; the message starts with the key."""
@@ -39,6 +41,8 @@ def check_types(instance) -> None:
 def _conforms(value, annotation) -> tuple[bool, object]:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
+        if type(None) in typing.get_args(annotation) and value in NULLS:  # "--key null" on the command line
+            return True, None
         for option in typing.get_args(annotation):
             ok, coerced = _conforms(value, option)
             if ok:

@@ -5,7 +5,7 @@ HuggingFace Llama-family model.
 """
 
 from geo_pe.pe.encoding import Encoding, EncodingPlan, Segment, apply_encoding
-from geo_pe.pe.modules import GTAPE, AbsolutePE, EmbeddingRep, GroupPE, RotaryPE
+from geo_pe.pe.modules import GTAPE, AbsolutePE, EmbeddingRep, GroupPE, RotaryPE, absolute_block_sizes
 
 __all__ = [
     "GTAPE",
@@ -16,5 +16,6 @@ __all__ = [
     "GroupPE",
     "RotaryPE",
     "Segment",
+    "absolute_block_sizes",
     "apply_encoding",
 ]

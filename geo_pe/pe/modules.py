@@ -31,6 +31,7 @@ Example (plain PyTorch attention, RoPE on 64-dim heads)::
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 
@@ -42,7 +43,7 @@ from geo_pe.pe.encoding import PAIR_LAYOUTS, X_LAYOUTS, Encoding, EncodingPlan, 
 from geo_pe.reps.base import TRIVIAL, Representation
 from geo_pe.reps.spec import IrrepsSpec
 
-__all__ = ["GTAPE", "AbsolutePE", "EmbeddingRep", "GroupPE", "RotaryPE"]
+__all__ = ["GTAPE", "AbsolutePE", "EmbeddingRep", "GroupPE", "RotaryPE", "absolute_block_sizes"]
 
 
 class GroupPE(nn.Module):
@@ -101,7 +102,14 @@ class RotaryPE(GroupPE):
         x_layout: ``"bhtd"`` (default, HF's attention layout), ``"bthd"`` or ``"btd"``.
 
     With ``spec="t1:<head_dim/2>"`` this is standard RoPE (base 10000).
+
+    The contract attention code calls, whatever the mode: ``pe(x, encoding)`` on queries and keys,
+    `transport_values` on values and `transport_output` on each head's output (both the identity here;
+    `GTAPE` moves values and outputs too). ``rotates_values`` says whether the last two do anything, so
+    callers may skip them.
     """
+
+    rotates_values: bool = False
 
     def __init__(
         self,
@@ -147,6 +155,14 @@ class RotaryPE(GroupPE):
         """rho(g_i)^T x_i for every token i (the inverse rotation)."""
         return self._encode_tensor(x, encoding, True, "x")
 
+    def transport_values(self, v: torch.Tensor, encoding: Encoding) -> torch.Tensor:
+        """What values become before attention: unchanged for rotary."""
+        return v
+
+    def transport_output(self, out: torch.Tensor, encoding: Encoding) -> torch.Tensor:
+        """What each head's output becomes after attention: unchanged for rotary."""
+        return out
+
     def rotate_qk(
         self, q: torch.Tensor, k: torch.Tensor, encoding: Encoding
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,7 +182,9 @@ class RotaryPE(GroupPE):
     ) -> torch.Tensor:
         """Scaled dot-product attention on rotated queries and keys (``x_layout`` must be ``"bhtd"``)."""
         q, k = self.rotate_qk(q, k, encoding)
-        return _sdpa(q, k, v, attn_mask, is_causal, scale, dropout_p, self.x_layout)
+        v = self.transport_values(v, encoding)
+        out = _sdpa(q, k, v, attn_mask, is_causal, scale, dropout_p, self.x_layout)
+        return self.transport_output(out, encoding)
 
 
 class GTAPE(RotaryPE):
@@ -174,10 +192,14 @@ class GTAPE(RotaryPE):
     each output, so that ``o_i = sum_j a_ij rho(g_i^-1 g_j) v_j`` is invariant under g -> h g.
     """
 
-    def attend(self, q, k, v, encoding, *, attn_mask=None, is_causal=False, scale=None, dropout_p=0.0):
-        q, k = self.rotate_qk(q, k, encoding)
-        v = self._encode_tensor(v, encoding, False, "v")
-        out = _sdpa(q, k, v, attn_mask, is_causal, scale, dropout_p, self.x_layout)
+    rotates_values = True
+
+    def transport_values(self, v: torch.Tensor, encoding: Encoding) -> torch.Tensor:
+        """rho(g_j) v_j: values carried into the common frame."""
+        return self._encode_tensor(v, encoding, False, "v")
+
+    def transport_output(self, out: torch.Tensor, encoding: Encoding) -> torch.Tensor:
+        """rho(g_i)^T o_i: each output carried back to its token's frame."""
         return self._encode_tensor(out, encoding, True, "attention output")
 
 
@@ -337,3 +359,11 @@ def _reference(enc: Encoding) -> torch.Tensor:
     raise ValueError(
         "encoding: an encoding with only trivial blocks carries no shape; add a non-trivial irrep"
     )
+
+
+@functools.lru_cache(maxsize=128)
+def absolute_block_sizes(spec: str) -> tuple[int, ...]:
+    """The channel count of every irrep block of ``AbsolutePE(spec, combine="concat")``'s encoding, in
+    order (their sum is its width): a pure function of the spec string, computed once per spec."""
+    rep = AbsolutePE(spec, combine="concat").embedding_rep
+    return tuple(d for mult, d in rep.layout for _ in range(mult))

@@ -15,7 +15,9 @@ The residual pathway prior is a parametrisation (`ResidualPathwayWeight`) with i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,28 +32,65 @@ __all__ = ["PenaltySchedule", "equivariance_loss", "symmetry_penalty"]
 def equivariance_loss(
     fn,
     inputs,
-    group: Group,
+    group: Group | Callable[[torch.Generator], Any],
     *,
     act_in,
     act_out=invariant,
     num_samples: int = 1,
     generator: torch.Generator | int | None = None,
+    batched: bool = False,
 ) -> torch.Tensor:
     """Mean over ``num_samples`` random g of ``mean((fn(g . x) - g . fn(x))^2)`` (differentiable).
 
-    Arguments as in `geo_pe.testing.equivariance_error`; ``fn(x)`` is computed once and reused.
+    Arguments as in `geo_pe.testing.equivariance_error` (``group`` a `Group` or ``generator -> g``);
+    ``fn(x)`` is computed once and reused. With ``batched=True``, ``inputs`` is one batch (a tensor or a
+    dict of tensors, batch first) and ``fn`` sees x and its ``num_samples`` transformed copies
+    concatenated along the batch in a single call, whose output is split again: one forward pass, as
+    DistributedDataParallel needs before each backward.
     """
     gen = as_generator(generator)
     single = not isinstance(inputs, (tuple, list))
     args = (inputs,) if single else tuple(inputs)
+    dtype = next((t.dtype for t in _tensors(args) if t.is_floating_point()), None)
+
+    def sample():
+        return group.sample(generator=gen, dtype=dtype) if isinstance(group, Group) else group(gen)
+
+    if batched:
+        if not single:
+            raise ValueError("inputs: batched=True takes one batch (a tensor or a dict of tensors)")
+        elements = [sample() for _ in range(num_samples)]
+        copies = [inputs, *(act_in(g, inputs) for g in elements)]
+        outputs = fn(_concat(copies))
+        if not isinstance(outputs, torch.Tensor):
+            raise ValueError("fn: with batched=True it must return one tensor, batch first")
+        reference, *moved = outputs.chunk(num_samples + 1)
+        total = sum((m - act_out(g, reference)).pow(2).mean() for g, m in zip(elements, moved, strict=True))
+        return total / num_samples
     reference = fn(*args)
-    dtype = next((t.dtype for t in args if isinstance(t, torch.Tensor) and t.is_floating_point()), None)
     total = 0.0
     for _ in range(num_samples):
-        g = group.sample(generator=gen, dtype=dtype)
+        g = sample()
         moved = (act_in(g, args[0]),) if single else tuple(act_in(g, args))
         total = total + (fn(*moved) - act_out(g, reference)).pow(2).mean()
     return total / num_samples
+
+
+def _tensors(values) -> list[torch.Tensor]:
+    if isinstance(values, torch.Tensor):
+        return [values]
+    if isinstance(values, dict):
+        values = list(values.values())
+    if isinstance(values, (tuple, list)):
+        return [t for v in values for t in _tensors(v)]
+    return []
+
+
+def _concat(batches: list):
+    """Concatenate batches (tensors or nested dicts of tensors) along the batch dimension."""
+    if isinstance(batches[0], dict):
+        return {k: _concat([b[k] for b in batches]) for k in batches[0]}
+    return torch.cat(batches)
 
 
 def symmetry_penalty(model: nn.Module, *, toward: str = "subspace") -> torch.Tensor:

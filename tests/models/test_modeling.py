@@ -512,3 +512,121 @@ def test_missing_inputs_are_named():
 def test_bad_configs_are_named(overrides, message):
     with pytest.raises(ValueError, match=message):
         make_config("t1-rotary", **overrides)
+
+
+# --- hardening: values, padding, empty sequences, syncs, loading -------------------------------------------
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_features_on_valid_tokens_are_refused(so3_model, bad):
+    x = _good(so3_model)
+    x["features"][1, 2, 0] = bad
+    with pytest.raises(ValueError, match=r"features: expected finite values on valid tokens, got 1 NaN"):
+        so3_model(**x)
+
+
+def test_padded_tokens_never_influence_valid_ones_whatever_they_hold(dtype):
+    """NaN features, ids outside the vocabulary and invalid group elements on padding change nothing."""
+    model = build(GeoTransformerForSequenceClassification, make_config("t1xso3-absolute+gta"), dtype)
+    x = inputs(model.model, dtype)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[0, 4:] = 0
+    clean = model(**x, attention_mask=mask, output_hidden_states=True)
+    x["features"][0, 4:] = float("nan")
+    x["input_ids"][0, 4:] = 10_000
+    x["positions"]["orientation"][0, 4:] = 0.0
+    x["positions"]["position"][0, 4:] = float("inf")
+    dirty = model(**x, attention_mask=mask, output_hidden_states=True)
+    torch.testing.assert_close(dirty.logits, clean.logits, rtol=0, atol=0)
+    valid = mask.bool()
+    for a, b in zip(dirty.hidden_states, clean.hidden_states, strict=True):
+        assert torch.isfinite(a[valid]).all()
+        torch.testing.assert_close(a[valid], b[valid], rtol=0, atol=0)
+
+
+def test_wrong_element_shapes_are_named_also_with_padding(so3_model):
+    x = _good(so3_model)
+    x["positions"]["orientation"] = torch.randn(B, T, 3)
+    with pytest.raises(
+        ValueError, match=r"positions\['orientation'\]: expected unit quaternions .*\(2, 6, 3\)"
+    ):
+        so3_model(**x, attention_mask=torch.ones(B, T))
+
+
+def test_batch_mismatch_between_inputs_names_the_positions(so3_model):
+    x = _good(so3_model)
+    x["positions"]["orientation"] = x["positions"]["orientation"][:1]
+    with pytest.raises(ValueError, match=r"positions\['orientation'\]: .*batch shape \(2, 6\).*of input_ids"):
+        so3_model(**x, attention_mask=torch.ones(B, T))
+
+
+def test_an_empty_sequence_has_a_defined_result():
+    model = GeoTransformerForSequenceClassification(make_config("t1xso3-absolute+gta")).eval()
+    x = inputs(model.model, torch.float32)
+    empty = {"input_ids": x["input_ids"][:, :0], "features": x["features"][:, :0]}
+    empty["positions"] = {k: v[:, :0] for k, v in x["positions"].items()}
+    out = model(**empty, output_hidden_states=True)
+    assert out.hidden_states[-1].shape == (B, 0, model.config.hidden_size)
+    torch.testing.assert_close(out.logits, model.head.bias.expand(B, -1))  # pooled over no token: zeros
+    masked = model(**empty, attention_mask=torch.ones(B, 0)).logits
+    torch.testing.assert_close(masked, out.logits)
+
+
+def test_without_validation_the_forward_never_syncs_with_the_host():
+    """On the meta device every value read (``.item()``, ``bool(t)``) raises: the forward runs there."""
+    config = make_config("t1xso3-absolute+gta", validate_inputs=False)
+    model = GeoTransformerForSequenceClassification(config).eval().to("meta")
+    x = inputs(GeoTransformerModel(make_config("t1xso3-absolute+gta")), torch.float32)
+    meta = {
+        "input_ids": x["input_ids"].to("meta"),
+        "features": x["features"].to("meta"),
+        "positions": {k: v.to("meta") for k, v in x["positions"].items()},
+        "attention_mask": torch.ones(B, T, dtype=torch.long, device="meta"),
+        "labels": torch.zeros(B, dtype=torch.long, device="meta"),
+    }
+    out = model(**meta)
+    assert out.logits.is_meta and out.logits.shape == (B, 3) and out.loss.is_meta
+    validating = GeoTransformerForSequenceClassification(make_config("t1xso3-absolute+gta")).to("meta")
+    with pytest.raises((RuntimeError, NotImplementedError)):  # validation reads values
+        validating(**meta)
+
+
+AUTO_CLASSES = {
+    "AutoModel": "GeoTransformerModel",
+    "AutoModelForSequenceClassification": "GeoTransformerForSequenceClassification",
+    "AutoModelForTokenClassification": "GeoTransformerForTokenClassification",
+}
+
+
+@pytest.mark.parametrize("import_models", [False, True], ids=["remote-code", "imported"])
+def test_every_auto_class_loads_a_saved_folder(tmp_path, import_models):
+    """``auto_map`` names every Auto class the model supports, so each loads a saved folder under
+    trust_remote_code, in an interpreter that imported ``models`` and in one that did not."""
+    model = GeoTransformerForSequenceClassification(make_config("so2-rotary")).eval()
+    folder = tmp_path / "saved"
+    model.save_pretrained(folder)
+    auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
+    assert {k: v.split(".")[-1] for k, v in auto_map.items() if k != "AutoConfig"} == AUTO_CLASSES
+    script = textwrap.dedent(
+        f"""
+        import sys, transformers
+        {"import models" if import_models else ""}
+        for auto, expected in {AUTO_CLASSES!r}.items():
+            loaded = getattr(transformers, auto).from_pretrained({str(folder)!r}, trust_remote_code=True)
+            assert type(loaded).__name__ == expected, (auto, type(loaded))
+        assert ("models" in sys.modules) == {import_models}
+        print("ok")
+        """
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_the_default_config_builds_a_working_model():
+    """HF's convention: ``AutoModel.from_config(AutoConfig.for_model(model_type))`` works as it is."""
+    config = AutoConfig.for_model("geo_transformer")
+    model = AutoModel.from_config(config).eval()
+    out = model(features=torch.randn(B, T, config.feature_size))
+    assert out.last_hidden_state.shape == (B, T, config.hidden_size)
+    assert "pe_width" not in config.to_dict()  # derived sizes are not stored: the config stays plain data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,58 @@ def test_saved_config_round_trips_and_differences_ignore_resumable_keys(tmp_path
     assert config.differences(again) == {}
     again.training.learning_rate = 1.0  # what it computes
     assert config.differences(again) == {"learning_rate": (config.training.learning_rate, 1.0)}
+
+
+@pytest.mark.parametrize(
+    "argv, close",
+    [(["--phase1_step", "10"], "phase1_steps"), (["--early_stop", "3"], "early_stopping_patience")],
+)
+def test_abbreviated_keys_are_refused_with_the_close_matches(argv, close):
+    with pytest.raises(ConfigError, match=rf"{argv[0][2:]}: unknown key .*{close}"):
+        load_config(["--config", str(QUICKSTART), *argv])
+
+
+def test_every_model_and_training_key_has_help():
+    from train.config import HELP, ModelArguments, TrainArguments, make_parser
+
+    keys = [f.name for cls in (ModelArguments, TrainArguments) for f in dataclasses.fields(cls)]
+    assert sorted(set(keys) - set(HELP)) == []
+    described = {a.dest: a.help for a in make_parser("rotated_digits")._actions}
+    assert all(described[k] and described[k].startswith(HELP[k]) for k in keys)
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    path = write(tmp_path, "task: rotated_digits\ndata: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml is not valid YAML .*run\.yaml\", line"):
+        load_config(["--config", path])
+
+
+def test_shipped_configs_load_by_name_from_any_directory(tmp_path, monkeypatch):
+    from train.config import shipped_configs
+
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    assert {"quickstart", "experiments/digits", "experiments/motifs", "experiments/rotors"} <= set(
+        shipped_configs()
+    )
+    by_name = load_config(["--config", "quickstart"])
+    by_path = load_config(["--config", str(QUICKSTART)])
+    assert by_name.to_dict() == by_path.to_dict()
+    assert load_config([]).to_dict() == by_path.to_dict()  # no --config: the quickstart
+    assert load_config(["--config", "experiments/rotors"]).task == "rotor_chain"
+    with pytest.raises(ConfigError, match=r"config: no such file 'quikstart'.*shipped: .*quickstart"):
+        load_config(["--config", "quikstart"])
+
+
+def test_two_phases_that_cannot_differ_are_flagged():
+    with pytest.warns(UserWarning, match="pe_absolute: null, so the model is invariant for any weights"):
+        load_config(["--config", str(QUICKSTART), "--pe_absolute", "null"])
+
+
+def test_pull_schedules_are_checked_before_the_run():
+    from train.loop import pull_schedule
+
+    config = load_config(["--config", str(QUICKSTART), "--phase2_pull_decay", "exponential"])
+    assert pull_schedule(config.training)(5) == 0.0  # no pull: the decay is never read
+    config = load_config(["--phase2_pull", "0.1", "--phase2_pull_decay", "exponential"])
+    with pytest.raises(ConfigError, match=r"phase2_pull, phase2_pull_end, phase2_pull_decay: .*positive"):
+        pull_schedule(config.training)

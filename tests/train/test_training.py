@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import socket
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -178,37 +179,149 @@ def test_phase_two_with_the_rest_frozen_moves_only_the_subspace(tmp_path, data_c
         load_config(tiny(tmp_path / "x", data_cache, "--phase2", "none", "--phase2_freeze_rest", "true"))
 
 
-def test_early_stopping_ends_phase_one(tmp_path, data_cache):
+def test_early_stopping_ends_phase_one_and_phase_two_starts_there(tmp_path, data_cache):
+    """Phase II runs its own phase2_steps from where phase I really ended, on its own schedules."""
+    out = tmp_path / "run"
     results = train(
         load_config(
-            tiny(tmp_path / "run", data_cache, "--learning_rate", "1e-9", "--early_stopping_patience", "1",
-                 "--eval_steps", "1", "--phase1_steps", "20", "--plot", "false")
+            tiny(out, data_cache, "--learning_rate", "1e-9", "--early_stopping_patience", "2",
+                 "--eval_steps", "4", "--phase1_steps", "20", "--phase2_steps", "8",
+                 "--phase2_pull", "0.5", "--phase2_pull_end", "0.1", "--phase2_pull_decay", "linear",
+                 "--logging_steps", "1", "--plot", "false")
         )
     )  # fmt: skip
-    first = results["phases"][0]
-    assert first["ended_by"] == "early stopping" and first["ended_at_step"] < 20
+    first, second = results["phases"]
+    # phase I: evaluations at 0 (best), 4 and 8 without improvement -> stops at 8; phase II: 12 (its
+    # first, so its best) and 16, its last step: two evaluations cannot exhaust the patience of 2
+    assert first["ended_by"] == "early stopping" and first["ended_at_step"] == 8
+    assert second["ended_by"] == "steps"
+    switch = first["ended_at_step"]
+    assert (second["started_at_step"], second["ended_at_step"]) == (switch, switch + 8)
+    records = [r for r in read_log(out / "log.jsonl") if r["kind"] == "train" and r["phase"] == "free"]
+    assert [r["step"] for r in records] == list(range(switch + 1, switch + 9))
+    rates = [r["lr"] for r in records]  # cosine over the 8 steps of phase II: falls, never rises again
+    assert all(a > b for a, b in itertools.pairwise(rates)) and rates[-1] == 0.0
+    # the pull decays linearly from 0.5 at the switch to 0.1 over phase II's own 8 steps
+    weights = [r["pull_weight"] for r in records]
+    assert weights == pytest.approx([0.5 - 0.05 * k for k in range(8)], abs=1e-7)
+    assert table_steps(results) == [switch, 8]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def table_steps(results) -> list[int]:
+    """The "steps" column of the final table: the steps of each phase, not the cumulative count."""
+    from train.loop import format_table
+
+    rows = format_table(results).splitlines()[2:-1]
+    return [int(row.split()[2]) for row in rows]
+
+
+def test_a_config_that_fails_validation_writes_nothing(tmp_path, data_cache, capsys):
+    out = tmp_path / "run"
+    so3_on_digits = ["--pe_absolute", "so3:1x1", "--hidden_size", "36", "--pe_relative", "so2:1x0+2x1+2x2"]
+    cases = {
+        "orientation": so3_on_digits,  # the task gives angles, the spec reads orientations
+        "cut blocks": ["--pe_absolute", "so3:1x1"],  # heads of 8 channels cut the 9 of vec(D_1)
+        "positive start and end": ["--phase2_pull", "1", "--phase2_pull_decay", "exponential"],
+    }
+    for expected, bad in cases.items():
+        assert main(tiny(out, data_cache, *bad)) == 2
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and expected in errors[0] and "Traceback" not in err, err
+        assert not out.exists()
+    train(
+        load_config(tiny(out, data_cache, "--phase2", "none", "--phase1_steps", "2"))
+    )  # the corrected rerun
+    assert (out / "model").is_dir()
+
+
+def test_resume_by_absolute_path_from_elsewhere_and_after_a_move(tmp_path, data_cache, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train(load_config(tiny("relative/run", data_cache, "--stop_after_steps", "5")))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    absolute = tmp_path / "relative" / "run"
+    stopped = train(load_config(tiny(absolute, data_cache, "--resume", "--stop_after_steps", "2")))
+    assert stopped == {"status": "stopped", "step": 7}
+    moved = tmp_path / "moved"
+    absolute.rename(moved)
+    results = train(load_config(tiny(moved, data_cache, "--resume")))
+    assert results["phases"][-1]["ended_at_step"] == 12
+
+
+def test_resume_refuses_another_number_of_processes(tmp_path, data_cache):
+    from train import checkpoint as ckpt
+
+    out = tmp_path / "run"
+    train(load_config(tiny(out, data_cache, "--stop_after_steps", "5")))
+    latest = ckpt.find_latest(out / "checkpoints")
+    state = json.loads((latest / ckpt.STATE).read_text())
+    assert state["num_processes"] == 1
+    state["num_processes"] = 2  # as if two processes had written it
+    (latest / ckpt.STATE).write_text(json.dumps(state))
+    ckpt.write_manifest(latest, state["global_step"])
+    with pytest.raises(ConfigError, match=r"trained with 2 process\(es\) and this launch has 1"):
+        train(load_config(tiny(out, data_cache, "--resume")))
+
+
+def test_resume_logs_every_step_once(tmp_path, data_cache):
+    """A run killed after its last checkpoint has logged steps that the resumed run redoes."""
+    out = tmp_path / "run"
+    train(load_config(tiny(out, data_cache, "--stop_after_steps", "9", "--save_total_limit", "0")))
+    shutil.rmtree(out / "checkpoints" / "step_00000009")  # killed before this checkpoint landed
+    with (out / "log.jsonl").open("a") as f:
+        f.write('{"kind": "train", "step": 10, "lo')  # and while writing a line
+    train(load_config(tiny(out, data_cache, "--resume")))
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    keys = [(r["kind"], r["step"]) for r in lines if r["kind"] in ("train", "eval")]
+    assert len(keys) == len(set(keys))
+    assert ("train", 12) in keys and ("eval", 9) in keys
+
+
+class _MetaAccelerator:
+    """What `evaluate` asks of an Accelerator, with the device on ``meta``: the sums must stay there."""
+
+    device = torch.device("meta")
+    process_index, num_processes = 0, 1
+
+    def reduce(self, tensor, reduction):
+        assert tensor.device.type == "meta", "a sum left the device"
+        return torch.tensor([3.0, 2.0, 4.0], dtype=torch.float64)
+
+
+def test_evaluation_keeps_every_tensor_on_the_model_device(tmp_path, data_cache):
+    """No CPU tensor reaches a device op in the evaluation path: the model runs on ``meta`` (which
+    refuses to meet CPU tensors and has no values, so any host sync fails too)."""
+    from train.loop import Split, build_model, evaluate, to_device
+    from train.tasks import TASKS
+
+    config = load_config(tiny(tmp_path, data_cache, "--pe_absolute", "null", "--pe_relative", "null",
+                              "--plain_features", "true"))  # fmt: skip
+    task = config.make_task()
+    model = build_model(config, task)
+    model.config.validate_inputs = False  # validation reads values: off, so the forward never syncs
+    model.to("meta")
+    split = Split(task.build(cache_dir=data_cache)["validation"][:10])
+    metrics = evaluate(model, task, split, config.training, _MetaAccelerator())
+    assert metrics == {"loss": 0.75, "accuracy": 0.5}
+    assert (
+        TASKS["rotated_digits"] is type(task)
+        and to_device({"a": {"b": torch.ones(1)}}, "meta")["a"]["b"].is_meta
+    )
 
 
 def test_two_processes_match_one_process(tmp_path, data_cache):
-    """Same global batch: 2 gloo processes (accelerate launch) reach the weights of 1 process.
+    """Same global batch: 2 gloo processes (geo-pe-train --num_processes 2, which checks the config and
+    then runs accelerate launch) reach the weights of 1 process.
 
     Tolerance: 1e-5 absolute on every weight after 12 Adam steps, for the float32 rounding of gradients
     all-reduced in another order (measured here: 0 after phase I, 6e-8 after phase II)."""
     one, two = tmp_path / "one", tmp_path / "two"
     train(load_config(tiny(one, data_cache, "--plot", "false")))
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-        "-m", "train", *tiny(two, data_cache, "--plot", "false"),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    script = Path(sys.executable).with_name("geo-pe-train")
+    command = [str(script), "--num_processes", "2", *tiny(two, data_cache, "--plot", "false")]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "2 process(es)" in result.stdout

@@ -1,0 +1,94 @@
+"""The entry points: geo-pe-train, python -m train and accelerate launch give the same run and the same
+clean errors; the installed package is used whatever the working directory holds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.train.test_training import tiny
+
+SCRIPT = Path(sys.executable).with_name("geo-pe-train")
+ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+
+
+@pytest.fixture(scope="module")
+def data_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("datasets"))
+
+
+def run(command, cwd, env=None, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        command, cwd=cwd, env=env or ENV, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_every_entry_point_gives_the_same_run(tmp_path, data_cache):
+    """One thread per process is set by the trainer, not by the launcher: ``python -m train`` (whose
+    environment allows two threads) and ``accelerate launch`` (which sets one) end with equal weights."""
+    extra = ("--plot", "false", "--phase1_steps", "4", "--phase2_steps", "4")
+    commands = {
+        "python": [sys.executable, "-m", "train"],
+        "accelerate": [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--num_processes",
+            "1",
+            "-m",
+            "train",
+        ],
+        "script": [str(SCRIPT)],
+    }
+    results = {}
+    for name, command in commands.items():
+        out = tmp_path / name
+        env = {**ENV, "OMP_NUM_THREADS": "2"} if name == "python" else ENV
+        result = run([*command, *tiny(out, data_cache, *extra)], tmp_path, env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "1 process(es) on cpu, 1 thread(s) each" in result.stdout
+        results[name] = load_file(str(out / "model" / "model.safetensors"))
+    for name in ("accelerate", "script"):
+        for key, value in results["python"].items():
+            torch.testing.assert_close(results[name][key], value, rtol=0, atol=0, msg=f"{name}: {key}")
+
+
+def test_the_script_runs_the_installed_package_beside_a_users_train_py(tmp_path, data_cache):
+    (tmp_path / "train.py").write_text("raise SystemExit('the user train.py ran')\n")
+    shadowed = run([sys.executable, "-m", "train", "--help"], tmp_path)
+    assert "the user train.py ran" in shadowed.stderr  # documented: python -m train is shadowed
+    out = tmp_path / "run"
+    result = run([str(SCRIPT), *tiny(out, data_cache, "--phase2", "none", "--phase1_steps", "2")], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "model" / "config.json").is_file()
+    helped = run([str(SCRIPT), "--help"], tmp_path)
+    assert helped.returncode == 0 and "steps of phase I" in helped.stdout
+
+
+def test_a_bad_config_is_one_line_and_status_2_under_every_launcher(tmp_path, data_cache):
+    out = tmp_path / "run"
+    bad = tiny(out, data_cache, "--phase1_step", "10")
+    script = run([str(SCRIPT), "--num_processes", "2", *bad], tmp_path)
+    assert script.returncode == 2 and "Traceback" not in script.stderr, script.stderr
+    assert error_lines(script.stderr) == [
+        "error: phase1_step: unknown key in the command line; did you mean phase1_steps or phase2_steps or "
+        "save_steps?"
+    ]
+    assert not out.exists()
+    launched = run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "-m",
+         "train", *bad],
+        tmp_path,
+    )  # fmt: skip
+    assert launched.returncode != 0 and error_lines(launched.stderr) == error_lines(script.stderr)
+    assert not out.exists()

@@ -1,6 +1,6 @@
 """Unit quaternions as rotations: batched, differentiable, torch.
 
-Convention (DESIGN.md section 3):
+Convention (docs/design.md, "Conventions"):
 
 * a quaternion is a tensor of shape ``(..., 4)`` in **(w, x, y, z)** order, w the scalar part;
 * products are Hamilton products, ``multiply(p, q)`` is the rotation "first q, then p";

@@ -2,7 +2,7 @@
 
 Leaves first, as in HF's Llama: norm, MLP, attention, layer, pretrained base, model, heads.
 
-Equivariance (DESIGN.md section 6). Each token i carries group elements g_i (``positions``). The state
+Equivariance (docs/design.md, "The model"). Each token i carries group elements g_i (``positions``). The state
 is ``[s_i ; p_i]``: s_i invariant scalars, p_i (with ``pe_absolute``) the channels of gamma(g_i), which
 transform by R(h) under g_i -> h g_i, so the state representation is rho_x = trivial (+) R. Relative
 encodings (rotary, GTA) act inside attention on heads made of scalars and keep invariance for any

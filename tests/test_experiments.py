@@ -1,6 +1,6 @@
 """The experiment runner (benchmarks/experiments): methods are valid configs, the controls are what they
 claim, learning rates are chosen by validation, the cache survives a torn line, and --quick regenerates
-every table and plot (the CI smoke test of issue 8)."""
+every table and plot (the CI smoke test)."""
 
 import json
 
@@ -30,7 +30,7 @@ def test_the_wide_equivariant_control_has_the_phase_two_parameter_count(tmp_path
     two_phase = build_config(
         Spec("t", "digits", {}, method_overrides("two_phase_free", "digits")), str(tmp_path)
     )
-    model = build_model(two_phase, two_phase.make_task(), ["equivariant"])
+    model = build_model(two_phase, two_phase.make_task())
     model.set_phase("free")
     wide = Spec(
         "t",
@@ -39,7 +39,7 @@ def test_the_wide_equivariant_control_has_the_phase_two_parameter_count(tmp_path
         {**method_overrides("equivariant", "digits"), "intermediate_size": WIDE_INTERMEDIATE},
     )
     wide_config = build_config(wide, str(tmp_path / "wide"))
-    assert trainable(build_model(wide_config, wide_config.make_task(), ["equivariant"])) == trainable(model)
+    assert trainable(build_model(wide_config, wide_config.make_task())) == trainable(model)
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,7 @@ def test_the_rotor_model_carries_relative_orientations_into_the_scalars(relative
     token of every chain, whatever the weights: why the first rotor grid learned nothing of the pair term."""
     spec = Spec("t", "rotors", {}, {**method_overrides("equivariant", "rotors"), **relative})
     config = build_config(spec, str(tmp_path))
-    model = build_model(config, config.make_task(), ["equivariant"]).model.double().eval()
+    model = build_model(config, config.make_task()).model.double().eval()
     gen = torch.Generator().manual_seed(0)
     q = quaternion.random(6, 8, generator=gen, dtype=torch.float64)
     h = quaternion.random(6, 1, generator=gen, dtype=torch.float64)

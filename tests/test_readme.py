@@ -50,5 +50,8 @@ def test_ci_runs_the_readme_test_command():
 def test_quickstart_command_installs_and_runs_the_quickstart_config():
     section = re.search(r"## Quickstart: the main job.*?```bash\n(.*?)\n```", README, flags=re.S).group(1)
     assert section.startswith("python3 -m venv .venv") and 'pip install -e ".[train]"' in section
-    config = re.search(r"accelerate launch -m train --config (\S+)$", section).group(1)
-    assert (ROOT / config).is_file()
+    config = re.search(r"geo-pe-train --config (\S+)$", section).group(1)
+    assert (ROOT / "configs" / f"{config}.yaml").is_file()  # shipped with the package as train/configs
+    from train.config import resolve_config
+
+    assert resolve_config(config) == ROOT / "train" / "configs" / f"{config}.yaml"

@@ -1,4 +1,4 @@
-"""Regenerate every experiment table and plot under benchmarks/results/ (issue 8).
+"""Regenerate every experiment table and plot under benchmarks/results/.
 
     python -m benchmarks.experiments                 # the full run (cached: finished runs are kept)
     python -m benchmarks.experiments --quick --out /tmp/x   # the CI smoke test: every suite, tiny

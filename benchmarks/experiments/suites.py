@@ -73,7 +73,7 @@ def method_overrides(method: str, base: str) -> dict:
         "equivariant_restart": {**freed, "phase2": "equivariant"},
         "two_phase_switch_25": switch_at(total // 4),
         "two_phase_switch_75": switch_at(3 * total // 4),
-        # pushing the method (issue 8, item 6)
+        # pushing the method
         "two_phase_lr1": {**freed, "phase2_lr_multiplier": 1.0},
         "pull_decay": {**freed, **pull},
         "pull_anchor": {**freed, **pull, "phase2_pull_toward": "anchor"},
@@ -144,7 +144,7 @@ SUITES = {
     s.name: s
     for s in (
         Suite("tuning", "Learning-rate tuning (validation)", "learning_rate", "learning rate", log_x=True),
-        Suite("layerwise", "Layerwise equivariance (seed 002)", "layer", "layer"),
+        Suite("layerwise", "Layerwise equivariance (Shahverdi et al. 2026)", "layer", "layer"),
         Suite(
             "digits_approx",
             "Rotated digits, +-45 degrees (approximate)",

@@ -1,11 +1,11 @@
 """The equivariance toolkit: symmetrizer, intertwiner bases, weight-sharing layers, metrics.
 
-* `Symmetrizer`: S(W) = 1/|G| sum_g rho_out(g) W rho_in(g)^-1 for finite groups (seed 000).
+* `Symmetrizer`: S(W) = 1/|G| sum_g rho_out(g) W rho_in(g)^-1 for finite groups (weakly equivariant networks).
 * `intertwiner_basis`, `schur_basis`, `orbit_pattern`, `invariant_vectors`: equivariant subspaces for
   any representation (dense, Kronecker-structured or orbit solvers; Schur closed forms).
-* Layers (seed 001): `DeepSetsLinear`, `SnTensorLinear`, `ProductSetLinear`, `CirculantLinear`,
+* Layers (Weiler et al. 2023): `DeepSetsLinear`, `SnTensorLinear`, `ProductSetLinear`, `CirculantLinear`,
   `InvariantPooling`, `EquivariantLinear`, with `draw_weight_sharing` pictures.
-* Metrics (seed 002): `equivariance_error`, `layerwise_equivariance`, `compare_layerwise`.
+* Metrics (Shahverdi et al. 2026): `equivariance_error`, `layerwise_equivariance`, `compare_layerwise`.
 """
 
 from geo_pe.equivariance.examples import fit_parity_polynomial, parity_features

@@ -1,4 +1,4 @@
-"""Seed 001's first example: polynomial regression of symmetric and antisymmetric functions.
+"""The first example of Weiler et al.'s introduction to equivariant networks: polynomial regression of symmetric and antisymmetric functions.
 
 A symmetric (even) function keeps only even powers, an antisymmetric (odd) one only odd powers: the
 equivariant models live in half of the parameter space and, fitted on x >= 0, are already right on

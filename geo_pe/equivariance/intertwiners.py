@@ -252,7 +252,7 @@ def orbit_pattern(rep_out: Representation, rep_in: Representation) -> torch.Tens
     """The orbit of each index pair (i, j) under the group, ``(m, n)`` with labels 0..k-1.
 
     The intertwiners of permutation representations are exactly the orbit indicators: each label is one
-    shared weight (the weight-sharing pattern of seed 001).
+    shared weight (the weight-sharing pattern of Weiler et al. (2023)).
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components

@@ -1,4 +1,4 @@
-"""How equivariant is a trained network, end to end and layer by layer (seed 002).
+"""How equivariant is a trained network, end to end and layer by layer (Shahverdi et al. 2026).
 
 `equivariance_error` (from `geo_pe.testing`) measures a whole module. `layerwise_equivariance` looks
 inside: for a group element g acting on the inputs, it compares each layer's activations at g . x with
@@ -10,7 +10,7 @@ those at x over probe inputs and reports
   matching (scipy's ``linear_sum_assignment``) on the absolute correlations between units;
 * ``matched_fraction``: the fraction of units whose matched correlation is at least ``threshold``.
 
-Seed 002's result is that end-to-end equivariance of an identifiable network implies that each layer
+Shahverdi, Marchetti, Bökman and Kohn's (2026) result is that end-to-end equivariance of an identifiable network implies that each layer
 maps g to such an action (a permutation of units for Tanh networks). Always read the numbers next to
 a control element that the network was not trained to respect: `compare_layerwise` does both.
 """

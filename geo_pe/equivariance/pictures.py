@@ -1,4 +1,4 @@
-"""Pictures of weight-sharing patterns: one colour per independent parameter (seed 001)."""
+"""Pictures of weight-sharing patterns: one colour per independent parameter (Weiler et al. 2023)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The symmetrizer of seed 000: S(W) = 1/|G| sum_g rho_out(g) W rho_in(g)^-1, for finite groups.
+"""The symmetrizer (group averaging): S(W) = 1/|G| sum_g rho_out(g) W rho_in(g)^-1, for finite groups.
 
 For orthogonal representations S is the orthogonal projection onto the equivariant weights: it is
 *symmetric* (S(W) is equivariant), *fixing* (S(W) = W for equivariant W) and *idempotent*

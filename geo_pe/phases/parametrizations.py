@@ -3,7 +3,7 @@
 ==========================  ===========================================  ====================================
 parametrisation             weight                                       forward ``x -> x W^T``
 ==========================  ===========================================  ====================================
-`ScalarIdentityWeight`      b I (the design card's phase I for attention)  ``b * x``: no matmul
+`ScalarIdentityWeight`      b I (the original design's phase I for attention)  ``b * x``: no matmul
 `EquivariantWeight`         sum of coefficients x intertwiners           `EquivariantStructure.linear`
 `FreeWeight`                any W                                         ``F.linear``
 `SubspaceWeight`            w_t + slice of A theta (`RandomSubspace`)     ``F.linear``

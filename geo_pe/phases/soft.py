@@ -4,7 +4,7 @@ Prototypes showed that an unregularised phase II at the full learning rate overf
 to equivariant-only training when the symmetry is nearly exact. Two remedies live here:
 
 * `equivariance_loss`: the mean squared difference ``|f(g x) - g f(x)|^2`` under random group elements
-  (differentiable; the seed 002 experiments train with it);
+  (differentiable; the layerwise experiments (Shahverdi et al. 2026) train with it);
 * `symmetry_penalty`: ``sum ||W - P(W)||^2`` over the layers that left a symmetric phase, with P the
   projection onto that phase's space (or ``||W - W_switch||^2``, toward the weights at the switch),
   weighted by a `PenaltySchedule` that can decay over phase II.

@@ -2,7 +2,7 @@
 
 Elements of a group on n points are ``LongTensor`` permutations of shape ``(..., n)``: ``g[i]`` is the
 image of point i, ``compose(a, b)[i] = a[b[i]]``. A permutation acts on vectors by moving entries,
-``(g . x)[g[i]] = x[i]``, i.e. ``(g . x)[j] = x[g^-1(j)]`` (seed 001), through the matrices
+``(g . x)[g[i]] = x[i]``, i.e. ``(g . x)[j] = x[g^-1(j)]`` (Weiler et al. 2023), through the matrices
 ``P(g)[g[i], i] = 1`` so that ``P(a b) = P(a) P(b)``.
 
 Families: `cyclic` C_n (rotations of an n-gon's vertices), `dihedral` D_n (rotations and reflections,

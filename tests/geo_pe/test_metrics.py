@@ -1,4 +1,4 @@
-"""Layerwise equivariance (seed 002), pictures, and the parity-regression example (seed 001)."""
+"""Layerwise equivariance (Shahverdi et al. 2026), pictures, and the parity-regression example (Weiler et al. 2023)."""
 
 import struct
 

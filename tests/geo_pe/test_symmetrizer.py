@@ -1,4 +1,4 @@
-"""The symmetrizer satisfies seed 000's properties, and its trace counts the equivariant maps."""
+"""The symmetrizer satisfies the symmetrizer's defining properties (symmetric, fixing, idempotent), and its trace counts the equivariant maps."""
 
 import pytest
 import torch

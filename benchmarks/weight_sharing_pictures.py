@@ -1,4 +1,4 @@
-"""Regenerate the weight-sharing pictures of Weiler et al. (2023) under docs/ (one colour per independent parameter).
+"""Regenerate the weight-sharing pictures (Weiler et al. 2023) under docs/: one colour per parameter.
 
 python benchmarks/weight_sharing_pictures.py [--out docs]
 """

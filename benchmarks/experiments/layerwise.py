@@ -1,5 +1,6 @@
-"""Shahverdi et al. (2026) on scikit-learn's digits: MLPs trained with a horizontal-mirror equivariance loss, then read
-layer by layer with `geo_pe.equivariance.metrics.compare_layerwise` (the vertical flip as control).
+"""Layerwise equivariance (Shahverdi et al. 2026) on scikit-learn's digits: MLPs trained with a
+horizontal-mirror equivariance loss, then read layer by layer with
+`geo_pe.equivariance.metrics.compare_layerwise` (the vertical flip as control).
 
 * autoencoder: ``f(x) ~ x`` (MSE) plus ``|f(m x) - m f(x)|^2``: equivariant, the mirror acts on outputs;
 * classifier: cross-entropy plus ``|f(m x) - f(x)|^2``: invariant logits.
@@ -12,9 +13,9 @@ from torch import nn
 
 from geo_pe.equivariance.metrics import compare_layerwise, layer_activations
 
-# 64 first-layer filters as in Shahverdi et al. (2026). The autoencoder is a weak probe on 8x8 digits: it learns to
-# reconstruct digit-like images in general, which commutes with the vertical-flip control too (end-to-end
-# errors 0.023 mirror vs 0.027 flip); a 16-unit bottleneck did not change that (0.026 vs 0.027)
+# 64 first-layer filters as in Shahverdi et al. (2026). The autoencoder is a weak probe on 8x8 digits: it
+# learns to reconstruct digit-like images in general, which commutes with the vertical-flip control too
+# (end-to-end errors 0.023 mirror vs 0.027 flip); a 16-unit bottleneck did not change that (0.026 vs 0.027)
 HIDDEN = 64
 ACTIVATIONS = {"tanh": nn.Tanh, "gelu": nn.GELU}
 

@@ -1,4 +1,5 @@
-"""The first example of Weiler et al.'s introduction to equivariant networks: polynomial regression of symmetric and antisymmetric functions.
+"""Polynomial regression of symmetric and antisymmetric functions (the first example of Weiler et al.'s
+introduction to equivariant networks, 2023).
 
 A symmetric (even) function keeps only even powers, an antisymmetric (odd) one only odd powers: the
 equivariant models live in half of the parameter space and, fitted on x >= 0, are already right on

@@ -1,4 +1,4 @@
-"""Equivariant linear layers with weight sharing (Weiler et al. 2023): reduced parameters, closed-form forward.
+"""Equivariant linear layers with weight sharing (Weiler et al. 2023): reduced parameters, closed forms.
 
 Each layer registers only the parameters of its equivariant subspace, computes its output without
 expanding the weight matrix where a closed form exists, and exports a plain ``nn.Linear`` with

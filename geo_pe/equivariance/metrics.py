@@ -10,9 +10,10 @@ those at x over probe inputs and reports
   matching (scipy's ``linear_sum_assignment``) on the absolute correlations between units;
 * ``matched_fraction``: the fraction of units whose matched correlation is at least ``threshold``.
 
-Shahverdi, Marchetti, Bökman and Kohn's (2026) result is that end-to-end equivariance of an identifiable network implies that each layer
-maps g to such an action (a permutation of units for Tanh networks). Always read the numbers next to
-a control element that the network was not trained to respect: `compare_layerwise` does both.
+Shahverdi, Marchetti, Bökman and Kohn (2026) show that end-to-end equivariance of an identifiable
+network implies that each layer maps g to such an action (a permutation of units for Tanh networks).
+Always read the numbers next to a control element that the network was not trained to respect:
+`compare_layerwise` does both.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Multi-phase symmetric learning (weakly equivariant networks): parametrisations, random subspaces, `set_phase`.
+"""Multi-phase symmetric learning: parametrisations, random subspaces, `set_phase`.
 
 Phase I trains weights inside a symmetric subspace (scalar identity or equivariant); phase II frees them,
 in the full space or in a random affine subspace {w_t + A theta}. `set_phase` moves any model's linear

@@ -1,4 +1,4 @@
-"""Layerwise equivariance (Shahverdi et al. 2026), pictures, and the parity-regression example (Weiler et al. 2023)."""
+"""Layerwise equivariance (Shahverdi et al. 2026), pictures, and the parity-regression example."""
 
 import struct
 

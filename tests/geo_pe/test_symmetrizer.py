@@ -1,4 +1,4 @@
-"""The symmetrizer satisfies the symmetrizer's defining properties (symmetric, fixing, idempotent), and its trace counts the equivariant maps."""
+"""The symmetrizer is symmetric, fixing and idempotent, and its trace counts the equivariant maps."""
 
 import pytest
 import torch

@@ -29,7 +29,7 @@ from models import (
 
 B, T, FEATURES = 2, 6, 3
 
-# Every group and mode of docs/design.md ("The model"). Head sizes are chosen so that heads align with the PE blocks.
+# Every group and mode of docs/design.md ("The model"). Head sizes align heads with the PE blocks.
 CASES = {
     "t1-absolute": dict(pe_absolute="t1:4", pe_relative=None, hidden_size=24, num_attention_heads=3),
     "t1-rotary": dict(pe_relative="t1:4", hidden_size=16, num_attention_heads=2),

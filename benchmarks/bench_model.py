@@ -1,7 +1,8 @@
 """Training-step time of the geo transformer against HF's LlamaModel, and of phase I against phase II.
 
 CPU, fp32, both models with the same hidden size, layers, heads, SwiGLU intermediate size, vocabulary,
-sequence length and batch, so the same FLOPs per layer; both run PyTorch SDPA attention. A step is
+sequence length and batch, so the same FLOPs per layer; both run PyTorch SDPA attention, and both are
+causal (the geo transformer's ``causal=True``), so attention costs the same at every length. A step is
 forward, a loss on the last hidden state, backward and an AdamW step. Contenders:
 
 * ``llama``: ``transformers.LlamaModel`` (its RoPE, half pair layout);
@@ -13,6 +14,10 @@ Rounds alternate between contenders (a warm-up step each, then ``--block`` timed
 timed steps are reported.
 
     python benchmarks/bench_model.py [--rounds 5] [--block 3] [--batch 8] [--tokens 256]
+    python benchmarks/bench_model.py --sweep 64 256 1024 2048   # geo phase II / Llama per length
+
+With ``--sweep`` the batch shrinks as the sequence grows (``batch * tokens`` stays that of the default
+run) and each length reports geo phase II over Llama.
 
 Prints both configurations and a table, then one JSON line:
 ``{"step_vs_hf_llama": ..., "phase1_vs_phase2_step": ..., ...}``, with the matmul-FLOP ratio of phase I
@@ -54,6 +59,7 @@ def make_models(args) -> dict[str, torch.nn.Module]:
         pair_layout=args.pair_layout,
         phase_history=["scalar_identity"],
         attn_implementation="sdpa",
+        causal=True,  # Llama is a decoder: compare like with like
     )
     torch.manual_seed(0)
     llama = LlamaModel(llama_config)
@@ -72,6 +78,44 @@ def phase1_flop_ratio(args) -> float:
     return kept / (kept + 4 * h * h)
 
 
+def time_steps(models: dict, ids: torch.Tensor, rounds: int, block: int) -> dict[str, float]:
+    """Median training-step seconds per contender, rounds alternating between contenders."""
+    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in models.items()}
+
+    def step(name: str) -> float:
+        model, optimizer = models[name], optimizers[name]
+        start = time.perf_counter()
+        loss = model(input_ids=ids).last_hidden_state.square().mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name in models:
+            step(name)  # warm-up: fresh pages, optimizer state on the first round
+            times[name].extend(step(name) for _ in range(block))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def sweep(args) -> None:
+    """Geo phase II over Llama at each sequence length, the same number of tokens per batch."""
+    tokens_per_batch = args.batch * args.tokens
+    rows = {}
+    for tokens in args.sweep:
+        args.tokens, args.batch = tokens, max(1, tokens_per_batch // tokens)
+        models = make_models(args)
+        models.pop("geo phase I")
+        ids = torch.randint(args.vocab, (args.batch, tokens), generator=torch.Generator().manual_seed(0))
+        median = time_steps(models, ids, args.rounds, args.block)
+        rows[tokens] = (args.batch, median["llama"], median["geo phase II"])
+        print(f"tokens {tokens:5d} batch {args.batch:3d}: llama {1e3 * median['llama']:8.1f} ms, "
+              f"geo phase II {1e3 * median['geo phase II']:8.1f} ms, "
+              f"ratio {median['geo phase II'] / median['llama']:.3f}", flush=True)  # fmt: skip
+    print(json.dumps({"geo_vs_llama_by_tokens": {t: round(g / l, 3) for t, (_, l, g) in rows.items()}}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -87,27 +131,15 @@ def main() -> None:
     parser.add_argument(
         "--default-malloc", action="store_true", help="keep glibc's defaults (see _allocator.py)"
     )
+    parser.add_argument("--sweep", type=int, nargs="+", help="sequence lengths: geo phase II / Llama at each")
     args = parser.parse_args()
     allocator = steady_allocator(not args.default_malloc)
+    if args.sweep:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {allocator}, causal both")
+        return sweep(args)
     models = make_models(args)
     ids = torch.randint(args.vocab, (args.batch, args.tokens), generator=torch.Generator().manual_seed(0))
-    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in models.items()}
-
-    def step(name: str) -> float:
-        model, optimizer = models[name], optimizers[name]
-        start = time.perf_counter()
-        loss = model(input_ids=ids).last_hidden_state.square().mean()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return time.perf_counter() - start
-
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(args.rounds):
-        for name in models:
-            step(name)  # warm-up: fresh pages, optimizer state on the first round
-            times[name].extend(step(name) for _ in range(args.block))
-    median = {name: statistics.median(t) for name, t in times.items()}
+    median = time_steps(models, ids, args.rounds, args.block)
     params = {name: sum(p.numel() for p in m.parameters() if p.requires_grad) for name, m in models.items()}
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {allocator}")

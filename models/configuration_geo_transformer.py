@@ -48,6 +48,8 @@ class GeoTransformerConfig(PreTrainedConfig):
             ``"subspace"`` phase.
         pooling: ``"mean"`` over valid tokens for sequence heads.
         classifier_dropout: dropout before the heads.
+        causal: each token attends to itself and the tokens before it (a decoder over trajectories or
+            policies); phase I stays exactly equivariant, since the mask depends on token order only.
         validate_inputs: check input values (finite features, valid group elements) in the forward; each
             check reads the data, a host sync on an accelerator. Shapes are always checked.
     """
@@ -80,6 +82,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         shared_subspace: bool = True,
         pooling: str = "mean",
         classifier_dropout: float = 0.0,
+        causal: bool = False,
         validate_inputs: bool = True,
         **kwargs,
     ):
@@ -102,7 +105,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         self.subspace_dim, self.subspace_projection = subspace_dim, subspace_projection
         self.subspace_seed, self.shared_subspace = subspace_seed, shared_subspace
         self.pooling, self.classifier_dropout = pooling, classifier_dropout
-        self.validate_inputs = validate_inputs
+        self.causal, self.validate_inputs = causal, validate_inputs
         super().__init__(**kwargs)
         self.validate_geometry()
 

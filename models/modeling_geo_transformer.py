@@ -166,12 +166,15 @@ class GeoAttention(nn.Module):
         x: torch.Tensor,
         relative_pe: RotaryPE | None,
         relative_encoding,
-        key_mask: torch.Tensor | None,
+        attn_mask: torch.Tensor | None,
         output_attentions: bool = False,
+        is_causal: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``x`` (B, T, hidden) -> (B, T, hidden) and the attention weights (B, heads, T, T) or None. The
-        relative PE is called through its contract: ``pe(x, enc)`` on q and k, ``transport_values`` and
-        ``transport_output`` around attention (GTA moves values and outputs, rotary leaves them)."""
+        """``x`` (B, T, hidden) -> (B, T, hidden) and the attention weights (B, heads, T, T) or None.
+        ``attn_mask`` (B, 1, 1 or T, T) is True where a query may attend; ``is_causal`` without a mask
+        is SDPA's causal kernel. The relative PE is called through its contract: ``pe(x, enc)`` on q and
+        k, ``transport_values`` and ``transport_output`` around attention (GTA moves values and outputs,
+        rotary leaves them)."""
         B, T, _ = x.shape
 
         def heads(t):
@@ -197,14 +200,16 @@ class GeoAttention(nn.Module):
         weights = None
         if self.config._attn_implementation == "eager" or output_attentions:
             scores = (q @ k.transpose(-1, -2)) * self.scaling
-            if key_mask is not None:
-                scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+            if is_causal:
+                attn_mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
             weights = scores.softmax(-1, dtype=compute_dtype(scores)).to(q.dtype)
             weights = F.dropout(weights, dropout, self.training)
             out = weights @ v
         else:
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=key_mask, dropout_p=dropout, scale=self.scaling
+                q, k, v, attn_mask=attn_mask, dropout_p=dropout, scale=self.scaling, is_causal=is_causal
             )
         if moves_values:
             out = self._on_relative_heads(pe.transport_output, out, enc)
@@ -222,9 +227,9 @@ class GeoTransformerLayer(nn.Module):
         self.post_attention_layernorm = GeoRMSNorm(config.scalar_size, block_sizes, config.rms_norm_eps)
         self.mlp = GeoMLP(config)
 
-    def forward(self, x, relative_pe, relative_encoding, key_mask, output_attentions=False):
+    def forward(self, x, relative_pe, relative_encoding, attn_mask, output_attentions=False, is_causal=False):
         attn, weights = self.self_attn(
-            self.input_layernorm(x), relative_pe, relative_encoding, key_mask, output_attentions
+            self.input_layernorm(x), relative_pe, relative_encoding, attn_mask, output_attentions, is_causal
         )
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), weights
@@ -458,6 +463,21 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
                 out[attr] = space.validate(g, name)  # values once here; the encodings trust them
         return out
 
+    def _attention_mask(self, mask: torch.Tensor | None, T: int, device) -> tuple[torch.Tensor | None, bool]:
+        """``(attn_mask (B, 1, 1 or T, T) or None, is_causal)``: padded keys are hidden; with ``causal``,
+        later keys too, and every token always sees itself, so no row is empty (an empty row would give
+        NaN on a padded token, which attention would then carry to valid ones as 0 * NaN)."""
+        c = self.config
+        key_mask = None
+        if mask is not None and not (c.validate_inputs and bool(mask.all())):  # no sync when not validating
+            key_mask = mask[:, None, None, :]
+        if not c.causal:
+            return key_mask, False
+        if key_mask is None:
+            return None, True
+        allowed = torch.ones(T, T, dtype=torch.bool, device=device).tril()
+        return (key_mask & allowed) | torch.eye(T, dtype=torch.bool, device=device), False
+
     def token_invariants(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., scalars + PE blocks)``: the scalars and the norm of every PE block (invariant)."""
         s = x[..., : self.config.scalar_size]
@@ -538,9 +558,7 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
                 gamma = self.absolute_pe.embed(self.absolute_pe.encode(positions)).to(x.dtype)
                 x = torch.cat((x, gamma.expand(B, T, -1)), dim=-1)
             relative = self.relative_pe.encode(positions) if self.relative_pe is not None else None
-        key_mask = None
-        if mask is not None and not (c.validate_inputs and bool(mask.all())):  # no sync when not validating
-            key_mask = mask[:, None, None, :]
+        attn_mask, is_causal = self._attention_mask(mask, T, x.device)
         hidden_states, attentions = (
             ((x,) if output_hidden_states else None),
             (() if output_attentions else None),
@@ -548,7 +566,7 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
         for layer in self.layers:
             if T == 0:  # an empty sequence: nothing to attend to, the state stays empty
                 break
-            x, weights = layer(x, self.relative_pe, relative, key_mask, bool(output_attentions))
+            x, weights = layer(x, self.relative_pe, relative, attn_mask, bool(output_attentions), is_causal)
             if output_hidden_states:
                 hidden_states += (x,)
             if output_attentions:

@@ -630,3 +630,46 @@ def test_the_default_config_builds_a_working_model():
     out = model(features=torch.randn(B, T, config.feature_size))
     assert out.last_hidden_state.shape == (B, T, config.hidden_size)
     assert "pe_width" not in config.to_dict()  # derived sizes are not stored: the config stays plain data
+
+
+# --- causal attention ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["t1xso3-absolute+gta", "so2-rotary", "so3-gta"])
+def test_causal_phase_one_is_equivariant_and_sees_only_the_past(case, dtype):
+    model = build(GeoTransformerModel, make_config(case, causal=True), dtype)
+    x = inputs(model, dtype)
+    group, act = global_action(model)
+    assert_equivariant(
+        lambda positions: model(**{**x, "positions": positions}).invariants,
+        (x["positions"],),
+        group,
+        act_in=act,
+        generator=0,
+    )
+    changed = inputs(model, dtype, seed=1)  # other features, ids and elements from token 3 on
+
+    def splice(old, new):
+        if isinstance(old, dict):
+            return {k: splice(old[k], new[k]) for k in old}
+        return torch.cat((old[:, :3], new[:, 3:]), dim=1)
+
+    later = {k: splice(x[k], changed[k]) for k in x}
+    a, b = model(**x).last_hidden_state, model(**later).last_hidden_state
+    torch.testing.assert_close(b[:, :3], a[:, :3], rtol=0, atol=1e-12 if dtype == torch.float64 else 1e-6)
+    assert (b[:, 3:] - a[:, 3:]).abs().max() > 1e-3
+
+
+def test_causal_eager_and_sdpa_agree_with_padding():
+    config = make_config("t1xso3-absolute+gta", causal=True)
+    torch.manual_seed(0)
+    sdpa = GeoTransformerModel(config).eval()
+    eager_config = make_config("t1xso3-absolute+gta", causal=True, attn_implementation="eager")
+    eager = GeoTransformerModel(eager_config).eval()
+    eager.load_state_dict(sdpa.state_dict())
+    x = inputs(sdpa, torch.float32)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[0, :2] = 0  # left padding: the first queries see no valid key, only themselves
+    for m in (None, mask):
+        a = sdpa(**x, attention_mask=m).last_hidden_state
+        b = eager(**x, attention_mask=m).last_hidden_state
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -55,6 +55,7 @@ def make_models(args) -> dict[str, torch.nn.Module]:
     )
     geo_config = GeoTransformerConfig(
         **shape,
+        feature_size=0,  # token ids only, as Llama
         pe_relative=f"t1:{head_dim // 2}",  # RoPE: base 10000 on the whole head
         pair_layout=args.pair_layout,
         phase_history=["scalar_identity"],
@@ -72,9 +73,10 @@ def make_models(args) -> dict[str, torch.nn.Module]:
 
 def phase1_flop_ratio(args) -> float:
     """Matmul FLOPs of phase I over phase II per token and layer: phase I drops the four h x h
-    projections and keeps the SwiGLU MLP (3 h i) and attention (2 T h, scores and values)."""
+    projections and keeps the SwiGLU MLP (3 h i) and causal attention (T h on average: scores and
+    values over the T / 2 earlier tokens)."""
     h, i, t = args.hidden, args.intermediate, args.tokens
-    kept = 3 * h * i + 2 * t * h
+    kept = 3 * h * i + t * h
     return kept / (kept + 4 * h * h)
 
 

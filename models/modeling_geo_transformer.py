@@ -29,12 +29,13 @@ from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassif
 from transformers.utils import ModelOutput
 
 from geo_pe._checks import compute_dtype, input_validation, value_checks_enabled
-from geo_pe.pe import GTAPE, AbsolutePE, RotaryPE
+from geo_pe.pe import GTAPE, AbsolutePE, Encoding, RotaryPE
 from geo_pe.phases import (
     EquivariantWeight,
     FreeWeight,
     InvariantBias,
     PhasedLinear,
+    PhaseReport,
     RandomSubspace,
     ResidualPathwayWeight,
     ScalarIdentityWeight,
@@ -42,7 +43,7 @@ from geo_pe.phases import (
     WeightParametrization,
     set_phase,
 )
-from geo_pe.reps import DirectSum, Trivial
+from geo_pe.reps import DirectSum, Representation, Trivial
 from geo_pe.reps.groups import Translations
 
 from .configuration_geo_transformer import GeoTransformerConfig
@@ -134,7 +135,7 @@ class GeoAttention(nn.Module):
     """Multi-head attention over the token state; the relative PE acts on the first ``relative_heads``
     heads (the ones made of scalar channels)."""
 
-    def __init__(self, config: GeoTransformerConfig, layer_idx: int, state_rep):
+    def __init__(self, config: GeoTransformerConfig, layer_idx: int, state_rep: Representation):
         super().__init__()
         self.config, self.layer_idx = config, layer_idx
         self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
@@ -165,7 +166,7 @@ class GeoAttention(nn.Module):
         self,
         x: torch.Tensor,
         relative_pe: RotaryPE | None,
-        relative_encoding,
+        relative_encoding: Encoding | None,
         attn_mask: torch.Tensor | None,
         output_attentions: bool = False,
         is_causal: bool = False,
@@ -220,14 +221,28 @@ class GeoAttention(nn.Module):
 
 
 class GeoTransformerLayer(nn.Module):
-    def __init__(self, config: GeoTransformerConfig, layer_idx: int, state_rep, block_sizes):
+    def __init__(
+        self,
+        config: GeoTransformerConfig,
+        layer_idx: int,
+        state_rep: Representation,
+        block_sizes: tuple[int, ...],
+    ):
         super().__init__()
         self.input_layernorm = GeoRMSNorm(config.scalar_size, block_sizes, config.rms_norm_eps)
         self.self_attn = GeoAttention(config, layer_idx, state_rep)
         self.post_attention_layernorm = GeoRMSNorm(config.scalar_size, block_sizes, config.rms_norm_eps)
         self.mlp = GeoMLP(config)
 
-    def forward(self, x, relative_pe, relative_encoding, attn_mask, output_attentions=False, is_causal=False):
+    def forward(
+        self,
+        x: torch.Tensor,
+        relative_pe: RotaryPE | None,
+        relative_encoding: Encoding | None,
+        attn_mask: torch.Tensor | None,
+        output_attentions: bool = False,
+        is_causal: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attn, weights = self.self_attn(
             self.input_layernorm(x), relative_pe, relative_encoding, attn_mask, output_attentions, is_causal
         )
@@ -244,14 +259,14 @@ class GeoTransformerPreTrainedModel(PreTrainedModel):
     _no_split_modules = ("GeoTransformerLayer",)
     _supports_sdpa = True
 
-    def save_pretrained(self, *args, **kwargs):
+    def save_pretrained(self, *args, **kwargs) -> None:
         """As `transformers.PreTrainedModel.save_pretrained`; ``config.json``'s ``auto_map`` names every
         Auto class, so the folder loads with any of them under ``trust_remote_code=True``."""
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
         return super().save_pretrained(*args, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
+    def from_pretrained(cls, *args, **kwargs) -> GeoTransformerPreTrainedModel:
         """As `transformers.PreTrainedModel.from_pretrained`; a truncated weights file, or random-subspace
         weights saved with another subspace than the config describes, raise ``ValueError``."""
         try:
@@ -391,7 +406,7 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
                 continue
             set_phase(self, phase, rebuild=True, **self._phase_arguments())
 
-    def set_phase(self, phase: str, **overrides):
+    def set_phase(self, phase: str, **overrides) -> PhaseReport:
         """Move the phase-controlled layers to ``phase`` without changing the function (see
         `geo_pe.phases.set_phase`) and record it in the config, so ``save_pretrained`` keeps it.
 
@@ -593,7 +608,7 @@ class _WithHead(GeoTransformerPreTrainedModel):
         self.head = nn.Linear(width, out_features)
         self.post_init()
 
-    def set_phase(self, phase: str, **overrides):
+    def set_phase(self, phase: str, **overrides) -> PhaseReport:
         """See `GeoTransformerModel.set_phase` (acts on the encoder; the head stays free)."""
         return self.model.set_phase(phase, **overrides)
 

@@ -1,4 +1,4 @@
-"""Training with Accelerate: ``accelerate launch -m train --config configs/quickstart.yaml``.
+"""Training with Accelerate: ``geo-pe-train --config quickstart`` (or ``accelerate launch -m train``).
 
 `load_config` reads a YAML file plus command-line overrides into a typed `RunConfig`; `train` runs the
 two-phase schedule (phase I in a symmetric subspace, phase II freed), evaluates, checkpoints (resumable

@@ -26,17 +26,19 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-from transformers import get_scheduler
+from transformers import PreTrainedModel, get_scheduler
 
 from geo_pe.phases import (
     PenaltySchedule,
     PhasedLinear,
+    PhaseReport,
     equivariance_loss,
     phase_param_groups,
     rebuild_optimizer,
@@ -45,12 +47,14 @@ from geo_pe.phases import (
 from geo_pe.testing import equivariance_error
 from models import GeoTransformerConfig
 from train import checkpoint as ckpt
-from train.config import RunConfig, load_config
+from train.config import RunConfig, TrainArguments, load_config
 from train.monitor import JsonlLog, plot_curves, trackers_for
 from train.tasks import Task
 from train.validation import ConfigError
 
 __all__ = ["Trainer", "TrainerState", "train"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -76,14 +80,14 @@ class Phase:
     index: int  # 0 for phase I, 1 for phase II
 
 
-def phase_plan(args) -> list[Phase]:
+def phase_plan(args: TrainArguments) -> list[Phase]:
     plan = [Phase(args.phase1_constraint, args.phase1_steps, 1.0, 0)]
     if args.phase2 != "none":
         plan.append(Phase(args.phase2, args.phase2_steps, args.phase2_lr_multiplier, 1))
     return plan
 
 
-def pull_schedule(args) -> PenaltySchedule:
+def pull_schedule(args: TrainArguments) -> PenaltySchedule:
     """The weight of the pull toward symmetry over phase II (raises `ConfigError` for bad settings)."""
     try:
         return PenaltySchedule(
@@ -96,7 +100,7 @@ def pull_schedule(args) -> PenaltySchedule:
 
 
 # --- pieces ------------------------------------------------------------------------------------------------
-def make_accelerator(args) -> Accelerator:
+def make_accelerator(args: TrainArguments) -> Accelerator:
     """CPU processes (gloo) when no accelerator device is present, whatever ``accelerate launch`` says."""
     has_device = torch.cuda.is_available() or (
         getattr(torch, "xpu", None) is not None and torch.xpu.is_available()
@@ -112,13 +116,13 @@ def make_accelerator(args) -> Accelerator:
     )
 
 
-def set_threads(args) -> None:
+def set_threads(args: TrainArguments) -> None:
     """The one place that sets the intra-op threads of this process (see ``num_threads``)."""
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
 
 
-def build_model(config: RunConfig, task: Task):
+def build_model(config: RunConfig, task: Task) -> PreTrainedModel:
     """The task's model in phase I; `ConfigError` for settings the model refuses."""
     try:
         model_config = GeoTransformerConfig(
@@ -140,7 +144,7 @@ def build_model(config: RunConfig, task: Task):
 
 
 @torch.no_grad()
-def check_model_reads_task(model, task: Task, split) -> None:
+def check_model_reads_task(model: PreTrainedModel, task: Task, split: Split) -> None:
     """One forward on two examples, so that specs that read attributes the task does not give (or of the
     wrong shape) fail before anything is written; `ConfigError` names the setting."""
     was_training = model.training
@@ -156,7 +160,7 @@ def check_model_reads_task(model, task: Task, split) -> None:
         model.train(was_training)
 
 
-def switch_phase(model, phase: Phase, args):
+def switch_phase(model: PreTrainedModel, phase: Phase, args: TrainArguments) -> PhaseReport:
     """Move ``model`` to ``phase`` (same function) with the run's subspace settings; with
     ``phase2_freeze_rest`` also freeze every parameter outside the phase-controlled layers."""
     report = model.set_phase(
@@ -174,13 +178,15 @@ def switch_phase(model, phase: Phase, args):
     return report
 
 
-def make_optimizer(model, args) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, args: TrainArguments) -> torch.optim.Optimizer:
     """AdamW on the model's trainable parameters at the base learning rate (phase I)."""
     groups = phase_param_groups(model, weight_decay=args.weight_decay)
     return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2))
 
 
-def make_scheduler(optimizer, args, phase: Phase):
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, args: TrainArguments, phase: Phase
+) -> torch.optim.lr_scheduler.LRScheduler:
     return get_scheduler(
         args.lr_scheduler,
         optimizer,
@@ -212,7 +218,7 @@ def shard(indices: torch.Tensor, rank: int, world: int) -> torch.Tensor:
     return torch.tensor_split(indices, world)[rank]
 
 
-def to_device(batch, device):
+def to_device(batch: T, device: torch.device | str) -> T:
     """Move a batch (tensors, nested dicts of tensors) to ``device``."""
     if isinstance(batch, dict):
         return {k: to_device(v, device) for k, v in batch.items()}
@@ -240,7 +246,9 @@ def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
 
 # --- evaluation ---------------------------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(raw_model, task: Task, dataset, args, accelerator) -> dict:
+def evaluate(
+    raw_model: PreTrainedModel, task: Task, dataset: Split, args: TrainArguments, accelerator: Accelerator
+) -> dict[str, float]:
     """Loss and the task's metric over ``dataset``, each process on its share, summed across processes.
     Every tensor of the sums lives on the accelerator's device; one transfer to the host at the end."""
     was_training = raw_model.training
@@ -264,7 +272,9 @@ def evaluate(raw_model, task: Task, dataset, args, accelerator) -> dict:
 
 
 @torch.no_grad()
-def measure_equivariance(raw_model, task: Task, dataset, args, device) -> float:
+def measure_equivariance(
+    raw_model: PreTrainedModel, task: Task, dataset: Split, args: TrainArguments, device: torch.device
+) -> float:
     """Relative change of the outputs on a held-out batch under random global transformations
     (`Task.transform`; one group element per example), the worst over ``equivariance_samples``."""
     was_training = raw_model.training
@@ -706,7 +716,12 @@ class Trainer:
         return None
 
     # --- prepared objects ------------------------------------------------------------------------------
-    def prepare(self, raw_model, optimizer, scheduler) -> None:
+    def prepare(
+        self,
+        raw_model: PreTrainedModel,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+    ) -> None:
         self.raw_model = raw_model
         self.raw_optimizer = optimizer
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(raw_model, optimizer, scheduler)

@@ -30,6 +30,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 from datasets import Array2D, Dataset, DatasetDict, Features, Sequence, Value
+from transformers.utils import ModelOutput
 
 from geo_pe import quaternion
 from models import GeoTransformerForSequenceClassification, GeoTransformerForSequenceRegression
@@ -60,7 +61,7 @@ class Task:
     class Options:
         plain_features: bool = False
 
-    def __init__(self, options):
+    def __init__(self, options: Options):
         self.options = options
 
     @property
@@ -91,11 +92,11 @@ class Task:
     def higher_is_better(self) -> bool:
         return self.metric == "accuracy"
 
-    def predictions(self, out) -> torch.Tensor:
+    def predictions(self, out: ModelOutput) -> torch.Tensor:
         """The model's outputs that the metric reads (logits or regression predictions)."""
         return out.logits if self.metric == "accuracy" else out.predictions
 
-    def score(self, out, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
+    def score(self, out: ModelOutput, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
         """``(sum of the metric over the batch, number of scored items)``, on the outputs' device (no host
         sync); labels -100 are skipped."""
         if self.metric == "accuracy":

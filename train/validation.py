@@ -16,7 +16,15 @@ class ConfigError(ValueError):
     """A bad config key or value; the message starts with the key."""
 
 
-def check_range(name, value, *, low=None, high=None, low_open=False, high_open=False) -> None:
+def check_range(
+    name: str,
+    value: float,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
     """Raise `ConfigError` unless ``low <= value <= high`` (strict where ``*_open``)."""
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
@@ -27,7 +35,7 @@ def check_range(name, value, *, low=None, high=None, low_open=False, high_open=F
         raise ConfigError(f"{name}: expected a value in {span}, got {value!r}")
 
 
-def check_types(instance) -> None:
+def check_types(instance: object) -> None:
     """Check (and coerce int -> float) every field against its annotation; `ConfigError` names the field."""
     hints = typing.get_type_hints(type(instance))
     for f in dataclasses.fields(instance):

@@ -27,6 +27,7 @@ from torch import nn
 from geo_pe.equivariance.intertwiners import invariant_vectors
 from geo_pe.equivariance.structure import EquivariantStructure
 from geo_pe.phases.projections import RandomSubspace
+from geo_pe.reps.base import Representation
 
 __all__ = [
     "EquivariantWeight",
@@ -46,14 +47,14 @@ class ScalarIdentitySpace(nn.Module):
         super().__init__()
         self.n = n
 
-    def project(self, W):
+    def project(self, W: torch.Tensor) -> torch.Tensor:
         return torch.diagonal(W).mean() * torch.eye(self.n, dtype=W.dtype, device=W.device)
 
 
 class InvariantSpace(nn.Module):
     """The invariant vectors of a representation, as a projector (no parameters)."""
 
-    def __init__(self, rep_out):
+    def __init__(self, rep_out: Representation):
         super().__init__()
         self.rep_out = rep_out
         self.reset_buffers()
@@ -64,7 +65,7 @@ class InvariantSpace(nn.Module):
             basis = invariant_vectors(self.rep_out).to(torch.get_default_dtype())
         self.register_buffer("basis", basis.to(device), persistent=False)
 
-    def project(self, v):
+    def project(self, v: torch.Tensor) -> torch.Tensor:
         basis = self.basis.to(v.dtype)
         return (basis @ v) @ basis
 
@@ -116,10 +117,10 @@ class FreeWeight(WeightParametrization):
         super().__init__(W.shape)
         self.value = nn.Parameter(W.detach().clone(memory_format=torch.contiguous_format))
 
-    def weight(self):
+    def weight(self) -> torch.Tensor:
         return self.value
 
-    def load(self, W):
+    def load(self, W: torch.Tensor) -> None:
         with torch.no_grad():
             self.value.copy_(W)
 
@@ -133,19 +134,19 @@ class ScalarIdentityWeight(WeightParametrization):
         super().__init__((n, n))
         self.scale = nn.Parameter(torch.full((1,), float(value)))
 
-    def weight(self):
+    def weight(self) -> torch.Tensor:
         return self.scale * torch.eye(self.shape[0], dtype=self.scale.dtype, device=self.scale.device)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale.to(x.dtype) * x
 
-    def constraint(self):
+    def constraint(self) -> nn.Module | None:
         return ScalarIdentitySpace(self.shape[0])
 
-    def project(self, W):
+    def project(self, W: torch.Tensor) -> torch.Tensor:
         return self.constraint().project(W)
 
-    def load(self, W):
+    def load(self, W: torch.Tensor) -> None:
         with torch.no_grad():
             self.scale.fill_(float(torch.diagonal(W).mean()))
 
@@ -155,25 +156,25 @@ class EquivariantWeight(WeightParametrization):
 
     phase = "equivariant"
 
-    def __init__(self, rep_in, rep_out, structure: str = "auto"):
+    def __init__(self, rep_in: Representation, rep_out: Representation, structure: str = "auto"):
         space = EquivariantStructure(rep_in, rep_out, structure)
         super().__init__(space.shape)
         self.space = space
         self.coefficients = nn.Parameter(torch.randn(space.num_maps) / math.sqrt(max(1, rep_in.dim)))
 
-    def weight(self):
+    def weight(self) -> torch.Tensor:
         return self.space.expand(self.coefficients)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.space.linear(x, self.coefficients)
 
-    def constraint(self):
+    def constraint(self) -> nn.Module | None:
         return self.space  # parameter-free, non-persistent buffers: safe to share with the next phase
 
-    def project(self, W):
+    def project(self, W: torch.Tensor) -> torch.Tensor:
         return self.space.project(W.to(self.coefficients.dtype)).to(W.dtype)
 
-    def load(self, W):
+    def load(self, W: torch.Tensor) -> None:
         with torch.no_grad():
             self.coefficients.copy_(self.space.coefficients_of(W.to(self.coefficients.dtype)))
 
@@ -183,7 +184,7 @@ class InvariantBias(WeightParametrization):
 
     phase = "equivariant"
 
-    def __init__(self, rep_out):
+    def __init__(self, rep_out: Representation):
         super().__init__((rep_out.dim,))
         self.space = InvariantSpace(rep_out)
         self.coefficients = nn.Parameter(torch.zeros(self.space.basis.shape[0]))
@@ -192,16 +193,16 @@ class InvariantBias(WeightParametrization):
     def basis(self) -> torch.Tensor:
         return self.space.basis
 
-    def weight(self):
+    def weight(self) -> torch.Tensor:
         return self.coefficients @ self.basis.to(self.coefficients.dtype)
 
-    def constraint(self):
+    def constraint(self) -> nn.Module | None:
         return self.space
 
-    def project(self, W):
+    def project(self, W: torch.Tensor) -> torch.Tensor:
         return self.space.project(W)
 
-    def load(self, W):
+    def load(self, W: torch.Tensor) -> None:
         with torch.no_grad():
             self.coefficients.copy_(self.basis.to(W.dtype) @ W)
 
@@ -224,10 +225,10 @@ class SubspaceWeight(WeightParametrization):
         else:
             object.__setattr__(self, "subspace", subspace)
 
-    def weight(self):
+    def weight(self) -> torch.Tensor:
         return self.w_t + self.subspace.offset()[self.start : self.stop].view(self.shape).to(self.w_t.dtype)
 
-    def load(self, W):
+    def load(self, W: torch.Tensor) -> None:
         with torch.no_grad():
             self.w_t.copy_(W - self.subspace.offset()[self.start : self.stop].view(self.shape).to(W.dtype))
 
@@ -244,22 +245,28 @@ class ResidualPathwayWeight(WeightParametrization):
 
     phase = "residual"
 
-    def __init__(self, rep_in, rep_out, structure: str = "auto", free_weight_decay: float = 100.0):
+    def __init__(
+        self,
+        rep_in: Representation,
+        rep_out: Representation,
+        structure: str = "auto",
+        free_weight_decay: float = 100.0,
+    ):
         super().__init__((rep_out.dim, rep_in.dim))
         self.equivariant = EquivariantWeight(rep_in, rep_out, structure)
         self.free = nn.Parameter(torch.zeros(self.shape))
         self.free.weight_decay_multiplier = float(free_weight_decay)
 
-    def weight(self):
+    def weight(self) -> torch.Tensor:
         return self.equivariant.weight() + self.free
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.equivariant(x) + F.linear(x, self.free.to(x.dtype))
 
-    def constraint(self):
+    def constraint(self) -> nn.Module | None:
         return self.equivariant.constraint()
 
-    def load(self, W):
+    def load(self, W: torch.Tensor) -> None:
         self.equivariant.load(W)
         with torch.no_grad():
             self.free.copy_(W - self.equivariant.weight())

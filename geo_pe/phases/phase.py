@@ -269,9 +269,12 @@ def phase_param_groups(model: nn.Module, weight_decay: float = 0.0, **group_opti
             plain.append(p)
         else:
             decayed.setdefault(multiplier, []).append(p)
-    groups = [{"params": plain, "weight_decay": weight_decay, **group_options}]
+    # "base_weight_decay" travels with every group, so `rebuild_optimizer` restores the run's weight decay
+    # (an optimizer's own default, e.g. AdamW's 0.01, is not what the groups were built with)
+    base = {"base_weight_decay": weight_decay, **group_options}
+    groups = [{"params": plain, "weight_decay": weight_decay, **base}]
     for multiplier, params in decayed.items():
-        groups.append({"params": params, "weight_decay": weight_decay * multiplier, **group_options})
+        groups.append({"params": params, "weight_decay": weight_decay * multiplier, **base})
     return [g for g in groups if g["params"]]
 
 
@@ -280,14 +283,17 @@ def rebuild_optimizer(
 ) -> torch.optim.Optimizer:
     """A new optimizer of the same class for the model's current trainable parameters.
 
-    Defaults (and weight decay) come from ``optimizer``; ``lr_multiplier`` scales the learning rate (1.0
-    did best in the experiments; at 0.1x phase II did not learn what the symmetry hides); state is
-    carried over for parameters that survive the switch.
+    Defaults come from ``optimizer``, the weight decay from its groups when `phase_param_groups` built
+    them (else from its defaults); ``lr_multiplier`` scales the learning rate (1.0 did best in the
+    experiments; at 0.1x phase II did not learn what the symmetry hides); state is carried over for
+    parameters that survive the switch.
     """
     accepted = inspect.signature(type(optimizer).__init__).parameters
     defaults = {k: v for k, v in {**optimizer.defaults, **overrides}.items() if k in accepted}
     defaults["lr"] = defaults["lr"] * lr_multiplier
     weight_decay = defaults.pop("weight_decay", 0.0)
+    if "weight_decay" not in overrides and "base_weight_decay" in optimizer.param_groups[0]:
+        weight_decay = optimizer.param_groups[0]["base_weight_decay"]
     groups = phase_param_groups(model, weight_decay=weight_decay)
     fresh = type(optimizer)(groups, **defaults)
     for group in fresh.param_groups:

@@ -128,7 +128,7 @@ class DenseProjection(_Projection):
         A = torch.randn(self.D, self.d, generator=self._generator(), device="cpu", dtype=torch.float64)
         self.register_buffer("A", A / A.norm(dim=0, keepdim=True), persistent=False)
 
-    def forward(self, theta):
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
         return self.A.to(theta.dtype) @ theta
 
 
@@ -181,7 +181,7 @@ class SparseProjection(_Projection):
                 check_invariants=False,
             )
 
-    def forward(self, theta):
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
         A = self._csr("A", theta.dtype, (self.D, self.d))
         At = self._csr("At", theta.dtype, (self.d, self.D))
         return _SparseMatVec.apply(theta, A, At)
@@ -236,7 +236,7 @@ class FastfoodProjection(_Projection):
         for name, value in (("B", B), ("perm", perm), ("G", G), ("scale", scale)):
             self.register_buffer(name, value, persistent=False)
 
-    def forward(self, theta):
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
         dtype = theta.dtype
         return _Fastfood.apply(
             theta, self.B.to(dtype), self.perm, self.G.to(dtype), self.scale.to(dtype), self.D
@@ -249,7 +249,7 @@ class IdentityProjection(_Projection):
             raise ValueError(f"subspace_dim: the identity projection needs d = D = {D}, got d = {d}")
         super().__init__(D, d, seed)
 
-    def forward(self, theta):
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
         return theta
 
 

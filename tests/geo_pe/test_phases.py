@@ -13,6 +13,7 @@ from geo_pe.phases import (
     ScalarIdentityWeight,
     equivariance_loss,
     make_projection,
+    phase_param_groups,
     rebuild_optimizer,
     set_phase,
     symmetry_penalty,
@@ -293,6 +294,18 @@ def test_equivariance_loss_and_symmetry_penalty():
     assert loss > 1e-4 and penalty > 1e-3 and symmetry_penalty(model, toward="anchor") > penalty
     (loss + penalty).backward()
     assert all(p.grad is not None for p in model.parameters())
+    calls = []
+
+    def counted(batch):
+        calls.append(batch.shape[0])
+        return model(batch)
+
+    batched = equivariance_loss(
+        counted, x, REP.group, act_in=act, act_out=act, num_samples=3, generator=5, batched=True
+    )
+    looped = equivariance_loss(model, x, REP.group, act_in=act, act_out=act, num_samples=3, generator=5)
+    assert calls == [4 * 6]  # the batch and its 3 transformed copies in one forward
+    torch.testing.assert_close(batched, looped, rtol=1e-12, atol=0)
     schedule = PenaltySchedule(1.0, 0.0, steps=10, decay="cosine")
     assert schedule(0) == 1.0 and schedule(10) == 0.0 and 0.4 < schedule(5) < 0.6
     assert PenaltySchedule(1.0, 0.01, steps=2, decay="exponential")(1) == pytest.approx(0.1)
@@ -369,3 +382,13 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="subspace_dim: expected at most the number of weights"):
         make_projection("dense", 10, 20)
     assert "identity" in PROJECTIONS
+
+
+def test_rebuild_optimizer_keeps_the_weight_decay_the_groups_were_built_with():
+    """AdamW's own default weight decay is 0.01; groups built with 0 must stay at 0 after the switch."""
+    model = equivariant_mlp(torch.float32)
+    opt = torch.optim.AdamW(phase_param_groups(model, weight_decay=0.0), lr=1e-3)
+    assert opt.defaults["weight_decay"] == 0.01
+    set_phase(model, "free")
+    assert all(g["weight_decay"] == 0.0 for g in rebuild_optimizer(opt, model).param_groups)
+    assert all(g["weight_decay"] == 0.5 for g in rebuild_optimizer(opt, model, weight_decay=0.5).param_groups)

@@ -21,7 +21,8 @@ run) and each length reports geo phase II over Llama.
 
 Prints both configurations and a table, then one JSON line:
 ``{"step_vs_hf_llama": ..., "phase1_vs_phase2_step": ..., ...}``, with the matmul-FLOP ratio of phase I
-to phase II (the bound on what dropping the projections can save) next to the measured one.
+to phase II (the bound on what dropping the projections can save) and the measured ratio of the time
+spent in matmuls next to the step ratio.
 """
 
 from __future__ import annotations
@@ -101,6 +102,25 @@ def time_steps(models: dict, ids: torch.Tensor, rounds: int, block: int) -> dict
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def matmul_seconds(model: torch.nn.Module, ids: torch.Tensor, steps: int = 3) -> float:
+    """Seconds per training step spent in matrix multiplications (profiler self time of mm, addmm,
+    bmm), to set next to the FLOP bound: the rest of a step is work both phases share."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        model(input_ids=ids).last_hidden_state.square().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()
+    with torch.profiler.profile() as prof:
+        for _ in range(steps):
+            step()
+    kernels = ("aten::mm", "aten::addmm", "aten::bmm")
+    total = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in kernels)
+    return total / 1e6 / steps
+
+
 def sweep(args) -> None:
     """Geo phase II over Llama at each sequence length, the same number of tokens per batch."""
     tokens_per_batch = args.batch * args.tokens
@@ -155,10 +175,16 @@ def main() -> None:
     print(f"{'contender':<14} {'step ms':>9} {'trainable params':>17}")
     for name in models:
         print(f"{name:<14} {1e3 * median[name]:9.1f} {params[name]:17,d}")
+    matmul = {name: matmul_seconds(models[name], ids) for name in ("geo phase I", "geo phase II")}
+    print(
+        f"matmul time per step: phase I {1e3 * matmul['geo phase I']:.1f} ms, "
+        f"phase II {1e3 * matmul['geo phase II']:.1f} ms (profiler self time of mm/addmm/bmm)"
+    )
     result = {
         "step_vs_hf_llama": round(median["geo phase II"] / median["llama"], 3),
         "phase1_vs_phase2_step": round(median["geo phase I"] / median["geo phase II"], 3),
         "phase1_vs_phase2_matmul_flops": round(phase1_flop_ratio(args), 3),
+        "phase1_vs_phase2_matmul_time": round(matmul["geo phase I"] / matmul["geo phase II"], 3),
         "llama_step_ms": round(1e3 * median["llama"], 1),
         "geo_phase2_step_ms": round(1e3 * median["geo phase II"], 1),
         "geo_phase1_step_ms": round(1e3 * median["geo phase I"], 1),

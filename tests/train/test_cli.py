@@ -92,3 +92,23 @@ def test_a_bad_config_is_one_line_and_status_2_under_every_launcher(tmp_path, da
     )  # fmt: skip
     assert launched.returncode != 0 and error_lines(launched.stderr) == error_lines(script.stderr)
     assert not out.exists()
+
+
+def test_the_wheel_ships_the_configs_and_the_script(tmp_path):
+    """A non-editable install has the run configs inside the package and the console script."""
+    import zipfile
+
+    pytest.importorskip("setuptools")
+    root = Path(__file__).resolve().parents[2]
+    built = run(
+        [sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation", "-w",
+         str(tmp_path), "-q"],
+        tmp_path,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = tmp_path.glob("geo_pe-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for config in ("quickstart", "experiments/digits", "experiments/motifs", "experiments/rotors"):
+        assert f"train/configs/{config}.yaml" in names, config
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "geo-pe-train = train.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -100,27 +100,43 @@ def rotate(root: Path, keep: int) -> None:
         shutil.rmtree(retired, ignore_errors=True)
 
 
+def _recovery(directory: Path) -> str:
+    """What to do about an unusable checkpoint: the next-newest one is the fallback."""
+    return (
+        f"to recover, delete {directory} and --resume again (it continues from the previous checkpoint, "
+        "if any), or start over with --overwrite_output_dir"
+    )
+
+
 def verify(directory: Path) -> dict:
-    """The trainer state of a checkpoint after checking every file against the manifest."""
+    """The trainer state of a checkpoint after checking every file against the manifest; every refusal
+    says how to recover."""
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
-        raise CheckpointError(f"checkpoint: {directory} has no {MANIFEST}; it was not completely written")
+        raise CheckpointError(
+            f"checkpoint: {directory} has no {MANIFEST}; it was not completely written; "
+            f"{_recovery(directory)}"
+        )
     try:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise CheckpointError(f"checkpoint: {manifest_path} is unreadable ({err})") from None
+        raise CheckpointError(
+            f"checkpoint: {manifest_path} is unreadable ({err}); {_recovery(directory)}"
+        ) from None
     for name, digest in files.items():
         path = directory / name
         if not path.is_file():
-            raise CheckpointError(f"checkpoint: {path} is missing; the checkpoint is incomplete")
+            raise CheckpointError(
+                f"checkpoint: {path} is missing; the checkpoint is incomplete; {_recovery(directory)}"
+            )
         if _sha256(path) != digest:
             raise CheckpointError(
-                f"checkpoint: {path} does not match its manifest (truncated or corrupt); delete {directory} "
-                "to resume from an earlier checkpoint"
+                f"checkpoint: {path} does not match its manifest (truncated or corrupt); "
+                f"{_recovery(directory)}"
             )
     if STATE not in files:
-        raise CheckpointError(f"checkpoint: {directory} has no {STATE}")
+        raise CheckpointError(f"checkpoint: {directory} has no {STATE}; {_recovery(directory)}")
     return json.loads((directory / STATE).read_text())
 
 

@@ -105,8 +105,10 @@ def test_resume_skips_half_written_and_refuses_corrupt_checkpoints(tmp_path, dat
     weights_file.write_bytes(weights_file.read_bytes()[:-10])
     assert main(tiny(out, data_cache, "--resume")) == 2
     assert "step_00000005/model.safetensors does not match its manifest" in capsys.readouterr().err
-    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+    with pytest.raises(CheckpointError, match=r"truncated or corrupt\); to recover, delete .*step_00000005"):
         train(load_config(tiny(out, data_cache, "--resume")))
+    shutil.rmtree(checkpoints / "step_00000005")  # what the message advises: resume from step 4
+    assert train(load_config(tiny(out, data_cache, "--resume")))["phases"][-1]["ended_at_step"] == 12
 
 
 def test_runs_are_never_overwritten_silently(tmp_path, data_cache):

@@ -353,6 +353,15 @@ def test_auto_classes_resolve():
     assert GeoTransformerConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()
 
 
+def run_in_a_fresh_interpreter(script: str, tmp_path) -> None:
+    """Run ``script`` in a new Python (offline, its own HF cache); it must end by printing ok."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
 def test_trust_remote_code_loads_from_a_saved_folder(tmp_path):
     """A fresh interpreter that never imports ``models`` loads the folder through its auto_map."""
     model = _trained(*HISTORIES["subspace-sparse"])
@@ -374,11 +383,7 @@ def test_trust_remote_code_loads_from_a_saved_folder(tmp_path):
         print("ok")
         """
     )
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+    run_in_a_fresh_interpreter(script, tmp_path)
 
 
 def test_meta_device_construction_rebuilds_constants():
@@ -616,11 +621,7 @@ def test_every_auto_class_loads_a_saved_folder(tmp_path, import_models):
         print("ok")
         """
     )
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+    run_in_a_fresh_interpreter(script, tmp_path)
 
 
 def test_the_default_config_builds_a_working_model():

@@ -29,7 +29,7 @@ import torch
 from _allocator import steady_allocator
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from geo_pe import quaternion
+from geo_pe import quaternion, se3
 from geo_pe.pe import GTAPE, RotaryPE
 
 B, H, T, D = 8, 8, 512, 64
@@ -37,6 +37,7 @@ SPECS = {
     "translation": "t1:32",
     "so2": "so2:8x1+8x2+8x3+8x4",
     "so3": "so3:8x1+8x2",  # l <= 2 blocks: 24 + 40 channels
+    "se3": "se3(scale=0.1):16xh",  # 16 homogeneous 4x4 blocks (queries get rho^-T)
 }
 
 
@@ -68,6 +69,7 @@ def main() -> None:
         "translation": positions,
         "so2": torch.rand(B, T) * 6.283,
         "so3": quaternion.random(B, T, generator=0),
+        "se3": se3.random(B, T, generator=0, translation_scale=10.0),
     }
     cos, sin = hf_cos_sin(positions)
     rotary = {name: RotaryPE(spec, head_dim=D) for name, spec in SPECS.items()}
@@ -78,11 +80,13 @@ def main() -> None:
 
     def gta_transforms(name):
         pe, e = gta[name], enc[name]
-        return pe.rotate_qk(q, k, e), pe(v, e), pe.transpose(out, e)
+        return pe.rotate_qk(q, k, e), pe.transport_values(v, e), pe.transport_output(out, e)
 
     warnings.simplefilter("ignore")  # torch.compile's deprecation chatter
     compiled = {name: torch.compile(pe.rotate_qk) for name, pe in rotary.items()}
-    compiled_gta = {name: torch.compile(lambda name=name: gta_transforms(name)) for name in ("so2", "so3")}
+    compiled_gta = {
+        name: torch.compile(lambda name=name: gta_transforms(name)) for name in ("so2", "so3", "se3")
+    }
 
     contenders = {
         "hf apply_rotary_pos_emb": lambda: apply_rotary_pos_emb(q, k, cos, sin),
@@ -93,11 +97,16 @@ def main() -> None:
         "geo_pe rotary so3 (l <= 2)": lambda: rotary["so3"].rotate_qk(q, k, enc["so3"]),
         "geo_pe gta so3: q, k, v, out^T": lambda: gta_transforms("so3"),
         "geo_pe gta so2: q, k, v, out^T": lambda: gta_transforms("so2"),
+        "geo_pe rotary se3 (16 x h)": lambda: rotary["se3"].rotate_qk(q, k, enc["se3"]),
+        "geo_pe gta se3: q, k, v, out^-1": lambda: gta_transforms("se3"),
         "compiled rotary t1": lambda: compiled["translation"](q, k, enc["translation"]),
         "compiled rotary so2": lambda: compiled["so2"](q, k, enc["so2"]),
         "compiled rotary so3 (l <= 2)": lambda: compiled["so3"](q, k, enc["so3"]),
         "compiled gta so3: q, k, v, out^T": compiled_gta["so3"],
         "compiled gta so2: q, k, v, out^T": compiled_gta["so2"],
+        "compiled rotary se3 (16 x h)": lambda: compiled["se3"](q, k, enc["se3"]),
+        "compiled gta se3: q, k, v, out^-1": compiled_gta["se3"],
+        "encode se3 (once per forward)": lambda: rotary["se3"].encode(elements["se3"]),
         "encode t1 (once per forward)": lambda: rotary["translation"].encode(positions),
         "encode so3 (once per forward)": lambda: rotary["so3"].encode(elements["so3"]),
         "hf cos/sin (once per forward)": lambda: hf_cos_sin(positions),
@@ -148,6 +157,11 @@ def main() -> None:
             median["compiled gta so3: q, k, v, out^T"] / so2_c, 2
         ),
         "compiled_so3_rotary_vs_eager_so2_rotary": round(median["compiled rotary so3 (l <= 2)"] / so2, 2),
+        "se3_rotary_vs_so2_rotary": round(median["geo_pe rotary se3 (16 x h)"] / so2, 2),
+        "gta_se3_vs_so2_rotary": round(median["geo_pe gta se3: q, k, v, out^-1"] / so2, 2),
+        "compiled_se3_rotary_vs_compiled_so2_rotary": round(
+            median["compiled rotary se3 (16 x h)"] / so2_c, 2
+        ),
         "max_abs_diff_vs_hf_rope": max_diff,
         "allocator": allocator,
     }

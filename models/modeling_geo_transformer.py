@@ -173,9 +173,9 @@ class GeoAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` (B, T, hidden) -> (B, T, hidden) and the attention weights (B, heads, T, T) or None.
         ``attn_mask`` (B, 1, 1 or T, T) is True where a query may attend; ``is_causal`` without a mask
-        is SDPA's causal kernel. The relative PE is called through its contract: ``pe(x, enc)`` on q and
-        k, ``transport_values`` and ``transport_output`` around attention (GTA moves values and outputs,
-        rotary leaves them)."""
+        is SDPA's causal kernel. The relative PE is called through its contract: ``pe.query`` on q
+        (rho^-T for SE(3)'s homogeneous block, else rho), ``pe(x, enc)`` on k, ``transport_values`` and
+        ``transport_output`` around attention (GTA moves values and outputs, rotary leaves them)."""
         B, T, _ = x.shape
 
         def heads(t):
@@ -189,12 +189,13 @@ class GeoAttention(nn.Module):
             # linear, so the four scalars fold into one on q and one on the output: the PE runs once.
             q_scale, k_scale, v_scale, o_scale = scales
             h = heads(x)
-            rotated = self._on_relative_heads(pe, h, enc) if pe is not None else h
-            q, k, v = (q_scale * k_scale).to(x.dtype) * rotated, rotated, (rotated if moves_values else h)
+            keys = self._on_relative_heads(pe, h, enc) if pe is not None else h
+            queries = keys if pe is None or pe.orthogonal else self._on_relative_heads(pe.query, h, enc)
+            q, k, v = (q_scale * k_scale).to(x.dtype) * queries, keys, (keys if moves_values else h)
         else:
             q, k, v = (heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj))
             if pe is not None:
-                q, k = self._on_relative_heads(pe, q, enc), self._on_relative_heads(pe, k, enc)
+                q, k = self._on_relative_heads(pe.query, q, enc), self._on_relative_heads(pe, k, enc)
             if moves_values:
                 v = self._on_relative_heads(pe.transport_values, v, enc)
         dropout = self.config.attention_dropout if self.training else 0.0

@@ -43,7 +43,7 @@ from geo_pe.reps.finite import (
     TensorPower,
     TrivialRep,
 )
-from geo_pe.reps.groups import SO2, SO3, Group, Translations
+from geo_pe.reps.groups import SE3, SO2, SO3, Group, Translations
 
 __all__ = [
     "EquivarianceWarning",
@@ -79,6 +79,22 @@ def _one_parameter_subgroups(group: Group) -> list[Callable[[torch.Tensor], torc
             return torch.cat((torch.cos(t / 2)[None], torch.sin(t / 2) * axis))
 
         return [lambda t, a=a: rotation(t, a) for a in range(3)]
+    if isinstance(group, SE3):  # three rotations about the axes, three translations along them
+
+        def turn(t, a):
+            axis = torch.eye(3, dtype=t.dtype)[a]
+            return torch.cat((torch.cos(t / 2)[None], torch.sin(t / 2) * axis, torch.zeros(3, dtype=t.dtype)))
+
+        def shift(t, a):
+            return torch.cat(
+                (
+                    torch.ones(1, dtype=t.dtype),
+                    torch.zeros(3, dtype=t.dtype),
+                    t * torch.eye(3, dtype=t.dtype)[a],
+                )
+            )
+
+        return [lambda t, a=a: turn(t, a) for a in range(3)] + [lambda t, a=a: shift(t, a) for a in range(3)]
     raise ValueError(f"rep: no Lie algebra known for the group {group.name}")
 
 

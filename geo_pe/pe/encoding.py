@@ -5,8 +5,9 @@ A representation's channels split into segments (`Segment`) by block type:
 * ``identity``: trivial 1x1 blocks (SO(2) frequency 0), left unchanged;
 * ``rotation``: 2x2 rotation blocks R(theta) of translations and SO(2); all their angles are computed at
   once and applied as one complex multiply per run of adjacent pairs;
-* ``matrix``: blocks given as matrices (Wigner-D of SO(3), tensor products), applied with one einsum per
-  segment over all copies of the block;
+* ``matrix``: blocks given as matrices (Wigner-D of SO(3), SE(3)'s homogeneous block, tensor products),
+  applied with one einsum per segment over all copies of the block; a non-orthogonal block also carries
+  its inverse, so that rho^-1 and rho^-T are applied without a solve in the hot path;
 * ``zonal``: directions on S^2 (`SphereRep`), M(x) = Y(x) e_0^T applied without forming M.
 
 `EncodingPlan.encode` turns group elements into an `Encoding` (cos/sin of all angles, the block matrices,
@@ -26,8 +27,8 @@ from typing import NamedTuple
 import torch
 
 from geo_pe._checks import full_precision
-from geo_pe.reps.base import DirectSum, Representation
-from geo_pe.reps.lie import SO2Rep, SO3Rep, SphereRep, TranslationRep
+from geo_pe.reps.base import DirectSum, Representation, TensorProduct
+from geo_pe.reps.lie import SE3Rep, SO2Rep, SO3Rep, SphereRep, TranslationRep
 from geo_pe.reps.wigner import wigner_D_all
 
 __all__ = ["X_LAYOUTS", "Encoding", "EncodingPlan", "Segment", "apply_encoding"]
@@ -64,6 +65,7 @@ class Encoding(NamedTuple):
     cis: torch.Tensor | None  # (*batch, T, P) complex: cos + i sin
     matrices: tuple[torch.Tensor, ...]  # each (*batch, T, d, d)
     harmonics: tuple[torch.Tensor, ...]  # each (*batch, T, 2l+1), unit norm
+    inverses: tuple[torch.Tensor | None, ...] = ()  # per matrix: its inverse, None when orthogonal
 
 
 class EncodingPlan:
@@ -81,6 +83,11 @@ class EncodingPlan:
     @property
     def num_angles(self) -> int:
         return self._pairs
+
+    @property
+    def orthogonal(self) -> bool:
+        """Whether every block is orthogonal, so rho^-1 = rho^T (false with SE(3)'s homogeneous block)."""
+        return all(_orthogonal(rep) for _, rep, _ in self.leaves)
 
     def _walk(self, rep: Representation, offset: int) -> int:
         if isinstance(rep, DirectSum):
@@ -115,8 +122,9 @@ class EncodingPlan:
                 self._harmonics += 1
                 offset += mult * d
             return offset
-        # SO(3), tensor products and any other representation: its blocks as matrices.
-        self.leaves.append(("so3" if isinstance(rep, SO3Rep) else "blocks", rep, ()))
+        # SO(3), SE(3), tensor products and any other representation: its blocks as matrices.
+        kind = "so3" if isinstance(rep, SO3Rep) else "se3" if isinstance(rep, SE3Rep) else "blocks"
+        self.leaves.append((kind, rep, ()))
         for mult, d in rep.layout:
             entry = (self._entries,)
             self._entries += 1
@@ -134,6 +142,7 @@ class EncodingPlan:
         """The `Encoding` of group elements (a tensor or a dict of attributes); errors name ``name``."""
         angles: list[torch.Tensor] = []
         matrices: list[torch.Tensor] = []
+        inverses: list[torch.Tensor | None] = []
         harmonics: list[torch.Tensor] = []
         for kind, rep, frequencies in self.leaves:
             if kind == "translation":
@@ -149,10 +158,21 @@ class EncodingPlan:
             elif kind == "so3":
                 by_degree = wigner_D_all(rep.element(positions, name), max(rep.degrees))
                 matrices.extend(by_degree[l] for l in rep.degrees)
+                inverses.extend(None for _ in rep.degrees)
+            elif kind == "se3":
+                blocks, inverse_blocks = rep.blocks_and_inverses(positions, name)
+                matrices.extend(blocks)
+                homogeneous = [label == "h" for _, label in rep._irreps_spec]
+                inverses.extend(
+                    inv if h else None for inv, h in zip(inverse_blocks, homogeneous, strict=True)
+                )
             elif kind == "sphere":
                 harmonics.extend(rep.harmonics(positions, name))
             else:
-                matrices.extend(rep.blocks(positions))
+                blocks = rep.blocks(positions)
+                matrices.extend(blocks)
+                exact = _orthogonal(rep)
+                inverses.extend(None if exact else _inverse(b) for b in blocks)
         cos = sin = cis = None
         if angles:
             dtype = torch.float64 if any(a.dtype == torch.float64 for a in angles) else torch.float32
@@ -161,7 +181,22 @@ class EncodingPlan:
             with full_precision(theta):
                 cos, sin = torch.cos(theta), torch.sin(theta)
                 cis = torch.complex(cos, sin)
-        return Encoding(cos, sin, cis, tuple(matrices), tuple(harmonics))
+        return Encoding(cos, sin, cis, tuple(matrices), tuple(harmonics), tuple(inverses))
+
+
+def _orthogonal(rep: Representation) -> bool:
+    if isinstance(rep, SE3Rep):
+        return rep.orthogonal
+    if isinstance(rep, TensorProduct):
+        return _orthogonal(rep.a) and _orthogonal(rep.b)
+    if isinstance(rep, DirectSum):
+        return all(_orthogonal(part) for part in rep.parts)
+    return True
+
+
+def _inverse(block: torch.Tensor) -> torch.Tensor:
+    with full_precision(block):
+        return torch.linalg.inv(block)
 
 
 def _merge_runs(segments: list[Segment]) -> list[Segment]:
@@ -227,8 +262,11 @@ def _rotate(x, enc, seg, pair_layout, transpose, x_layout):
     return torch.cat((torch.addcmul(a * cos, b, sin, value=-1), torch.addcmul(a * sin, b, cos)), dim=-1)
 
 
-def _matrix(x, enc, seg, transpose, x_layout):
-    M = _per_token(enc.matrices[seg.source], 2, x_layout).to(x.dtype)
+def _matrix(x, enc, seg, transpose, inverse, x_layout):
+    stored = enc.inverses[seg.source] if enc.inverses else None
+    if inverse and stored is None:  # orthogonal: rho^-1 = rho^T
+        transpose, inverse = not transpose, False
+    M = _per_token(stored if inverse else enc.matrices[seg.source], 2, x_layout).to(x.dtype)
     copies = x.unflatten(-1, (seg.copies, seg.block))
     if torch.compiler.is_compiling():
         # Spelled out, Inductor fuses all d^2 multiply-adds into one pass; an einsum would lower to a
@@ -264,9 +302,11 @@ def apply_encoding(
     *,
     pair_layout: str = "interleaved",
     transpose: bool = False,
+    inverse: bool = False,
     x_layout: str = "bhtd",
 ) -> torch.Tensor:
-    """rho(g_t) x_t (or rho(g_t)^T x_t with ``transpose``) for every token t, block by block.
+    """rho(g_t) x_t for every token t, block by block; with ``transpose`` rho(g_t)^T x_t, with
+    ``inverse`` rho(g_t)^-1 x_t, with both rho(g_t)^-T x_t (for orthogonal blocks rho^-1 = rho^T).
 
     Args:
         x: ``(batch, heads, tokens, dim)`` for ``x_layout="bhtd"`` (see the module docstring).
@@ -276,16 +316,17 @@ def apply_encoding(
             of n rotation pairs, HF's ``rotate_half`` convention).
     """
     pieces = []
+    orthogonal_transpose = transpose != inverse  # what rho^-1, rho^-T are for orthogonal blocks
     for seg in segments:
         part = x[..., seg.start : seg.stop]
         if seg.kind == "identity":
             pieces.append(part)
         elif seg.kind == "rotation":
-            pieces.append(_rotate(part, enc, seg, pair_layout, transpose, x_layout))
+            pieces.append(_rotate(part, enc, seg, pair_layout, orthogonal_transpose, x_layout))
         elif seg.kind == "matrix":
-            pieces.append(_matrix(part, enc, seg, transpose, x_layout))
+            pieces.append(_matrix(part, enc, seg, transpose, inverse, x_layout))
         else:
-            pieces.append(_zonal(part, enc, seg, transpose, x_layout))
+            pieces.append(_zonal(part, enc, seg, orthogonal_transpose, x_layout))
     if len(pieces) == 1:
         return pieces[0] if segments[0].kind != "identity" else x.clone()
     batch = torch.broadcast_shapes(*(p.shape[:-1] for p in pieces))

@@ -103,10 +103,14 @@ class RotaryPE(GroupPE):
 
     With ``spec="t1:<head_dim/2>"`` this is standard RoPE (base 10000).
 
-    The contract attention code calls, whatever the mode: ``pe(x, encoding)`` on queries and keys,
-    `transport_values` on values and `transport_output` on each head's output (both the identity here;
-    `GTAPE` moves values and outputs too). ``rotates_values`` says whether the last two do anything, so
-    callers may skip them.
+    The contract attention code calls, whatever the mode: `query` on queries, ``pe(x, encoding)`` on
+    keys, `transport_values` on values and `transport_output` on each head's output (both the identity
+    here; `GTAPE` moves values and outputs too). ``rotates_values`` says whether the last two do
+    anything, so callers may skip them. For orthogonal rho (translations, SO(2), SO(3), S^2) `query` is
+    ``pe(x, encoding)``; for SE(3)'s homogeneous block it is rho^-T, so that the logit
+    ``(rho(g_i)^-T q)^T rho(g_j) k = q^T rho(g_i^-1 g_j) k`` depends on g_i^-1 g_j only (``orthogonal``
+    tells which). Keys may sit at other elements than queries (cross-attention, a cache): pass their
+    encoding as ``key_encoding``.
     """
 
     rotates_values: bool = False
@@ -126,8 +130,11 @@ class RotaryPE(GroupPE):
             raise ValueError(f"x_layout: expected one of {X_LAYOUTS}, got {x_layout!r}")
         self._check_width(head_dim, "head_dim")
         self.pair_layout, self.x_layout = pair_layout, x_layout
+        self.orthogonal = self.plan.orthogonal
 
-    def _encode_tensor(self, x: torch.Tensor, enc: Encoding, transpose: bool, name: str) -> torch.Tensor:
+    def _encode_tensor(
+        self, x: torch.Tensor, enc: Encoding, transpose: bool, name: str, inverse: bool = False
+    ) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() < (2 if self.x_layout == "btd" else 3):
             raise ValueError(f"{name}: expected a tensor in {self.x_layout!r} layout, got {type(x).__name__}")
         if x.shape[-1] != self.dim:
@@ -144,29 +151,43 @@ class RotaryPE(GroupPE):
             self.plan.segments,
             pair_layout=self.pair_layout,
             transpose=transpose,
+            inverse=inverse,
             x_layout=self.x_layout,
         )
 
     def forward(self, x: torch.Tensor, encoding: Encoding) -> torch.Tensor:
-        """rho(g_i) x_i for every token i."""
+        """rho(g_i) x_i for every token i (keys)."""
         return self._encode_tensor(x, encoding, False, "x")
 
+    def query(self, x: torch.Tensor, encoding: Encoding) -> torch.Tensor:
+        """rho(g_i)^-T x_i for every token i (queries); rho(g_i) x_i when rho is orthogonal."""
+        if self.orthogonal:
+            return self._encode_tensor(x, encoding, False, "q")
+        return self._encode_tensor(x, encoding, True, "q", inverse=True)
+
     def transpose(self, x: torch.Tensor, encoding: Encoding) -> torch.Tensor:
-        """rho(g_i)^T x_i for every token i (the inverse rotation)."""
+        """rho(g_i)^T x_i for every token i (the inverse rotation when rho is orthogonal)."""
         return self._encode_tensor(x, encoding, True, "x")
 
+    def inverse(self, x: torch.Tensor, encoding: Encoding) -> torch.Tensor:
+        """rho(g_i)^-1 x_i for every token i (rho^T when rho is orthogonal)."""
+        return self._encode_tensor(x, encoding, False, "x", inverse=True)
+
     def transport_values(self, v: torch.Tensor, encoding: Encoding) -> torch.Tensor:
-        """What values become before attention: unchanged for rotary."""
+        """What values become before attention (``encoding`` of the keys): unchanged for rotary."""
         return v
 
     def transport_output(self, out: torch.Tensor, encoding: Encoding) -> torch.Tensor:
-        """What each head's output becomes after attention: unchanged for rotary."""
+        """What each head's output becomes after attention (``encoding`` of the queries): unchanged for
+        rotary."""
         return out
 
     def rotate_qk(
-        self, q: torch.Tensor, k: torch.Tensor, encoding: Encoding
+        self, q: torch.Tensor, k: torch.Tensor, encoding: Encoding, key_encoding: Encoding | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._encode_tensor(q, encoding, False, "q"), self._encode_tensor(k, encoding, False, "k")
+        """`query` on q at ``encoding``, rho on k at ``key_encoding`` (default: the same elements)."""
+        keys = encoding if key_encoding is None else key_encoding
+        return self.query(q, encoding), self._encode_tensor(k, keys, False, "k")
 
     def attend(
         self,
@@ -175,21 +196,25 @@ class RotaryPE(GroupPE):
         v: torch.Tensor,
         encoding: Encoding,
         *,
+        key_encoding: Encoding | None = None,
         attn_mask: torch.Tensor | None = None,
         is_causal: bool = False,
         scale: float | None = None,
         dropout_p: float = 0.0,
     ) -> torch.Tensor:
-        """Scaled dot-product attention on rotated queries and keys (``x_layout`` must be ``"bhtd"``)."""
-        q, k = self.rotate_qk(q, k, encoding)
-        v = self.transport_values(v, encoding)
+        """Scaled dot-product attention on rotated queries and keys (``x_layout`` must be ``"bhtd"``);
+        keys and values at ``key_encoding`` when it is given (queries at ``encoding``)."""
+        keys = encoding if key_encoding is None else key_encoding
+        q, k = self.rotate_qk(q, k, encoding, keys)
+        v = self.transport_values(v, keys)
         out = _sdpa(q, k, v, attn_mask, is_causal, scale, dropout_p, self.x_layout)
         return self.transport_output(out, encoding)
 
 
 class GTAPE(RotaryPE):
-    """Geometric transform attention (Miyato et al., ICLR 2024): rotary on q, k and v, and rho(g_i)^T on
-    each output, so that ``o_i = sum_j a_ij rho(g_i^-1 g_j) v_j`` is invariant under g -> h g.
+    """Geometric transform attention (Miyato et al., ICLR 2024): rotary on q, k and v, and rho(g_i)^-1 on
+    each output (rho^T for orthogonal rho), so that ``o_i = sum_j a_ij rho(g_i^-1 g_j) v_j`` is
+    invariant under g -> h g.
     """
 
     rotates_values = True
@@ -199,8 +224,8 @@ class GTAPE(RotaryPE):
         return self._encode_tensor(v, encoding, False, "v")
 
     def transport_output(self, out: torch.Tensor, encoding: Encoding) -> torch.Tensor:
-        """rho(g_i)^T o_i: each output carried back to its token's frame."""
-        return self._encode_tensor(out, encoding, True, "attention output")
+        """rho(g_i)^-1 o_i: each output carried back to its token's frame."""
+        return self._encode_tensor(out, encoding, False, "attention output", inverse=True)
 
 
 def _sdpa(q, k, v, attn_mask, is_causal, scale, dropout_p, x_layout):
@@ -240,6 +265,13 @@ class AbsolutePE(GroupPE):
         if combine not in ("add", "concat"):
             raise ValueError(f"combine: expected 'add' or 'concat', got {combine!r}")
         self.combine = combine
+        if not self.plan.orthogonal:
+            raise ValueError(
+                f"spec: {str(self.spec)!r} has non-orthogonal blocks (SE(3)'s homogeneous 'h'), whose "
+                "encodings' inner products trace(rho(g_i)^T rho(g_j)) are not functions of g_i^-1 g_j; an "
+                "absolute encoding of poses takes the Wigner degrees of their rotation (e.g. 'se3:1x1+1x2'), "
+                "and 'h' blocks go to rotary or GTA encodings"
+            )
         self.width = sum(_embedding_width(seg) for seg in self.plan.segments)
         if combine == "add" and width is not None and width != self.width:
             raise ValueError(

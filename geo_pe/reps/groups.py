@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from geo_pe import quaternion
+from geo_pe import quaternion, se3
 from geo_pe._checks import (
     check_finite,
     check_floating,
@@ -208,6 +208,34 @@ class SO3(Group):
             return quaternion.normalize(g)
         except ValueError as err:
             raise ValueError(str(err).replace("q:", f"{name}:", 1)) from None
+
+    def batch_shape(self, g):
+        return g.shape[:-1]
+
+
+@dataclass(frozen=True, eq=True)
+class SE3(Group):
+    """Rigid motions of R^3. Elements: poses ``(..., 7)``, a quaternion (w, x, y, z) then a translation
+    (see `geo_pe.se3`); ``compose(a, b)`` is first b, then a."""
+
+    @property
+    def name(self) -> str:
+        return "se3"
+
+    def identity(self, batch_shape=(), *, dtype=None, device=None):
+        return se3.identity(*batch_shape, dtype=dtype, device=device)
+
+    def compose(self, a, b):
+        return se3.compose(a, b)
+
+    def inverse(self, a):
+        return se3.inverse(a)
+
+    def sample(self, batch_shape=(), *, generator=None, dtype=None, device=None):
+        return se3.random(*batch_shape, generator=as_generator(generator), dtype=dtype, device=device)
+
+    def validate(self, g, name="g"):
+        return se3.validate(g, name)
 
     def batch_shape(self, g):
         return g.shape[:-1]

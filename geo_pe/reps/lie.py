@@ -11,6 +11,7 @@ class              irreps (block, Schur type)            element
 `SO2Rep`           m = 0: [1], real; m > 0: R(m theta)   angle ``(...)``
 `SO3Rep`           Wigner-D of degree l, real            quaternion ``(..., 4)``
 `SphereRep`        zonal Y_l(x) e_0^T (not a group rep)  direction ``(..., 3)``
+`SE3Rep`           [[R, s t], [0, 1]] 4x4, and D_l(R)    pose ``(..., 7)``: quaternion, translation
 =================  ====================================  =========================================
 
 with ``R(t) = [[cos t, -sin t], [sin t, cos t]]``.
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from geo_pe import quaternion
 from geo_pe._checks import (
     check_floating,
     check_tensor,
@@ -39,11 +41,13 @@ from geo_pe._checks import (
     value_checks_enabled,
 )
 from geo_pe.reps.base import TRIVIAL, Irrep, Representation, element_of
-from geo_pe.reps.groups import SO2, SO3, Group, ProductGroup, Sphere, Translations
+from geo_pe.reps.groups import SE3, SO2, SO3, Group, ProductGroup, Sphere, Translations
 from geo_pe.reps.wigner import _R1_from_matrix, _wigner_from_R1, spherical_harmonics, wigner_D_all
 
 __all__ = [
+    "HOMOGENEOUS",
     "AttributeRep",
+    "SE3Rep",
     "SO2Rep",
     "SO3Rep",
     "SphereRep",
@@ -54,6 +58,7 @@ __all__ = [
 ]
 
 TRANSLATION_LAYOUTS = ("axial", "mixed")
+HOMOGENEOUS = "h"  # the label of SE(3)'s 4x4 homogeneous block in irreps lists and specs
 
 
 ROTATION_J = (
@@ -445,3 +450,128 @@ class Trivial(Representation):
         floats = [t for t in (g.values() if isinstance(g, dict) else [g]) if t.is_floating_point()]
         dtype = torch.float64 if any(t.dtype == torch.float64 for t in floats) else torch.float32
         return [torch.ones(*self._group.batch_shape(g), 1, 1, dtype=dtype)]
+
+
+class SE3Rep(AttributeRep):
+    """Rigid poses: (+) of ``[(multiplicity, label), ...]`` with label ``"h"`` for the 4x4 homogeneous
+    block ``[[R, s t], [0, 1]]`` or a degree l for the Wigner-D of the rotation part.
+
+    The homogeneous block is a representation (rho(a b) = rho(a) rho(b)) but not an orthogonal one:
+    encodings that need rho^-1 read `inverse_blocks` (``[[R^T, -s R^T t], [0, 1]]``); `orthogonal` says
+    whether any block needs that. Its commutant is the scalars, one map per pair of copies, as for a
+    real irrep (a matrix commuting with every translation is ``[[a I, 0], [0, a]]``).
+
+    ``translation_scale`` s divides the coordinate unit, as GTA scales camera translations (Miyato et
+    al. 2024): with |s t| of order one the homogeneous entries, and so the condition number of rho(g)
+    (about 1 + |s t|^2 for large |s t|), stay bounded. ``learnable_scale`` makes log s a parameter.
+    """
+
+    def __init__(
+        self,
+        irreps: Sequence[tuple[int, int | str]],
+        *,
+        attribute: str = "pose",
+        translation_scale: float = 1.0,
+        learnable_scale: bool = False,
+    ):
+        super().__init__(SE3(), attribute)
+        items = []
+        for item in irreps:
+            if not (isinstance(item, (list, tuple)) and len(item) == 2):
+                raise ValueError(f"irreps: expected (multiplicity, 'h' or degree l) pairs, got {item!r}")
+            mult, label = item
+            valid_label = label == HOMOGENEOUS or (
+                isinstance(label, int) and not isinstance(label, bool) and label >= 0
+            )
+            if isinstance(mult, bool) or not isinstance(mult, int) or mult < 1 or not valid_label:
+                raise ValueError(f"irreps: expected (multiplicity >= 1, 'h' or degree l >= 0), got {item!r}")
+            items.append((mult, label))
+        if not items:
+            raise ValueError("irreps: expected a non-empty list of (multiplicity, 'h' or degree l) pairs")
+        if not (isinstance(translation_scale, (int, float)) and translation_scale > 0):
+            raise ValueError(f"translation_scale: expected a positive number, got {translation_scale!r}")
+        self._irreps_spec = tuple(items)
+        log_scale = torch.tensor(float(np.log(translation_scale)), dtype=torch.float64)
+        if learnable_scale:
+            self.log_scale = nn.Parameter(log_scale.float())
+        else:
+            self.register_buffer("log_scale", log_scale.float(), persistent=False)
+        self._scale_value, self.learnable_scale = float(translation_scale), learnable_scale
+
+    def reset_parameters(self) -> None:
+        """Rebuild the fixed scale (a non-persistent buffer) after meta-device construction."""
+        if not self.learnable_scale:
+            value = torch.tensor(float(np.log(self._scale_value)), dtype=torch.float32, device="cpu")
+            self.register_buffer("log_scale", value.to(self.log_scale.device), persistent=False)
+
+    def _irrep(self, label) -> Irrep:
+        if label == HOMOGENEOUS:
+            return Irrep(self.irrep_group, HOMOGENEOUS, 4, "real")
+        return TRIVIAL if label == 0 else Irrep(self.irrep_group, label, 2 * label + 1, "real")
+
+    @property
+    def irreps(self):
+        return tuple((mult, self._irrep(label)) for mult, label in self._irreps_spec)
+
+    def complex_structures(self):
+        if not self.orthogonal:  # the homogeneous block is not irreducible: no Schur shortcut
+            raise NotImplementedError(
+                "SE3Rep: the homogeneous block 'h' is indecomposable but not irreducible (it contains D_1, "
+                "the translation directions, and maps onto the trivial irrep), so its intertwiners are "
+                "solved numerically"
+            )
+        return [None for _ in self._irreps_spec]
+
+    @property
+    def orthogonal(self) -> bool:
+        return all(label != HOMOGENEOUS for _, label in self._irreps_spec)
+
+    @property
+    def degrees(self) -> tuple[int, ...]:
+        return tuple(label for _, label in self._irreps_spec if label != HOMOGENEOUS)
+
+    def scale(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.log_scale.to(dtype).exp()
+
+    def _parts(self, g, name: str):
+        pose = self.element(g, name)
+        with full_precision(pose):
+            pose = pose.to(compute_dtype(pose))
+            q, t = pose[..., :4], pose[..., 4:]
+            R = quaternion.to_matrix(q)
+            wigner = wigner_D_all(q, max(self.degrees)) if self.degrees else {}
+            return R, self.scale(pose.dtype) * t, wigner
+
+    def _assemble(self, R, st, wigner, inverse: bool) -> list[torch.Tensor]:
+        with full_precision(R):
+            if inverse:  # (R, s t)^-1 = (R^T, -R^T s t)
+                R = R.transpose(-1, -2)
+                st = -(R @ st[..., None])[..., 0]
+            top = torch.cat((R, st[..., None]), dim=-1)
+            bottom = torch.zeros(*R.shape[:-2], 1, 4, dtype=R.dtype, device=R.device)
+            bottom[..., 0, 3] = 1
+            homogeneous = torch.cat((top, bottom), dim=-2)
+            blocks = []
+            for _, label in self._irreps_spec:
+                if label == HOMOGENEOUS:
+                    blocks.append(homogeneous)
+                else:
+                    D = wigner[label]
+                    blocks.append(D.transpose(-1, -2) if inverse else D)
+            return blocks
+
+    def blocks(self, g):
+        return self._assemble(*self._parts(g, "g"), inverse=False)
+
+    def inverse_blocks(self, g, name: str = "g") -> list[torch.Tensor]:
+        """The blocks of rho(g)^-1 = rho(g^-1), computed in closed form."""
+        return self._assemble(*self._parts(g, name), inverse=True)
+
+    def blocks_and_inverses(self, g, name: str = "g") -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """`blocks` and `inverse_blocks` from one pass over the poses."""
+        parts = self._parts(g, name)
+        return self._assemble(*parts, inverse=False), self._assemble(*parts, inverse=True)
+
+    def extra_repr(self) -> str:
+        scale = "learnable" if self.learnable_scale else f"{self._scale_value:g}"
+        return f"irreps={list(self._irreps_spec)}, attribute={self.attribute!r}, translation_scale={scale}"

@@ -8,12 +8,14 @@ String grammar (whitespace is ignored)::
     spec    := part ("+" part)*               direct sum, in channel order
     part    := factor ("*" factor)*           tensor product of factors on different attributes
     factor  := group ["@" attribute] ":" body
-    group   := "t1" | "t2" | ... | "so2" | "so3" | "s2"
+    group   := "t1" | "t2" | ... | "so2" | "so3" | "s2" | "se3" ["(" option ("," option)* ")"]
 
     body of so2, so3, s2 := item ("+" item)*  or  "(" item ("+" item)* ")"
     item                 := multiplicity "x" label   (so3, s2: degree l >= 0; so2: frequency m >= 0)
     body of tN       := F ["(" option ("," option)* ")"]      F = number of 2x2 blocks
     option           := "base=" float | "layout=" ("axial" | "mixed") | "seed=" int | "learnable"
+    body of se3      := item ("+" item)* with label "h" (the 4x4 homogeneous block) or a degree l
+    option of se3    := "scale=" float (the translation scale) | "learnable" (a learnable scale)
 
 A "+" followed by an item without a group prefix continues the irreps list of the factor before it,
 so ``"so3:1x0+2x1+1x2"`` is one SO(3) factor with three irreps. Inside a product, a list with more than
@@ -29,28 +31,48 @@ spec                                     meaning                                
 ``t1:8+so3:2x1``                         chain index (+) orientation                           22
 ``t1:4*so3:1x1``                         chain index (x) orientation: R(w_k t) (x) D_1(q)      24
 ``s2:2x1+1x2``                           directions through zonal harmonics (`SphereRep`)      11
+``se3:2xh+1x1``                          poses: 2 homogeneous [[R, t], [0, 1]], D_1(R)          11
+``se3(scale=0.1):1xh``                   poses with translations in units of 10                 4
 =======================================  ===================================================  =====
 
 Default attributes (the keys of the dict of group elements): ``position`` for translations, ``angle``
-for SO(2), ``orientation`` for SO(3), ``direction`` for S^2; ``@name`` overrides them.
+for SO(2), ``orientation`` for SO(3), ``direction`` for S^2, ``pose`` for SE(3); ``@name`` overrides
+them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from geo_pe.reps.base import DirectSum, Representation, TensorProduct
-from geo_pe.reps.lie import TRANSLATION_LAYOUTS, SO2Rep, SO3Rep, SphereRep, TranslationRep
+from geo_pe.reps.lie import (
+    HOMOGENEOUS,
+    TRANSLATION_LAYOUTS,
+    SE3Rep,
+    SO2Rep,
+    SO3Rep,
+    SphereRep,
+    TranslationRep,
+)
 
-__all__ = ["IrrepsSpec", "SO2Factor", "SO3Factor", "SphereFactor", "TranslationFactor"]
+__all__ = ["IrrepsSpec", "SE3Factor", "SO2Factor", "SO3Factor", "SphereFactor", "TranslationFactor"]
 
 SPEC_VERSION = 1
 _ATTRIBUTE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _ITEM = re.compile(r"(\d+)x(\d+)\Z")
+_SE3_ITEM = re.compile(r"(\d+)x(h|\d+)\Z")
+_SE3_HEAD = re.compile(r"se3(?:\((.*)\))?\Z")
 _TRANSLATION = re.compile(r"t([1-9]\d*)\Z")
-DEFAULT_ATTRIBUTES = {"translation": "position", "so2": "angle", "so3": "orientation", "s2": "direction"}
+DEFAULT_ATTRIBUTES = {
+    "translation": "position",
+    "so2": "angle",
+    "so3": "orientation",
+    "s2": "direction",
+    "se3": "pose",
+}
 
 
 def _error(message: str) -> ValueError:
@@ -224,7 +246,72 @@ class SphereFactor(_IrrepListFactor):
         return SphereRep(self.irreps, attribute=self.attribute)
 
 
-Factor = TranslationFactor | SO2Factor | SO3Factor | SphereFactor
+@dataclass(frozen=True)
+class SE3Factor:
+    """Rigid poses: ``((multiplicity, "h" or degree l), ...)`` with a translation scale (`SE3Rep`)."""
+
+    irreps: tuple[tuple[int, int | str], ...]
+    attribute: str = "pose"
+    translation_scale: float = 1.0
+    learnable_scale: bool = False
+    group = "se3"
+
+    def __post_init__(self):
+        _check_attribute(self.attribute)
+        if isinstance(self.irreps, (str, bytes)) or not self.irreps:
+            raise _error("se3: expected a non-empty list of [multiplicity, 'h' or degree l] pairs")
+        items = []
+        for item in self.irreps:
+            ok = isinstance(item, (list, tuple)) and len(item) == 2
+            mult, label = item if ok else (None, None)
+            ok = ok and isinstance(mult, int) and not isinstance(mult, bool) and mult >= 1
+            ok = ok and (
+                label == HOMOGENEOUS
+                or (isinstance(label, int) and not isinstance(label, bool) and label >= 0)
+            )
+            if not ok:
+                raise _error(f"se3: expected [multiplicity >= 1, 'h' or degree l >= 0] pairs, got {item!r}")
+            items.append((mult, label))
+        object.__setattr__(self, "irreps", tuple(items))
+        scale = self.translation_scale
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            raise _error(f"se3: the translation scale must be a positive number, got {scale!r}")
+        object.__setattr__(self, "translation_scale", float(scale))
+        if not isinstance(self.learnable_scale, bool):
+            raise _error(f"se3: learnable_scale must be true or false, got {self.learnable_scale!r}")
+
+    @property
+    def dim(self) -> int:
+        return sum(mult * (4 if label == HOMOGENEOUS else 2 * label + 1) for mult, label in self.irreps)
+
+    def build(self) -> Representation:
+        return SE3Rep(
+            self.irreps,
+            attribute=self.attribute,
+            translation_scale=self.translation_scale,
+            learnable_scale=self.learnable_scale,
+        )
+
+    def options(self) -> str:
+        options = [f"scale={self.translation_scale:g}"] if self.translation_scale != 1.0 else []
+        options += ["learnable"] if self.learnable_scale else []
+        return f"({','.join(options)})" if options else ""
+
+    def body(self, in_product: bool = False) -> str:
+        text = "+".join(f"{m}x{label}" for m, label in self.irreps)
+        return f"({text})" if in_product and len(self.irreps) > 1 else text
+
+    def to_dict(self) -> dict:
+        return {
+            "group": self.group,
+            "attribute": self.attribute,
+            "irreps": [list(i) for i in self.irreps],
+            "translation_scale": self.translation_scale,
+            "learnable_scale": self.learnable_scale,
+        }
+
+
+Factor = TranslationFactor | SO2Factor | SO3Factor | SphereFactor | SE3Factor
 _LIST_FACTORS = {"so2": SO2Factor, "so3": SO3Factor, "s2": SphereFactor}
 
 
@@ -330,6 +417,12 @@ def _factor_from_dict(data: object) -> Factor:
         if "num_frequencies" not in data:
             raise _error(f"{group}: missing 'num_frequencies'")
         return TranslationFactor(int(match.group(1)), **data)
+    if group == "se3":
+        _check_keys(data, {"attribute", "irreps", "translation_scale", "learnable_scale"}, group)
+        irreps = data.pop("irreps", None)
+        if not isinstance(irreps, (list, tuple)):
+            raise _error(f"se3: 'irreps' must be a list of [multiplicity, label] pairs, got {irreps!r}")
+        return SE3Factor(tuple(tuple(i) if isinstance(i, (list, tuple)) else i for i in irreps), **data)
     if group in _LIST_FACTORS:
         _check_keys(data, {"attribute", "irreps"}, group)
         irreps = data.get("irreps")
@@ -339,7 +432,7 @@ def _factor_from_dict(data: object) -> Factor:
         return cls(
             tuple(tuple(i) if isinstance(i, (list, tuple)) else i for i in irreps), data.get("attribute", "")
         )
-    raise _error(f"unknown group {group!r} (expected t1, t2, ..., so2, so3 or s2)")
+    raise _error(f"unknown group {group!r} (expected t1, t2, ..., so2, so3, s2 or se3)")
 
 
 def _check_keys(data: Mapping, allowed: set[str], group: str) -> None:
@@ -350,7 +443,8 @@ def _check_keys(data: Mapping, allowed: set[str], group: str) -> None:
 
 def _factor_string(f: Factor, in_product: bool) -> str:
     default = "position" if isinstance(f, TranslationFactor) else DEFAULT_ATTRIBUTES[f.group]
-    head = f.group if f.attribute == default else f"{f.group}@{f.attribute}"
+    group = f.group + f.options() if isinstance(f, SE3Factor) else f.group
+    head = group if f.attribute == default else f"{group}@{f.attribute}"
     body = f.body() if isinstance(f, TranslationFactor) else f.body(in_product)
     return f"{head}:{body}"
 
@@ -388,20 +482,22 @@ def _parse_string(text: str) -> tuple[tuple[Factor, ...], ...]:
                 raise _error(f"{token!r} in {source!r} has no group prefix (expected e.g. 'so3:{token}')")
             last = parts[-1][-1]
             item = _parse_item(token, last.group, source)
-            parts[-1][-1] = type(last)((*last.irreps, item), last.attribute)
+            parts[-1][-1] = dataclasses.replace(last, irreps=(*last.irreps, item))
             continue
         parts.append([_parse_factor(f, source) for f in _split_top_level(token, "*")])
     return tuple(tuple(p) for p in parts)
 
 
-def _parse_item(token: str, group: str, source: str) -> tuple[int, int]:
-    match = _ITEM.match(token)
+def _parse_item(token: str, group: str, source: str) -> tuple[int, int | str]:
+    match = (_SE3_ITEM if group == "se3" else _ITEM).match(token)
     if not match:
+        labels = "'h' or a non-negative integer" if group == "se3" else "non-negative integers"
         raise _error(
             f"bad {group} irrep {token!r} in {source!r}: expected '<multiplicity>x<label>' with "
-            "non-negative integers, e.g. '2x1'"
+            f"{labels}, e.g. '2x1'"
         )
-    return int(match.group(1)), int(match.group(2))
+    label = match.group(2)
+    return int(match.group(1)), (label if label == HOMOGENEOUS else int(label))
 
 
 def _parse_factor(token: str, source: str) -> Factor:
@@ -414,12 +510,34 @@ def _parse_factor(token: str, source: str) -> Factor:
     match = _TRANSLATION.match(group)
     if match:
         return _parse_translation(int(match.group(1)), body, attribute or "position", token)
+    se3_head = _SE3_HEAD.match(group)
+    if se3_head:
+        if body.startswith("(") and body.endswith(")"):
+            body = body[1:-1]
+        items = tuple(_parse_item(item, "se3", source) for item in body.split("+"))
+        return SE3Factor(items, attribute or "pose", **_se3_options(se3_head.group(1) or "", token))
     if group in _LIST_FACTORS:
         if body.startswith("(") and body.endswith(")"):
             body = body[1:-1]
         items = tuple(_parse_item(item, group, source) for item in body.split("+"))
         return _LIST_FACTORS[group](items, attribute)
-    raise _error(f"unknown group {group!r} in {source!r} (expected t1, t2, ..., so2, so3 or s2)")
+    raise _error(f"unknown group {group!r} in {source!r} (expected t1, t2, ..., so2, so3, s2 or se3)")
+
+
+def _se3_options(text: str, token: str) -> dict:
+    kwargs: dict = {}
+    for option in filter(None, text.split(",")):
+        key, eq, value = option.partition("=")
+        try:
+            if key == "learnable" and not eq:
+                kwargs["learnable_scale"] = True
+            elif key == "scale" and eq:
+                kwargs["translation_scale"] = float(value)
+            else:
+                raise KeyError(key)
+        except (KeyError, ValueError):
+            raise _error(f"bad option {option!r} in {token!r} (expected scale=<float>, learnable)") from None
+    return kwargs
 
 
 def _parse_translation(ndim: int, body: str, attribute: str, token: str) -> TranslationFactor:

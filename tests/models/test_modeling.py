@@ -56,6 +56,17 @@ CASES = {
     "s2-absolute+rotary": dict(
         pe_absolute="s2:1x1", pe_relative="s2:1x1", hidden_size=9, num_attention_heads=3
     ),
+    "se3-rotary": dict(pe_relative="se3(scale=0.5):2xh+1x1", hidden_size=22, num_attention_heads=2),
+    "se3-gta": dict(
+        pe_relative="se3(scale=0.5):2xh+1x1", pe_relative_mode="gta", hidden_size=22, num_attention_heads=2
+    ),
+    "se3-absolute+gta": dict(
+        pe_absolute="se3:1x1",
+        pe_relative="se3:1xh+1x2",
+        pe_relative_mode="gta",
+        hidden_size=27,
+        num_attention_heads=3,
+    ),
 }
 ABSOLUTE = [name for name in CASES if "absolute" in name]
 RELATIVE_ONLY = [name for name in CASES if "absolute" not in name]

@@ -48,6 +48,11 @@ class GeoTransformerConfig(PreTrainedConfig):
             ``"subspace"`` phase.
         pooling: ``"mean"`` over valid tokens for sequence heads.
         classifier_dropout: dropout before the heads.
+        pe_gate: a gated nonlinearity on the channels of ``pe_absolute`` in every MLP: each block is
+            mapped by a phase-controlled linear layer (equivariant in phase I, freed with the attention
+            projections in phase II) and scaled by a sigmoid of a linear function of the scalars, as in
+            the gated nonlinearities of Weiler et al. (2018) and e3nn's ``Gate``. Without it the PE
+            channels are updated only linearly (attention and the residual).
         causal: each token attends to itself and the tokens before it (a decoder over trajectories or
             policies); phase I stays exactly equivariant, since the mask depends on token order only.
         validate_inputs: check input values (finite features, valid group elements) in the forward; each
@@ -82,6 +87,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         shared_subspace: bool = True,
         pooling: str = "mean",
         classifier_dropout: float = 0.0,
+        pe_gate: bool = False,
         causal: bool = False,
         validate_inputs: bool = True,
         **kwargs,
@@ -105,7 +111,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         self.subspace_dim, self.subspace_projection = subspace_dim, subspace_projection
         self.subspace_seed, self.shared_subspace = subspace_seed, shared_subspace
         self.pooling, self.classifier_dropout = pooling, classifier_dropout
-        self.causal, self.validate_inputs = causal, validate_inputs
+        self.pe_gate, self.causal, self.validate_inputs = pe_gate, causal, validate_inputs
         super().__init__(**kwargs)
         self.validate_geometry()
 
@@ -202,6 +208,8 @@ class GeoTransformerConfig(PreTrainedConfig):
             raise ValueError(
                 f"subspace_projection: expected one of {PROJECTIONS}, got {self.subspace_projection!r}"
             )
+        if self.pe_gate and self.pe_absolute is None:
+            raise ValueError("pe_gate: gates act on the channels of pe_absolute, which is None")
         if self.pooling != "mean":
             raise ValueError(f"pooling: expected 'mean', got {self.pooling!r}")
 

@@ -66,8 +66,9 @@ AUTO_MAP = {
     "AutoModelForTokenClassification": "modeling_geo_transformer.GeoTransformerForTokenClassification",
 }
 
-ATTENTION_LAYERS = r"(.*\.)?layers\.\d+\.self_attn\.(q|k|v|o)_proj"
-ALL_LAYERS = r"(.*\.)?layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+# The layers that act on PE channels (phase-controlled whatever phase_layers says), and all of them.
+ATTENTION_LAYERS = r"(.*\.)?layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.pe_proj)"
+ALL_LAYERS = r"(.*\.)?layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down|pe)_proj)"
 
 
 @dataclass
@@ -113,22 +114,41 @@ class GeoRMSNorm(nn.Module):
 
 
 class GeoMLP(nn.Module):
-    """SwiGLU on the scalars; the PE channels pass through (they are invariant-free, so no nonlinearity)."""
+    """SwiGLU on the scalars. The PE channels get zero (updated only by attention and the residual), or,
+    with ``config.pe_gate``, a gated update: ``pe_proj(p)``, a phase-controlled map on them, times
+    sigmoid(``pe_gate(s)``), one invariant scale per block read from the scalars s."""
 
-    def __init__(self, config: GeoTransformerConfig):
+    def __init__(
+        self,
+        config: GeoTransformerConfig,
+        embedding_rep: Representation | None = None,
+        block_sizes: tuple[int, ...] = (),
+    ):
         super().__init__()
         self.scalar_size, self.pe_width = config.scalar_size, config.pe_width
         self.gate_proj = nn.Linear(config.scalar_size, config.intermediate_size, bias=False)
         self.up_proj = nn.Linear(config.scalar_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.scalar_size, bias=False)
         self.act_fn = ACT2FN[config.hidden_act]
+        self.pe_proj = self.pe_gate = None
+        if config.pe_gate and self.pe_width:
+            linear = nn.Linear(self.pe_width, self.pe_width, bias=False)
+            self.pe_proj = PhasedLinear.from_linear(linear, reps=(embedding_rep, embedding_rep))
+            self.pe_gate = nn.Linear(config.scalar_size, len(block_sizes))
+            self.block_sizes = block_sizes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x[..., : self.scalar_size] if self.pe_width else x
         y = self.down_proj(self.act_fn(self.gate_proj(s)) * self.up_proj(s))
         if not self.pe_width:
             return y
-        return torch.cat((y, y.new_zeros(*y.shape[:-1], self.pe_width)), dim=-1)
+        if self.pe_proj is None:
+            return torch.cat((y, y.new_zeros(*y.shape[:-1], self.pe_width)), dim=-1)
+        sizes = torch.tensor(self.block_sizes, device=x.device)
+        gates = torch.repeat_interleave(
+            torch.sigmoid(self.pe_gate(s)), sizes, dim=-1, output_size=self.pe_width
+        )
+        return torch.cat((y, self.pe_proj(x[..., self.scalar_size :]) * gates), dim=-1)
 
 
 class GeoAttention(nn.Module):
@@ -228,12 +248,13 @@ class GeoTransformerLayer(nn.Module):
         layer_idx: int,
         state_rep: Representation,
         block_sizes: tuple[int, ...],
+        embedding_rep: Representation | None = None,
     ):
         super().__init__()
         self.input_layernorm = GeoRMSNorm(config.scalar_size, block_sizes, config.rms_norm_eps)
         self.self_attn = GeoAttention(config, layer_idx, state_rep)
         self.post_attention_layernorm = GeoRMSNorm(config.scalar_size, block_sizes, config.rms_norm_eps)
-        self.mlp = GeoMLP(config)
+        self.mlp = GeoMLP(config, embedding_rep, block_sizes)
 
     def forward(
         self,
@@ -359,12 +380,12 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
                 self.attribute_spaces.update(pe.rep.attribute_groups)
         trivial_groups = groups or {"position": Translations(1)}
         if self.absolute_pe is not None:
-            embedding = self.absolute_pe.embedding_rep
+            embedding = self.embedding_rep = self.absolute_pe.embedding_rep
             self.state_rep = DirectSum([Trivial(config.scalar_size, trivial_groups), embedding])
             self.block_sizes = tuple(d for mult, d in embedding.layout for _ in range(mult))
         else:
             self.state_rep = Trivial(config.hidden_size, trivial_groups)
-            self.block_sizes = ()
+            self.embedding_rep, self.block_sizes = None, ()
         self.scalar_reps = (
             Trivial(config.scalar_size, trivial_groups),
             Trivial(config.intermediate_size, trivial_groups),
@@ -374,7 +395,7 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
             nn.Linear(config.feature_size, config.scalar_size, bias=True) if config.feature_size else None
         )
         self.layers = nn.ModuleList(
-            GeoTransformerLayer(config, i, self.state_rep, self.block_sizes)
+            GeoTransformerLayer(config, i, self.state_rep, self.block_sizes, self.embedding_rep)
             for i in range(config.num_hidden_layers)
         )
         self.norm = GeoRMSNorm(config.scalar_size, self.block_sizes, config.rms_norm_eps)
@@ -385,7 +406,8 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
     def _phase_arguments(self) -> dict:
         s, i = self.scalar_reps
         reps = {
-            ATTENTION_LAYERS: (self.state_rep, self.state_rep),
+            r"(.*\.)?self_attn\.(q|k|v|o)_proj": (self.state_rep, self.state_rep),
+            r"(.*\.)?mlp\.pe_proj": (self.embedding_rep, self.embedding_rep),
             r"(.*\.)?mlp\.(gate|up)_proj": (s, i),
             r"(.*\.)?mlp\.down_proj": (i, s),
         }

@@ -77,6 +77,8 @@ class ModelArguments:
     classifier_dropout: float = 0.0
     initializer_range: float = 0.02
     phase_layers: Literal["attention", "all"] = "attention"
+    pe_gate: bool = False  # gated nonlinearity on the PE channels in every MLP (equivariant in phase I)
+    causal: bool = False  # each token attends to itself and the tokens before it
 
     def __post_init__(self):
         check_types(self)
@@ -197,7 +199,10 @@ HELP = {
     "attention_dropout": "dropout on the attention weights",
     "classifier_dropout": "dropout before the output head",
     "initializer_range": "standard deviation of the initial weights",
-    "phase_layers": "which layers the phases constrain: attention (q, k, v, o) or all (also the MLP)",
+    "phase_layers": "which layers the phases constrain: attention (q, k, v, o, and the PE gate's map) or all "
+    "(also the MLP)",
+    "pe_gate": "gate the PE channels in every MLP: an equivariant map scaled by sigmoids of the scalars",
+    "causal": "causal attention: each token sees itself and the tokens before it",
     # training
     "output_dir": "where the run writes model/, log.jsonl, results.json, curves.png and checkpoints/",
     "overwrite_output_dir": "delete a run already in output_dir and start over",

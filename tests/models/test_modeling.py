@@ -60,6 +60,15 @@ CASES = {
     "se3-gta": dict(
         pe_relative="se3(scale=0.5):2xh+1x1", pe_relative_mode="gta", hidden_size=22, num_attention_heads=2
     ),
+    "so3-absolute-gated": dict(
+        pe_absolute="so3:1x1", pe_relative=None, hidden_size=18, num_attention_heads=6, pe_gate=True
+    ),
+    "s2-absolute+rotary-gated": dict(
+        pe_absolute="s2:1x1", pe_relative="s2:1x1", hidden_size=9, num_attention_heads=3, pe_gate=True
+    ),
+    "t2-absolute+rotary-gated": dict(
+        pe_absolute="t2:4", pe_relative="t2:4", hidden_size=24, num_attention_heads=3, pe_gate=True
+    ),
     "se3-absolute+gta": dict(
         pe_absolute="se3:1x1",
         pe_relative="se3:1xh+1x2",
@@ -685,3 +694,34 @@ def test_causal_eager_and_sdpa_agree_with_padding():
         b = eager(**x, attention_mask=m).last_hidden_state
         assert torch.isfinite(a).all()
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["linear", "gated"])
+def test_the_gate_scales_pe_channels_by_functions_of_the_invariants(gated):
+    """One token, SO(3) channels with no trivial part: without the gate the PE channels of the output
+    cannot depend on the features (no equivariant map from scalars reaches them); with it they do."""
+    config = make_config("so3-absolute", pe_gate=gated)
+    model = build(GeoTransformerModel, config, torch.float64)
+    q = torch.tensor([[[0.9, 0.1, -0.3, 0.2]]], dtype=torch.float64)
+    f1, f2 = torch.randn(2, 1, 1, FEATURES, dtype=torch.float64)
+    pe = slice(config.scalar_size, None)
+    a = model(features=f1, positions=q).last_hidden_state[..., pe]
+    b = model(features=f2, positions=q).last_hidden_state[..., pe]
+    assert ((a - b).abs().max() > 1e-3) == gated
+    if gated:
+        assert len([m for m in model.modules() if isinstance(m, torch.nn.Linear)]) >= 1
+        assert type(model.layers[0].mlp.pe_proj.weight_param).__name__ == "EquivariantWeight"
+
+
+@pytest.mark.parametrize("second", ["free", "subspace"])
+def test_a_gated_model_switches_saves_and_loads_with_identical_outputs(second, tmp_path):
+    config = make_config("so3-absolute-gated", subspace_dim=16)
+    model = build(GeoTransformerForSequenceClassification, config, torch.float64)
+    x = inputs(model.model, torch.float64)
+    before = model(**x).logits
+    report = model.set_phase(second)
+    assert "layers.0.mlp.pe_proj" in report.layers
+    torch.testing.assert_close(model(**x).logits, before, rtol=0, atol=1e-12)
+    model.save_pretrained(tmp_path)
+    loaded = GeoTransformerForSequenceClassification.from_pretrained(tmp_path).double().eval()
+    torch.testing.assert_close(loaded(**x).logits, model(**x).logits, rtol=0, atol=0)

@@ -3,7 +3,8 @@
 Importing this package registers the model with ``AutoConfig``, ``AutoModel``,
 ``AutoModelForSequenceClassification`` and ``AutoModelForTokenClassification``, and marks the classes
 for ``register_for_auto_class`` so that a saved folder also loads with ``trust_remote_code=True``.
-HF has no Auto class for sequence regression: load `GeoTransformerForSequenceRegression` by name (or
+HF has no Auto class for sequence regression or equivariant outputs: load
+`GeoTransformerForSequenceRegression` and `GeoTransformerForEquivariantRegression` by name (or
 ``AutoModelForSequenceClassification`` with ``num_labels=1``, which HF treats as regression).
 """
 
@@ -15,6 +16,11 @@ from transformers import (
 )
 
 from .configuration_geo_transformer import GeoTransformerConfig
+from .equivariant_heads import (
+    EquivariantRegressionOutput,
+    GeoTransformerForEquivariantRegression,
+    harmonic_to_traceless,
+)
 from .modeling_geo_transformer import (
     GeoTransformerForSequenceClassification,
     GeoTransformerForSequenceRegression,
@@ -26,7 +32,9 @@ from .modeling_geo_transformer import (
 )
 
 __all__ = [
+    "EquivariantRegressionOutput",
     "GeoTransformerConfig",
+    "GeoTransformerForEquivariantRegression",
     "GeoTransformerForSequenceClassification",
     "GeoTransformerForSequenceRegression",
     "GeoTransformerForTokenClassification",
@@ -34,6 +42,7 @@ __all__ = [
     "GeoTransformerOutput",
     "GeoTransformerPreTrainedModel",
     "SequenceRegressionOutput",
+    "harmonic_to_traceless",
 ]
 
 AutoConfig.register(GeoTransformerConfig.model_type, GeoTransformerConfig, exist_ok=True)

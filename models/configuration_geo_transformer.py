@@ -11,6 +11,8 @@ from geo_pe.reps import IrrepsSpec
 __all__ = ["GeoTransformerConfig"]
 
 RELATIVE_MODES = ("rotary", "gta")
+EQUIVARIANT_TARGETS = ("vector", "symmetric_matrix", "position")
+EQUIVARIANT_LEVELS = ("token", "sequence")
 PHASE_LAYERS = ("attention", "all")
 
 
@@ -53,6 +55,10 @@ class GeoTransformerConfig(PreTrainedConfig):
             projections in phase II) and scaled by a sigmoid of a linear function of the scalars, as in
             the gated nonlinearities of Weiler et al. (2018) and e3nn's ``Gate``. Without it the PE
             channels are updated only linearly (attention and the residual).
+        equivariant_target, equivariant_level, output_attribute: what
+            `GeoTransformerForEquivariantRegression` predicts (``"vector"``, ``"symmetric_matrix"`` or
+            ``"position"``), per ``"token"`` or per ``"sequence"``, turning with which rotation attribute
+            (default: the only one).
         causal: each token attends to itself and the tokens before it (a decoder over trajectories or
             policies); phase I stays exactly equivariant, since the mask depends on token order only.
         validate_inputs: check input values (finite features, valid group elements) in the forward; each
@@ -88,6 +94,9 @@ class GeoTransformerConfig(PreTrainedConfig):
         pooling: str = "mean",
         classifier_dropout: float = 0.0,
         pe_gate: bool = False,
+        equivariant_target: str = "vector",
+        equivariant_level: str = "sequence",
+        output_attribute: str | None = None,
         causal: bool = False,
         validate_inputs: bool = True,
         **kwargs,
@@ -112,6 +121,8 @@ class GeoTransformerConfig(PreTrainedConfig):
         self.subspace_seed, self.shared_subspace = subspace_seed, shared_subspace
         self.pooling, self.classifier_dropout = pooling, classifier_dropout
         self.pe_gate, self.causal, self.validate_inputs = pe_gate, causal, validate_inputs
+        self.equivariant_target, self.equivariant_level = equivariant_target, equivariant_level
+        self.output_attribute = output_attribute
         super().__init__(**kwargs)
         self.validate_geometry()
 
@@ -210,6 +221,14 @@ class GeoTransformerConfig(PreTrainedConfig):
             )
         if self.pe_gate and self.pe_absolute is None:
             raise ValueError("pe_gate: gates act on the channels of pe_absolute, which is None")
+        if self.equivariant_target not in EQUIVARIANT_TARGETS:
+            raise ValueError(
+                f"equivariant_target: expected one of {EQUIVARIANT_TARGETS}, got {self.equivariant_target!r}"
+            )
+        if self.equivariant_level not in EQUIVARIANT_LEVELS:
+            raise ValueError(
+                f"equivariant_level: expected one of {EQUIVARIANT_LEVELS}, got {self.equivariant_level!r}"
+            )
         if self.pooling != "mean":
             raise ValueError(f"pooling: expected 'mean', got {self.pooling!r}")
 

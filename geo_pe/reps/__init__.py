@@ -25,9 +25,10 @@ from geo_pe.reps.finite import (
     outer_product,
     symmetric,
 )
-from geo_pe.reps.groups import SO2, SO3, Group, ProductGroup, Space, Sphere, Translations
+from geo_pe.reps.groups import SE3, SO2, SO3, Group, ProductGroup, Space, Sphere, Translations
 from geo_pe.reps.lie import (
     AttributeRep,
+    SE3Rep,
     SO2Rep,
     SO3Rep,
     SphereRep,
@@ -46,6 +47,7 @@ from geo_pe.reps.wigner import (
 
 __all__ = [
     "L1_PERMUTATION",
+    "SE3",
     "SO2",
     "SO3",
     "TRIVIAL",
@@ -63,6 +65,7 @@ __all__ = [
     "ProductGroup",
     "RegularRep",
     "Representation",
+    "SE3Rep",
     "SO2Factor",
     "SO2Rep",
     "SO3Factor",

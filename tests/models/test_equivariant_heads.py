@@ -1,0 +1,147 @@
+"""Equivariant outputs: vectors turn as R v, symmetric matrices as R M R^T, positions as R x + t, per token
+and per sequence, exactly in phase I; phase II can learn to break the symmetry; saved and loaded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from geo_pe import quaternion, se3
+from geo_pe.reps import spherical_harmonics, wigner_D
+from models import GeoTransformerConfig, GeoTransformerForEquivariantRegression, harmonic_to_traceless
+
+B, T = 3, 5
+
+CASES = {  # target, attribute kind, sizes (heads aligned with the blocks of pe_absolute)
+    "vector-so3": ("vector", "so3", dict(pe_absolute="so3:1x1", pe_relative="so3:1x0+1x1+1x2", hidden_size=36,
+                                         num_attention_heads=4)),
+    "vector-s2": ("vector", "s2", dict(pe_absolute="s2:1x1", pe_relative="s2:1x1", hidden_size=9,
+                                       num_attention_heads=3)),
+    "matrix-so3": ("symmetric_matrix", "so3", dict(pe_absolute="so3:1x2", pe_relative="so3:1x2",
+                                                   hidden_size=40, num_attention_heads=8)),
+    "matrix-s2": ("symmetric_matrix", "s2", dict(pe_absolute="s2:1x1+1x2", pe_relative="s2:1x1+5x0",
+                                                 hidden_size=24, num_attention_heads=3)),
+    "position-se3": ("position", "se3", dict(pe_absolute="se3:1x1", pe_relative="se3(scale=0.5):1xh+1x2",
+                                             hidden_size=27, num_attention_heads=3)),
+}  # fmt: skip
+
+
+def make(case: str, level: str, dtype, **overrides) -> GeoTransformerForEquivariantRegression:
+    target, _, sizes = CASES[case]
+    settings = dict(
+        feature_size=2, phase_history=["equivariant"], initializer_range=0.3, pe_gate=True,
+        equivariant_target=target, equivariant_level=level,
+    )  # fmt: skip
+    config = GeoTransformerConfig(**{**settings, **sizes, **overrides})
+    torch.manual_seed(0)
+    return GeoTransformerForEquivariantRegression(config).to(dtype).eval()
+
+
+def sample(kind: str, shape, generator: int, dtype):
+    if kind == "so3":
+        return quaternion.random(*shape, generator=generator, dtype=dtype)
+    if kind == "se3":
+        return se3.random(*shape, generator=generator, dtype=dtype, translation_scale=2.0)
+    return torch.randn(*shape, 3, generator=torch.Generator().manual_seed(generator), dtype=dtype)
+
+
+def move(kind: str, h, g):
+    """A global rigid motion h (a pose) of the elements g; returns (moved g, R, t)."""
+    R, t = se3.to_rotation_translation(h)
+    if kind == "so3":
+        return quaternion.multiply(h[..., :4], g), R, torch.zeros_like(t)
+    if kind == "se3":
+        return se3.compose(h, g), R, t
+    return quaternion.apply(h[..., :4], g), R, torch.zeros_like(t)
+
+
+@pytest.mark.parametrize("level", ["sequence", "token"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_outputs_turn_with_the_global_motion(case, level, dtype):
+    target, kind, _ = CASES[case]
+    model = make(case, level, dtype)
+    features = torch.randn(B, T, 2, dtype=dtype)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[1, 3:] = 0
+    g = sample(kind, (B, T), 1, dtype)
+    h = se3.random(B, 1, generator=2, dtype=dtype, translation_scale=3.0)
+    moved, R, t = move(kind, h, g)
+    y = model(features=features, positions=g, attention_mask=mask).predictions
+    y_moved = model(features=features, positions=moved, attention_mask=mask).predictions
+    if level == "token":  # one R and t per sequence, broadcast over tokens
+        R, t = R.expand(B, T, 3, 3), t.expand(B, T, 3)
+    else:
+        R, t = R[:, 0], t[:, 0]
+    if target == "symmetric_matrix":
+        expected = R @ y @ R.transpose(-1, -2)
+        torch.testing.assert_close(y, y.transpose(-1, -2))
+    else:
+        expected = (R @ y[..., None])[..., 0] + t
+    atol = 1e-10 if dtype == torch.float64 else 1e-4
+    valid = mask.bool() if level == "token" else slice(None)
+    torch.testing.assert_close(y_moved[valid], expected[valid], rtol=0, atol=atol)
+    assert y.abs().max() > 1e-3  # not trivially zero
+
+
+def test_harmonic_components_map_to_traceless_matrices(dtype):
+    x = torch.randn(20, 3, dtype=dtype)
+    x = x / x.norm(dim=-1, keepdim=True)
+    expected = x[:, :, None] * x[:, None, :] - torch.eye(3, dtype=dtype) / 3
+    torch.testing.assert_close(
+        harmonic_to_traceless(spherical_harmonics(x, 2, normalization="norm")), expected
+    )
+    y = torch.randn(20, 5, dtype=dtype)
+    q = quaternion.random(20, generator=3, dtype=dtype)
+    R = quaternion.to_matrix(q)
+    turned = harmonic_to_traceless((wigner_D(q, 2) @ y[..., None])[..., 0])
+    torch.testing.assert_close(turned, R @ harmonic_to_traceless(y) @ R.transpose(-1, -2))
+
+
+def test_phase_two_learns_what_the_symmetry_forbids():
+    """A target fixed in space (e_z whatever the orientation): an equivariant head cannot fit it, the
+    same model freed after the switch does."""
+    target = torch.tensor([0.0, 0.0, 1.0])
+
+    def fit(model, steps=150):
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        gen = torch.Generator().manual_seed(4)
+        for _ in range(steps):
+            q = quaternion.random(16, T, generator=gen)
+            loss = model(features=torch.ones(16, T, 2), positions=q, labels=target.expand(16, 3)).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return loss.item()
+
+    equivariant = make("vector-so3", "sequence", torch.float32).train()
+    assert fit(equivariant) > 0.2  # at best the zero vector: 1/3 per component
+    freed = make("vector-so3", "sequence", torch.float32).train()
+    freed.set_phase("free")
+    assert fit(freed) < 0.05
+
+
+@pytest.mark.parametrize("second", ["free", "subspace"])
+def test_switch_save_and_load_keep_the_outputs(second, tmp_path):
+    model = make("matrix-so3", "token", torch.float64, subspace_dim=32)
+    g = sample("so3", (B, T), 5, torch.float64)
+    x = {"features": torch.randn(B, T, 2, dtype=torch.float64), "positions": g}
+    before = model(**x).predictions
+    model.set_phase(second)
+    torch.testing.assert_close(model(**x).predictions, before, rtol=0, atol=1e-12)
+    model.save_pretrained(tmp_path)
+    loaded = GeoTransformerForEquivariantRegression.from_pretrained(tmp_path).double().eval()
+    torch.testing.assert_close(loaded(**x).predictions, model(**x).predictions, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(equivariant_target="symmetric_matrix"), r"pe_absolute: 'so3:1x1' has no degree-2 channels"),
+        (dict(equivariant_target="position"), r"output_attribute: position outputs need one SE\(3\) pose"),
+        (dict(output_attribute="angle"), r"output_attribute: 'angle' is not a rotation attribute"),
+        (dict(equivariant_level="atom"), r"equivariant_level: expected one of"),
+    ],
+)
+def test_bad_settings_are_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        make("vector-so3", "sequence", torch.float32, **overrides)

@@ -55,6 +55,10 @@ class GeoTransformerConfig(PreTrainedConfig):
             projections in phase II) and scaled by a sigmoid of a linear function of the scalars, as in
             the gated nonlinearities of Weiler et al. (2018) and e3nn's ``Gate``. Without it the PE
             channels are updated only linearly (attention and the residual).
+        shared_rotations: groups of attributes turned by one global rotation, e.g.
+            ``[["position", "velocity"]]`` for a particle's position and velocity directions (``s2``) or
+            ``[["orientation", "direction"]]``: their SO(3) irreps of equal degree are one irrep, so the
+            phase I maps mix their channels (`geo_pe.reps.share_rotation`).
         equivariant_target, equivariant_level, output_attribute: what
             `GeoTransformerForEquivariantRegression` predicts (``"vector"``, ``"symmetric_matrix"`` or
             ``"position"``), per ``"token"`` or per ``"sequence"``, turning with which rotation attribute
@@ -94,6 +98,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         pooling: str = "mean",
         classifier_dropout: float = 0.0,
         pe_gate: bool = False,
+        shared_rotations: list[list[str]] | None = None,
         equivariant_target: str = "vector",
         equivariant_level: str = "sequence",
         output_attribute: str | None = None,
@@ -123,6 +128,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         self.pe_gate, self.causal, self.validate_inputs = pe_gate, causal, validate_inputs
         self.equivariant_target, self.equivariant_level = equivariant_target, equivariant_level
         self.output_attribute = output_attribute
+        self.shared_rotations = [list(group) for group in shared_rotations] if shared_rotations else None
         super().__init__(**kwargs)
         self.validate_geometry()
 
@@ -221,6 +227,25 @@ class GeoTransformerConfig(PreTrainedConfig):
             )
         if self.pe_gate and self.pe_absolute is None:
             raise ValueError("pe_gate: gates act on the channels of pe_absolute, which is None")
+        for group in self.shared_rotations or []:
+            if len(group) < 2 or not all(isinstance(a, str) for a in group):
+                raise ValueError(
+                    f"shared_rotations: each group lists two or more attribute names, got {group!r}"
+                )
+            attributes = {}
+            for spec in (self.pe_absolute, self.pe_relative):
+                if spec is not None:
+                    attributes.update(IrrepsSpec.parse(spec).attributes)
+            unknown = [a for a in group if a not in attributes]
+            if unknown:
+                raise ValueError(
+                    f"shared_rotations: {unknown} are not attributes of the encodings ({sorted(attributes)})"
+                )
+            wrong = [a for a in group if attributes[a] not in ("so3", "s2")]
+            if wrong:
+                raise ValueError(
+                    f"shared_rotations: {wrong} are not so3 or s2 attributes; only those share a rotation"
+                )
         if self.equivariant_target not in EQUIVARIANT_TARGETS:
             raise ValueError(
                 f"equivariant_target: expected one of {EQUIVARIANT_TARGETS}, got {self.equivariant_target!r}"

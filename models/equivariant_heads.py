@@ -86,6 +86,9 @@ class GeoTransformerForEquivariantRegression(GeoTransformerPreTrainedModel):
             if isinstance(group, SE3)
             else SO3Rep([(1, l) for l in degrees], attribute=self.attribute)
         )
+        for shared in config.shared_rotations or []:
+            if self.attribute in shared:  # the frame `share_rotation` gave the encodings
+                target.frame = "+".join(shared)
         self.target_rep = target
         embedding = self.model.embedding_rep
         shared = {i for _, i in embedding.irreps} & {i for _, i in target.irreps}
@@ -120,6 +123,9 @@ class GeoTransformerForEquivariantRegression(GeoTransformerPreTrainedModel):
                     "output_attribute: position outputs need one SE(3) pose attribute to move with"
                 )
             return poses[0]
+        frames = {a for a in rotating if not any(a in group[1:] for group in config.shared_rotations or [])}
+        if len(frames) == 1:  # one rotation, possibly shared by several attributes
+            return next(iter(frames))
         if len(rotating) != 1:
             raise ValueError(
                 f"output_attribute: the encodings have rotation attributes {sorted(rotating)}; name the one "

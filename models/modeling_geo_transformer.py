@@ -43,7 +43,7 @@ from geo_pe.phases import (
     WeightParametrization,
     set_phase,
 )
-from geo_pe.reps import DirectSum, Representation, Trivial
+from geo_pe.reps import DirectSum, Representation, Trivial, share_rotation
 from geo_pe.reps.groups import Translations
 
 from .configuration_geo_transformer import GeoTransformerConfig
@@ -369,6 +369,9 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
             if config.pe_relative
             else None
         )
+        encodings = nn.ModuleList(pe for pe in (self.absolute_pe, self.relative_pe) if pe is not None)
+        for shared in config.shared_rotations or []:  # before any irreps are read: they name the frame
+            share_rotation(encodings, shared)
         groups = {}
         for pe in (self.absolute_pe, self.relative_pe):
             if pe is not None:

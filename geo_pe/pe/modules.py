@@ -329,22 +329,17 @@ class EmbeddingRep(Representation):
     def __init__(self, pe: AbsolutePE):
         super().__init__()
         acting = pe.rep.acting_rep
-        irreps, structures = acting.irreps, acting.complex_structures()
+        irreps = acting.irreps
         self._acting = [acting]  # a reference: the PE module owns it
         self._entries: list[tuple[int | None, int, int]] = []  # (acting entry or None for trivial, mult, dim)
-        self._irreps, self._structures = [], []
         for seg in pe.plan.segments:
             if seg.kind == "identity":
                 self._entries.append((None, 1, 1))
-                self._irreps.append((1, TRIVIAL))
-                self._structures.append(None)
                 continue
             for e in seg.entries:
                 mult, irrep = irreps[e]
                 copies = {"rotation": mult, "matrix": seg.block, "zonal": 1}[seg.kind]
                 self._entries.append((e, copies, irrep.dim))
-                self._irreps.append((copies, irrep))
-                self._structures.append(structures[e])
 
     @property
     def group(self):
@@ -360,10 +355,13 @@ class EmbeddingRep(Representation):
 
     @property
     def irreps(self):
-        return tuple(self._irreps)
+        # read from the acting representation each time: `share_rotation` may rename its irreps
+        irreps = self._acting[0].irreps
+        return tuple((copies, TRIVIAL if e is None else irreps[e][1]) for e, copies, _ in self._entries)
 
     def complex_structures(self):
-        return list(self._structures)
+        structures = self._acting[0].complex_structures()
+        return [None if e is None else structures[e] for e, _, _ in self._entries]
 
     def blocks(self, g):
         acting = self._acting[0].blocks(g)

@@ -35,6 +35,7 @@ from geo_pe.reps.lie import (
     TranslationRep,
     Trivial,
     default_frequencies,
+    share_rotation,
 )
 from geo_pe.reps.spec import IrrepsSpec, SO2Factor, SO3Factor, SphereFactor, TranslationFactor
 from geo_pe.reps.wigner import (
@@ -87,6 +88,7 @@ __all__ = [
     "dihedral",
     "direct_product",
     "outer_product",
+    "share_rotation",
     "spherical_harmonics",
     "symmetric",
     "wigner_D",

@@ -55,6 +55,7 @@ __all__ = [
     "Trivial",
     "default_frequencies",
     "rotation_blocks",
+    "share_rotation",
 ]
 
 TRANSLATION_LAYOUTS = ("axial", "mixed")
@@ -116,6 +117,7 @@ class AttributeRep(Representation):
     def __init__(self, group: Group, attribute: str):
         super().__init__()
         self._group, self.attribute = group, attribute
+        self.frame: str | None = None  # set by `share_rotation`: attributes of one frame share irreps
 
     @property
     def group(self) -> Group:
@@ -135,9 +137,36 @@ class AttributeRep(Representation):
 
     @property
     def irrep_group(self) -> str:
-        """Group name of its irreps, with the attribute: irreps of different attributes never match."""
+        """Group name of its irreps, with the attribute (or its shared frame, see `share_rotation`):
+        irreps of attributes turned independently never match."""
         group = self._group.acting_group.name
-        return f"{group}@{self.attribute}"
+        return f"{group}@{self.frame or self.attribute}"
+
+
+def share_rotation(module: nn.Module, attributes: Sequence[str], frame: str | None = None) -> None:
+    """Declare that one global rotation turns every attribute in ``attributes`` (for example a particle's
+    position and velocity directions, or an orientation and a direction): the SO(3) irreps of equal
+    degree on them become one and the same irrep, so Schur's commutant mixes their channels (k copies of
+    degree l in all give k^2 maps instead of the sum of the squares per attribute). Acts in place on every
+    `AttributeRep` inside ``module`` (a representation, a PE module or a model). Only attributes acted on
+    by SO(3) (``so3`` orientations, ``s2`` directions) can share a rotation."""
+    names = list(attributes)
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ValueError(f"attributes: expected two or more distinct attribute names, got {names}")
+    frame = frame or "+".join(names)
+    found = set()
+    for rep in module.modules():
+        if isinstance(rep, AttributeRep) and rep.attribute in names:
+            if not isinstance(rep.group.acting_group, SO3):
+                raise ValueError(
+                    f"attributes: {rep.attribute!r} is a {rep.group.name} attribute; only so3 and s2 "
+                    "attributes share a rotation"
+                )
+            rep.frame = frame
+            found.add(rep.attribute)
+    missing = sorted(set(names) - found)
+    if missing:
+        raise ValueError(f"attributes: {missing} are not read by any encoding in the module")
 
 
 class TranslationRep(AttributeRep):

@@ -279,3 +279,49 @@ def test_bad_inputs_raise():
         SphereRep([(1, 1)]).blocks(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="v: expected a last dimension of 3"):
         SO3Rep([(1, 1)]).act(Q.random(2), torch.zeros(2, 4))
+
+
+# --- one rotation over several attributes -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "spec, attributes, independent, shared",
+    [
+        # k copies of degree l under one rotation commute with k^2 maps (Schur); apart, the squares add up
+        ("s2@a:1x1+s2@b:1x1", ["a", "b"], 1 + 1, 2**2),
+        ("s2@a:1x1+1x2+s2@b:1x1+1x2", ["a", "b"], 1 + 1 + 1 + 1, 2**2 + 2**2),
+        ("so3:1x1+s2:1x1", ["orientation", "direction"], 9 + 1, 4**2),  # vec(D_1): 3 copies, + Y_1
+    ],
+)
+def test_shared_rotations_follow_schurs_count(spec, attributes, independent, shared):
+    from geo_pe.equivariance.structure import EquivariantStructure
+    from geo_pe.pe import AbsolutePE
+    from geo_pe.reps import share_rotation
+
+    pe = AbsolutePE(spec, combine="concat")
+    rep = pe.embedding_rep
+    assert EquivariantStructure(rep, rep).num_maps == independent
+    share_rotation(pe, attributes)  # also renames the irreps of representations built before
+    assert EquivariantStructure(rep, rep).num_maps == shared
+
+
+def test_maps_between_shared_attributes_are_equivariant_under_the_one_rotation(dtype):
+    """The commutant's maps mix the two attributes' channels and commute with the shared rotation."""
+    from geo_pe.equivariance.structure import EquivariantStructure
+    from geo_pe.pe import AbsolutePE
+    from geo_pe.reps import share_rotation
+
+    pe = AbsolutePE("s2@position:1x1+1x2+s2@velocity:1x1+1x2", combine="concat").to(dtype)
+    share_rotation(pe, ["position", "velocity"])
+    structure = EquivariantStructure(pe.embedding_rep, pe.embedding_rep)
+    W = structure.expand(torch.randn(structure.num_maps, dtype=torch.float64)).to(dtype)
+    x = {a: torch.randn(6, 3, dtype=dtype) for a in ("position", "velocity")}
+    h = Q.random(6, generator=3, dtype=dtype)
+    gamma = pe.embed(pe.encode(x))
+    moved = pe.embed(pe.encode({a: Q.apply(h, v) for a, v in x.items()}))
+    cross = W[:8, 8:]  # velocity channels into position channels: non-zero only when shared
+    assert cross.abs().max() > 1e-3
+    atol, rtol = tolerance(dtype)
+    torch.testing.assert_close(moved @ W.T, (pe.embedding_rep.act(h, gamma @ W.T)), atol=atol * 10, rtol=rtol)
+    with pytest.raises(ValueError, match=r"'angle' is a so2 attribute; only so3 and s2"):
+        share_rotation(AbsolutePE("so2:1x1+so3:1x1", combine="concat"), ["angle", "orientation"])
+    with pytest.raises(ValueError, match=r"\['speed'\] are not read by any encoding"):
+        share_rotation(pe, ["position", "speed"])

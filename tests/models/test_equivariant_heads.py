@@ -145,3 +145,64 @@ def test_switch_save_and_load_keep_the_outputs(second, tmp_path):
 def test_bad_settings_are_named(overrides, message):
     with pytest.raises(ValueError, match=message):
         make("vector-so3", "sequence", torch.float32, **overrides)
+
+
+def particle_model(shared: bool, dtype) -> GeoTransformerForEquivariantRegression:
+    config = GeoTransformerConfig(
+        feature_size=3,  # charge, |x|, |v|
+        hidden_size=24,
+        num_attention_heads=4,  # 18 scalars + Y_1 of the position and of the velocity direction
+        pe_absolute="s2@position:1x1+s2@velocity:1x1",
+        pe_relative="s2@position:1x1+3x0",
+        pe_gate=True,
+        shared_rotations=[["position", "velocity"]] if shared else None,
+        equivariant_target="vector",
+        equivariant_level="token",
+        output_attribute="position",
+        phase_history=["equivariant"],
+        initializer_range=0.3,
+    )
+    torch.manual_seed(0)
+    return GeoTransformerForEquivariantRegression(config).to(dtype).eval()
+
+
+def test_position_and_velocity_under_one_rotation_predict_displacements(dtype):
+    """Shared: the phase I maps mix position and velocity channels (more coefficients), and the
+    displacement turns with the one rotation; turning the two by different rotations is then another
+    input. Independent attributes keep the smaller commutant."""
+    x, v = torch.randn(2, 5, 3, dtype=dtype), torch.randn(2, 5, 3, dtype=dtype)
+    features = torch.cat((torch.sign(torch.randn(2, 5, 1, dtype=dtype)), x.norm(dim=-1, keepdim=True),
+                          v.norm(dim=-1, keepdim=True)), dim=-1)  # fmt: skip
+    h, other = (
+        quaternion.random(2, 1, generator=6, dtype=dtype),
+        quaternion.random(2, 1, generator=7, dtype=dtype),
+    )
+    R = quaternion.to_matrix(h)
+    counts = {}
+    for shared in (False, True):
+        model = particle_model(shared, dtype)
+        counts[shared] = model.model.layers[0].self_attn.q_proj.weight_param.coefficients.numel()
+        y = model(features=features, positions={"position": x, "velocity": v}).predictions
+        turned = {"position": quaternion.apply(h, x), "velocity": quaternion.apply(h, v)}
+        y_turned = model(features=features, positions=turned).predictions
+        atol = 1e-10 if dtype == torch.float64 else 1e-4
+        torch.testing.assert_close(y_turned, (R @ y[..., None])[..., 0], rtol=0, atol=atol)
+        apart = {"position": quaternion.apply(h, x), "velocity": quaternion.apply(other, v)}
+        y_apart = model(features=features, positions=apart).predictions
+        assert ((y_apart - (R @ y[..., None])[..., 0]).abs().max() > 1e-3) == shared
+    assert counts[True] > counts[False]
+
+
+@pytest.mark.parametrize(
+    "groups, message",
+    [
+        ([["position"]], r"shared_rotations: each group lists two or more"),
+        ([["position", "speed"]], r"shared_rotations: \['speed'\] are not attributes"),
+    ],
+)
+def test_bad_shared_rotations_are_named(groups, message):
+    with pytest.raises(ValueError, match=message):
+        GeoTransformerConfig(
+            feature_size=1, pe_absolute="s2@position:1x1+s2@velocity:1x1", pe_relative=None, hidden_size=12,
+            num_attention_heads=2, shared_rotations=groups,
+        )  # fmt: skip

@@ -59,6 +59,10 @@ class GeoTransformerConfig(PreTrainedConfig):
             ``[["position", "velocity"]]`` for a particle's position and velocity directions (``s2``) or
             ``[["orientation", "direction"]]``: their SO(3) irreps of equal degree are one irrep, so the
             phase I maps mix their channels (`geo_pe.reps.share_rotation`).
+        point_attributes: ``s2`` attributes given as points in R^3 (atoms, particles), not directions: the
+            model centres each on the centroid of the valid tokens, reads the direction from there, adds
+            the distance to the invariant inputs, and moves "position" outputs with the raw points. The
+            model is then invariant to translations as well, with no pre-processing by the user.
         equivariant_target, equivariant_level, output_attribute: what
             `GeoTransformerForEquivariantRegression` predicts (``"vector"``, ``"symmetric_matrix"`` or
             ``"position"``), per ``"token"`` or per ``"sequence"``, turning with which rotation attribute
@@ -99,6 +103,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         classifier_dropout: float = 0.0,
         pe_gate: bool = False,
         shared_rotations: list[list[str]] | None = None,
+        point_attributes: list[str] | None = None,
         equivariant_target: str = "vector",
         equivariant_level: str = "sequence",
         output_attribute: str | None = None,
@@ -129,6 +134,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         self.equivariant_target, self.equivariant_level = equivariant_target, equivariant_level
         self.output_attribute = output_attribute
         self.shared_rotations = [list(group) for group in shared_rotations] if shared_rotations else None
+        self.point_attributes = list(point_attributes) if point_attributes else None
         super().__init__(**kwargs)
         self.validate_geometry()
 
@@ -164,9 +170,15 @@ class GeoTransformerConfig(PreTrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-        if self.vocab_size < 0 or self.feature_size < 0 or self.vocab_size + self.feature_size == 0:
+        if self.vocab_size < 0 or self.feature_size < 0:
             raise ValueError(
-                "vocab_size, feature_size: the model needs input_ids (vocab_size > 0) or features"
+                f"vocab_size, feature_size: expected non-negative sizes, got {self.vocab_size}, "
+                f"{self.feature_size}"
+            )
+        if self.vocab_size + self.feature_size == 0 and not self.point_attributes:
+            raise ValueError(
+                "vocab_size, feature_size: the model needs input_ids (vocab_size > 0), features or "
+                "point_attributes"
             )
         if self.num_attention_heads * self.head_dim != self.hidden_size:
             raise ValueError(
@@ -227,15 +239,21 @@ class GeoTransformerConfig(PreTrainedConfig):
             )
         if self.pe_gate and self.pe_absolute is None:
             raise ValueError("pe_gate: gates act on the channels of pe_absolute, which is None")
+        attributes = {}
+        for spec in (self.pe_absolute, self.pe_relative):
+            if spec is not None:
+                attributes.update(IrrepsSpec.parse(spec).attributes)
+        not_points = [a for a in self.point_attributes or [] if attributes.get(a) != "s2"]
+        if not_points:
+            raise ValueError(
+                f"point_attributes: {not_points} are not s2 attributes of the encodings "
+                f"({sorted(attributes)})"
+            )
         for group in self.shared_rotations or []:
             if len(group) < 2 or not all(isinstance(a, str) for a in group):
                 raise ValueError(
                     f"shared_rotations: each group lists two or more attribute names, got {group!r}"
                 )
-            attributes = {}
-            for spec in (self.pe_absolute, self.pe_relative):
-                if spec is not None:
-                    attributes.update(IrrepsSpec.parse(spec).attributes)
             unknown = [a for a in group if a not in attributes]
             if unknown:
                 raise ValueError(

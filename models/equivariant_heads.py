@@ -117,12 +117,14 @@ class GeoTransformerForEquivariantRegression(GeoTransformerPreTrainedModel):
                 )
             return config.output_attribute
         if config.equivariant_target == "position":
-            poses = [a for a, g in rotating.items() if isinstance(g, SE3)]
-            if len(poses) != 1:
+            points = config.point_attributes or []
+            movable = [a for a, g in rotating.items() if isinstance(g, SE3) or a in points]
+            if len(movable) != 1:
                 raise ValueError(
-                    "output_attribute: position outputs need one SE(3) pose attribute to move with"
+                    "output_attribute: position outputs need one SE(3) pose attribute or one point attribute "
+                    "to move with"
                 )
-            return poses[0]
+            return movable[0]
         frames = {a for a in rotating if not any(a in group[1:] for group in config.shared_rotations or [])}
         if len(frames) == 1:  # one rotation, possibly shared by several attributes
             return next(iter(frames))
@@ -195,9 +197,12 @@ class GeoTransformerForEquivariantRegression(GeoTransformerPreTrainedModel):
             predictions = harmonic_to_traceless(harmonic) + self.trace_head(invariants)[..., None] * eye
         else:
             predictions = harmonic[..., list(CARTESIAN_FROM_DEGREE_1)]
-        if c.equivariant_target == "position":
-            poses = positions[self.attribute] if isinstance(positions, dict) else positions
-            origin = poses[..., 4:].to(predictions.dtype)
+        if c.equivariant_target == "position":  # the token's own position: a pose's translation, a point
+            given = positions[self.attribute] if isinstance(positions, dict) else positions
+            is_point = self.attribute in (c.point_attributes or [])
+            origin = (given if is_point else given[..., 4:]).to(predictions.dtype)
+            if attention_mask is not None:  # padding may hold anything
+                origin = origin.masked_fill(~attention_mask.bool()[..., None], 0)
             if c.equivariant_level == "sequence":
                 origin = _pool(origin, attention_mask)
             predictions = predictions + origin

@@ -397,6 +397,10 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
         self.embed_features = (
             nn.Linear(config.feature_size, config.scalar_size, bias=True) if config.feature_size else None
         )
+        points = config.point_attributes or []
+        self.embed_distances = (
+            nn.Linear(len(points), config.scalar_size, bias=not config.feature_size) if points else None
+        )
         self.layers = nn.ModuleList(
             GeoTransformerLayer(config, i, self.state_rep, self.block_sizes, self.embedding_rep)
             for i in range(config.num_hidden_layers)
@@ -519,6 +523,38 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
         allowed = torch.ones(T, T, dtype=torch.bool, device=device).tril()
         return (key_mask & allowed) | torch.eye(T, dtype=torch.bool, device=device), False
 
+    def _center_points(
+        self, positions, B: int, T: int, mask: torch.Tensor | None
+    ) -> tuple[dict, torch.Tensor]:
+        """Centre each point attribute on the centroid of its valid tokens: ``(positions with the
+        centred points, distances (B, T, points))``. Padded points may hold anything."""
+        if not isinstance(positions, dict):
+            raise ValueError(
+                f"positions: expected a dict with the point attributes {self.config.point_attributes}"
+            )
+        positions, distances = dict(positions), []
+        keep = torch.ones(B, T, 1, dtype=torch.bool) if mask is None else mask[..., None]
+        for attr in self.config.point_attributes:
+            name, x = f"positions[{attr!r}]", positions.get(attr)
+            if not isinstance(x, torch.Tensor) or x.shape != (B, T, 3) or not x.is_floating_point():
+                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise ValueError(f"{name}: expected points of shape ({B}, {T}, 3), got {shape}")
+            keep = keep.to(x.device)
+            x = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+            count = keep.sum(1, keepdim=True).clamp_min(1).to(x.dtype)
+            centred = x - x.sum(1, keepdim=True) / count
+            distance = torch.linalg.vector_norm(centred, dim=-1) * keep[..., 0]
+            if self.config.validate_inputs and value_checks_enabled():
+                if not bool(torch.isfinite(x).all()):
+                    raise ValueError(f"{name}: expected finite points on valid tokens")
+                if bool(((distance == 0) & keep[..., 0]).any()):  # also a set of one point
+                    raise ValueError(
+                        f"{name}: a point lies at the centroid of its set, where its direction is undefined"
+                    )
+            positions[attr] = centred
+            distances.append(distance)
+        return positions, torch.stack(distances, dim=-1)
+
     def token_invariants(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., scalars + PE blocks)``: the scalars and the norm of every PE block (invariant)."""
         s = x[..., : self.config.scalar_size]
@@ -548,10 +584,15 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
         c = self.config
         if kwargs:
             raise ValueError(f"{sorted(kwargs)}: unexpected inputs for GeoTransformerModel")
-        if input_ids is None and features is None:
+        points = c.point_attributes or []
+        if input_ids is None and features is None and not (points and isinstance(positions, dict)):
             raise ValueError("input_ids, features: give at least one of them")
         reference = "input_ids" if input_ids is not None else "features"
         ref = input_ids if input_ids is not None else features
+        if ref is None:  # points only
+            reference, ref = f"positions[{points[0]!r}]", positions.get(points[0])
+            if not isinstance(ref, torch.Tensor):
+                raise ValueError(f"{reference}: expected a (batch, tokens, 3) tensor of points")
         if ref.dim() < 2:
             raise ValueError(f"{reference}: expected shape (batch, tokens, ...), got {tuple(ref.shape)}")
         B, T = ref.shape[0], ref.shape[1]
@@ -592,6 +633,10 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
                         "infinite entries"
                     )
             scalars = scalars + self.embed_features(features.to(self.embed_features.weight.dtype))
+        if points:
+            positions, distances = self._center_points(positions, B, T, mask)
+            distances = self.embed_distances(distances.to(self.embed_distances.weight.dtype))
+            scalars = scalars + distances
         positions = self._positions(positions, B, T, mask, scalars.device, reference)
         x = scalars
         with input_validation(False):  # validated once above: the encodings trust the elements

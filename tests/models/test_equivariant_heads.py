@@ -137,7 +137,10 @@ def test_switch_save_and_load_keep_the_outputs(second, tmp_path):
     "overrides, message",
     [
         (dict(equivariant_target="symmetric_matrix"), r"pe_absolute: 'so3:1x1' has no degree-2 channels"),
-        (dict(equivariant_target="position"), r"output_attribute: position outputs need one SE\(3\) pose"),
+        (
+            dict(equivariant_target="position"),
+            r"output_attribute: position outputs need one SE\(3\) pose attribute or one point",
+        ),
         (dict(output_attribute="angle"), r"output_attribute: 'angle' is not a rotation attribute"),
         (dict(equivariant_level="atom"), r"equivariant_level: expected one of"),
     ],
@@ -206,3 +209,65 @@ def test_bad_shared_rotations_are_named(groups, message):
             feature_size=1, pe_absolute="s2@position:1x1+s2@velocity:1x1", pe_relative=None, hidden_size=12,
             num_attention_heads=2, shared_rotations=groups,
         )  # fmt: skip
+
+
+def cloud_model(target: str, level: str, dtype) -> GeoTransformerForEquivariantRegression:
+    config = GeoTransformerConfig(
+        feature_size=1,  # a mass; the distance to the centroid is added by the model
+        hidden_size=24,
+        num_attention_heads=3,
+        pe_absolute="s2:1x1+1x2",
+        pe_relative="s2:1x1+5x0",
+        pe_gate=True,
+        point_attributes=["direction"],
+        equivariant_target=target,
+        equivariant_level=level,
+        phase_history=["equivariant"],
+        initializer_range=0.3,
+    )
+    torch.manual_seed(0)
+    return GeoTransformerForEquivariantRegression(config).to(dtype).eval()
+
+
+@pytest.mark.parametrize(
+    "target, level", [("vector", "token"), ("symmetric_matrix", "sequence"), ("position", "token"),
+                      ("position", "sequence")],
+)  # fmt: skip
+def test_point_clouds_need_no_preprocessing(target, level, dtype):
+    """Raw points: the model centres them on the valid centroid and adds their distances, so a rigid motion
+    x -> R x + t of the cloud turns vectors and matrices and moves positions; padding holds NaN."""
+    model = cloud_model(target, level, dtype)
+    points = 3 + torch.randn(B, T, 3, dtype=dtype)
+    mass = torch.rand(B, T, 1, dtype=dtype)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[2, 3:] = 0
+    points[2, 3:] = float("nan")
+    h = se3.random(B, 1, generator=8, dtype=dtype, translation_scale=10.0)
+    R, t = se3.to_rotation_translation(h)
+    moved = se3.apply(h, points)
+    y = model(features=mass, positions={"direction": points}, attention_mask=mask).predictions
+    y_moved = model(features=mass, positions={"direction": moved}, attention_mask=mask).predictions
+    if level == "sequence":
+        R, t = R[:, 0], t[:, 0]
+    else:
+        R, t = R.expand(B, T, 3, 3), t.expand(B, T, 3)
+    if target == "symmetric_matrix":
+        expected = R @ y @ R.transpose(-1, -2)
+    else:
+        expected = (R @ y[..., None])[..., 0] + (t if target == "position" else 0)
+    valid = mask.bool() if level == "token" else slice(None)
+    atol = 1e-9 if dtype == torch.float64 else 2e-4
+    torch.testing.assert_close(y_moved[valid], expected[valid], rtol=0, atol=atol)
+    assert torch.isfinite(y[valid]).all()
+
+
+def test_a_point_at_its_centroid_is_named():
+    model = cloud_model("vector", "sequence", torch.float32)
+    alone = torch.zeros(1, 2, 3)
+    alone[0, 1] = 1.0
+    with pytest.raises(ValueError, match=r"positions\['direction'\]: a point lies at the centroid"):
+        model(
+            features=torch.ones(1, 2, 1),
+            positions={"direction": alone},
+            attention_mask=torch.tensor([[1, 0]]),
+        )

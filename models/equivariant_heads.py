@@ -31,7 +31,7 @@ from geo_pe.reps import SE3Rep, SO3Rep, spherical_harmonics
 from geo_pe.reps.groups import SE3, SO3, Sphere
 
 from .configuration_geo_transformer import GeoTransformerConfig
-from .modeling_geo_transformer import GeoTransformerModel, GeoTransformerPreTrainedModel, _pool
+from .modeling_geo_transformer import _pool, _WithHead
 
 __all__ = ["EquivariantRegressionOutput", "GeoTransformerForEquivariantRegression", "harmonic_to_traceless"]
 
@@ -67,15 +67,14 @@ class EquivariantRegressionOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
-class GeoTransformerForEquivariantRegression(GeoTransformerPreTrainedModel):
+class GeoTransformerForEquivariantRegression(_WithHead):
     """Vectors, symmetric matrices or positions (``config.equivariant_target``) per token or per
     sequence (``config.equivariant_level``), turning with the rotation attribute
     ``config.output_attribute`` (default: the model's only SO(3), S^2 or SE(3) attribute). ``labels``
     have the shape of ``predictions``; the loss is their mean squared error (padded tokens skipped)."""
 
     def __init__(self, config: GeoTransformerConfig):
-        super().__init__(config)
-        self.model = GeoTransformerModel(config)
+        super().__init__(config, None)
         if self.model.embedding_rep is None:
             raise ValueError("pe_absolute: equivariant outputs read the channels of an absolute encoding")
         self.attribute = self._rotation_attribute(config)
@@ -164,28 +163,8 @@ class GeoTransformerForEquivariantRegression(GeoTransformerPreTrainedModel):
         set_phase(self.equivariant_proj, self._head_phase(phase), **self._head_phase_arguments())
         return report
 
-    # --- forward -----------------------------------------------------------------------------------------
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        features: torch.Tensor | None = None,
-        positions: torch.Tensor | dict | None = None,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-    ):
-        """Inputs as in `GeoTransformerModel`; ``labels`` of the shape of ``predictions``."""
-        out = self.model(
-            input_ids=input_ids,
-            features=features,
-            positions=positions,
-            attention_mask=attention_mask,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            return_dict=True,
-        )
+    # --- the head ---------------------------------------------------------------------------------------
+    def _head(self, out, attention_mask, labels, positions) -> EquivariantRegressionOutput:
         c = self.config
         pe = out.last_hidden_state[..., c.scalar_size :]
         invariants = out.invariants
@@ -206,11 +185,8 @@ class GeoTransformerForEquivariantRegression(GeoTransformerPreTrainedModel):
             if c.equivariant_level == "sequence":
                 origin = _pool(origin, attention_mask)
             predictions = predictions + origin
-        loss = None
-        if labels is not None:
-            loss = self._loss(predictions, labels, attention_mask)
-        result = EquivariantRegressionOutput(loss, predictions, out.hidden_states, out.attentions)
-        return result if return_dict is not False else result.to_tuple()
+        loss = None if labels is None else self._loss(predictions, labels, attention_mask)
+        return EquivariantRegressionOutput(loss, predictions, out.hidden_states, out.attentions)
 
     def _loss(self, predictions: torch.Tensor, labels: torch.Tensor, attention_mask) -> torch.Tensor:
         if labels.shape != predictions.shape:

@@ -671,13 +671,16 @@ def _pool(invariants: torch.Tensor, attention_mask: torch.Tensor | None) -> torc
 
 
 class _WithHead(GeoTransformerPreTrainedModel):
-    def __init__(self, config: GeoTransformerConfig, out_features: int):
+    def __init__(self, config: GeoTransformerConfig, out_features: int | None):
+        """``out_features``: width of a linear head on the invariants (None: the subclass builds its own
+        and calls ``post_init``)."""
         super().__init__(config)
         self.model = GeoTransformerModel(config)
         width = config.scalar_size + len(self.model.block_sizes)
         self.dropout = nn.Dropout(config.classifier_dropout)
-        self.head = nn.Linear(width, out_features)
-        self.post_init()
+        if out_features is not None:
+            self.head = nn.Linear(width, out_features)
+            self.post_init()
 
     def set_phase(self, phase: str, **overrides) -> PhaseReport:
         """See `GeoTransformerModel.set_phase` (acts on the encoder; the head stays free)."""
@@ -704,10 +707,10 @@ class _WithHead(GeoTransformerPreTrainedModel):
             output_attentions=output_attentions,
             return_dict=True,
         )
-        result = self._head(out, attention_mask, labels)
+        result = self._head(out, attention_mask, labels, positions)
         return result if return_dict is not False else result.to_tuple()
 
-    def _head(self, out: GeoTransformerOutput, attention_mask, labels) -> ModelOutput:
+    def _head(self, out: GeoTransformerOutput, attention_mask, labels, positions) -> ModelOutput:
         raise NotImplementedError
 
 
@@ -718,7 +721,7 @@ class GeoTransformerForSequenceClassification(_WithHead):
     def __init__(self, config: GeoTransformerConfig):
         super().__init__(config, config.num_labels)
 
-    def _head(self, out, attention_mask, labels):
+    def _head(self, out, attention_mask, labels, positions):
         logits = self.head(self.dropout(_pool(out.invariants, attention_mask)))
         loss = None if labels is None else _sequence_loss(self.config, logits, labels)
         return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
@@ -731,7 +734,7 @@ class GeoTransformerForSequenceRegression(_WithHead):
     def __init__(self, config: GeoTransformerConfig):
         super().__init__(config, config.num_labels)
 
-    def _head(self, out, attention_mask, labels):
+    def _head(self, out, attention_mask, labels, positions):
         predictions = self.head(self.dropout(_pool(out.invariants, attention_mask)))
         if self.config.num_labels == 1:
             predictions = predictions[..., 0]
@@ -747,7 +750,7 @@ class GeoTransformerForTokenClassification(_WithHead):
     def __init__(self, config: GeoTransformerConfig):
         super().__init__(config, config.num_labels)
 
-    def _head(self, out, attention_mask, labels):
+    def _head(self, out, attention_mask, labels, positions):
         logits = self.head(self.dropout(out.invariants))
         loss = None
         if labels is not None:

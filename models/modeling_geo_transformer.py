@@ -190,8 +190,12 @@ class GeoAttention(nn.Module):
         attn_mask: torch.Tensor | None,
         output_attentions: bool = False,
         is_causal: bool = False,
+        memory: torch.Tensor | None = None,
+        key_encoding: Encoding | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``x`` (B, T, hidden) -> (B, T, hidden) and the attention weights (B, heads, T, T) or None.
+        """``x`` (B, T, hidden) -> (B, T, hidden) and the attention weights (B, heads, T, S + T) or None.
+        With ``memory`` (B, S, hidden), keys and values come from [memory ; x], at ``key_encoding``
+        (the elements of the memory tokens, then of x), and queries from x at ``relative_encoding``.
         ``attn_mask`` (B, 1, 1 or T, T) is True where a query may attend; ``is_causal`` without a mask
         is SDPA's causal kernel. The relative PE is called through its contract: ``pe.query`` on q
         (rho^-T for SE(3)'s homogeneous block, else rho), ``pe(x, enc)`` on k, ``transport_values`` and
@@ -199,9 +203,11 @@ class GeoAttention(nn.Module):
         B, T, _ = x.shape
 
         def heads(t):
-            return t.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+            return t.view(B, t.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
         pe, enc = relative_pe, relative_encoding
+        context = x if memory is None else torch.cat((memory, x), dim=1)
+        key_enc = enc if memory is None else key_encoding
         moves_values = pe is not None and pe.rotates_values
         scales = self._scalar_identity_scales()
         if scales is not None:
@@ -209,15 +215,21 @@ class GeoAttention(nn.Module):
             # linear, so the four scalars fold into one on q and one on the output: the PE runs once.
             q_scale, k_scale, v_scale, o_scale = scales
             h = heads(x)
-            keys = self._on_relative_heads(pe, h, enc) if pe is not None else h
-            queries = keys if pe is None or pe.orthogonal else self._on_relative_heads(pe.query, h, enc)
-            q, k, v = (q_scale * k_scale).to(x.dtype) * queries, keys, (keys if moves_values else h)
+            hc = h if memory is None else heads(context)
+            keys = self._on_relative_heads(pe, hc, key_enc) if pe is not None else hc
+            if pe is None:
+                queries = h
+            elif memory is None and pe.orthogonal:
+                queries = keys
+            else:
+                queries = self._on_relative_heads(pe.query, h, enc)
+            q, k, v = (q_scale * k_scale).to(x.dtype) * queries, keys, (keys if moves_values else hc)
         else:
-            q, k, v = (heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj))
+            q, k, v = heads(self.q_proj(x)), heads(self.k_proj(context)), heads(self.v_proj(context))
             if pe is not None:
-                q, k = self._on_relative_heads(pe.query, q, enc), self._on_relative_heads(pe, k, enc)
+                q, k = self._on_relative_heads(pe.query, q, enc), self._on_relative_heads(pe, k, key_enc)
             if moves_values:
-                v = self._on_relative_heads(pe.transport_values, v, enc)
+                v = self._on_relative_heads(pe.transport_values, v, key_enc)
         dropout = self.config.attention_dropout if self.training else 0.0
         weights = None
         if self.config._attn_implementation == "eager" or output_attentions:
@@ -264,9 +276,19 @@ class GeoTransformerLayer(nn.Module):
         attn_mask: torch.Tensor | None,
         output_attentions: bool = False,
         is_causal: bool = False,
+        memory: torch.Tensor | None = None,
+        key_encoding: Encoding | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        normed_memory = None if memory is None else self.input_layernorm(memory)
         attn, weights = self.self_attn(
-            self.input_layernorm(x), relative_pe, relative_encoding, attn_mask, output_attentions, is_causal
+            self.input_layernorm(x),
+            relative_pe,
+            relative_encoding,
+            attn_mask,
+            output_attentions,
+            is_causal,
+            normed_memory,
+            key_encoding,
         )
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), weights
@@ -357,7 +379,11 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
       per attribute ``(B, T)`` for R^1 positions (integers welcome; default ``arange(T)``), ``(B, T, n)``
       for R^n, ``(B, T)`` angles for SO(2), ``(B, T, 4)`` quaternions for SO(3), ``(B, T, 3)`` directions
       for S^2 (see the README's table of group elements). Padded tokens may hold anything;
-    * ``attention_mask`` ``(B, T)``: 1 for tokens, 0 for padding.
+    * ``attention_mask`` ``(B, T)``: 1 for tokens, 0 for padding;
+    * ``memory`` ``(B, S, hidden)``, ``memory_positions``, ``memory_attention_mask`` ``(B, S)``: states
+      that keys and values also read in every layer (cross-attention to an encoder's output, e.g.
+      decoder queries at target poses against encoder keys at source poses); the relative encoding puts
+      keys at the memory's elements, so logits depend on g_i^-1 g'_j. Not a per-layer KV cache.
     """
 
     def __init__(self, config: GeoTransformerConfig):
@@ -523,6 +549,60 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
         allowed = torch.ones(T, T, dtype=torch.bool, device=device).tril()
         return (key_mask & allowed) | torch.eye(T, dtype=torch.bool, device=device), False
 
+    def _memory(self, memory, memory_positions, memory_mask, positions, mask, B: int, T: int):
+        """Validate the memory (B, S, hidden) that keys and values also read (cross-attention to an
+        encoder's states, or cached tokens), its group elements and mask. Returns ``(memory, key encoding
+        of [memory ; tokens], attention mask (B, 1, T, S + T))``: every token sees the valid memory and,
+        without ``causal``, the valid tokens; with it, itself and the tokens before it."""
+        c = self.config
+        if not isinstance(memory, torch.Tensor) or memory.dim() != 3 or memory.shape[0] != B:
+            shape = tuple(memory.shape) if isinstance(memory, torch.Tensor) else type(memory).__name__
+            raise ValueError(f"memory: expected states of shape ({B}, S, {c.hidden_size}), got {shape}")
+        if memory.shape[-1] != c.hidden_size:
+            raise ValueError(
+                f"memory: expected states of width hidden_size={c.hidden_size}, got {memory.shape[-1]}"
+            )
+        if c.point_attributes:
+            raise ValueError("memory: models with point_attributes centre each set on its own; not supported")
+        S = memory.shape[1]
+        if memory_mask is not None and memory_mask.shape != (B, S):
+            raise ValueError(
+                f"memory_attention_mask: expected shape ({B}, {S}), got {tuple(memory_mask.shape)}"
+            )
+        memory_keep = None if memory_mask is None else memory_mask.bool()
+        key_encoding = None
+        if self.relative_pe is not None:
+            at = self._positions(memory_positions, B, S, memory_keep, memory.device, "memory")
+            joined = {
+                a: torch.cat((self._batched(at[a], a, B), self._batched(positions[a], a, B)), 1) for a in at
+            }
+            with input_validation(False):
+                key_encoding = self.relative_pe.encode(joined)
+        elif memory_positions is not None:
+            raise ValueError("memory_positions: this model has no relative encoding to read them")
+        own = torch.ones(B, T, dtype=torch.bool, device=memory.device) if mask is None else mask
+        seen = (
+            torch.ones(B, S, dtype=torch.bool, device=memory.device) if memory_keep is None else memory_keep
+        )
+        keys = torch.cat((seen, own), dim=1)[:, None, None, :]  # (B, 1, 1, S + T)
+        if not c.causal:
+            return memory.to(self.dtype), key_encoding, keys
+        order = torch.ones(T, T, dtype=torch.bool, device=memory.device).tril()
+        allowed = torch.cat((torch.ones(T, S, dtype=torch.bool, device=memory.device), order), dim=1)
+        itself = torch.cat(
+            (
+                torch.zeros(T, S, dtype=torch.bool, device=memory.device),
+                torch.eye(T, dtype=torch.bool, device=memory.device),
+            ),
+            dim=1,
+        )
+        return memory.to(self.dtype), key_encoding, (keys & allowed) | itself
+
+    def _batched(self, g: torch.Tensor, attribute: str, B: int) -> torch.Tensor:
+        """Elements of batch shape (T,) or (B, T) as (B, T, ...)."""
+        batch = self.attribute_spaces[attribute].batch_shape(g)
+        return g.expand(B, *g.shape) if len(batch) == 1 else g
+
     def _center_points(
         self, positions, B: int, T: int, mask: torch.Tensor | None
     ) -> tuple[dict, torch.Tensor]:
@@ -579,6 +659,9 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        memory: torch.Tensor | None = None,
+        memory_positions: torch.Tensor | dict | None = None,
+        memory_attention_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> GeoTransformerOutput | tuple:
         c = self.config
@@ -645,6 +728,12 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
                 x = torch.cat((x, gamma.expand(B, T, -1)), dim=-1)
             relative = self.relative_pe.encode(positions) if self.relative_pe is not None else None
         attn_mask, is_causal = self._attention_mask(mask, T, x.device)
+        key_encoding = None
+        if memory is not None:
+            memory, key_encoding, attn_mask = self._memory(
+                memory, memory_positions, memory_attention_mask, positions, mask, B, T
+            )
+            is_causal = False
         hidden_states, attentions = (
             ((x,) if output_hidden_states else None),
             (() if output_attentions else None),
@@ -652,7 +741,16 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
         for layer in self.layers:
             if T == 0:  # an empty sequence: nothing to attend to, the state stays empty
                 break
-            x, weights = layer(x, self.relative_pe, relative, attn_mask, bool(output_attentions), is_causal)
+            x, weights = layer(
+                x,
+                self.relative_pe,
+                relative,
+                attn_mask,
+                bool(output_attentions),
+                is_causal,
+                memory,
+                key_encoding,
+            )
             if output_hidden_states:
                 hidden_states += (x,)
             if output_attentions:
@@ -696,6 +794,9 @@ class _WithHead(GeoTransformerPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        memory: torch.Tensor | None = None,
+        memory_positions: torch.Tensor | dict | None = None,
+        memory_attention_mask: torch.Tensor | None = None,
     ):
         """Inputs as in `GeoTransformerModel`; ``labels`` as the head describes."""
         out = self.model(
@@ -706,6 +807,9 @@ class _WithHead(GeoTransformerPreTrainedModel):
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
+            memory=memory,
+            memory_positions=memory_positions,
+            memory_attention_mask=memory_attention_mask,
         )
         result = self._head(out, attention_mask, labels, positions)
         return result if return_dict is not False else result.to_tuple()

@@ -725,3 +725,52 @@ def test_a_gated_model_switches_saves_and_loads_with_identical_outputs(second, t
     model.save_pretrained(tmp_path)
     loaded = GeoTransformerForSequenceClassification.from_pretrained(tmp_path).double().eval()
     torch.testing.assert_close(loaded(**x).logits, model(**x).logits, rtol=0, atol=0)
+
+
+# --- keys at other elements: cross-attention to a memory ---------------------------------------------------
+@pytest.mark.parametrize("case", ["se3-gta", "so3-rotary", "t1xso3-absolute+gta"])
+@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
+def test_cross_attention_depends_on_relative_elements_across_the_two_sets(case, causal, dtype):
+    """Queries at the decoder's elements, keys and values at the memory's and its own: one global h on
+    all of them changes nothing; moving the memory alone does; padded memory tokens never count."""
+    encoder = build(GeoTransformerModel, make_config(case, causal=causal), dtype)
+    decoder = build(GeoTransformerModel, make_config(case, causal=causal), dtype)
+    source, target = inputs(encoder, dtype, seed=1), inputs(decoder, dtype, seed=2)
+    group, act = global_action(decoder)
+    h = group.sample((B, 1), generator=torch.Generator().manual_seed(3), dtype=dtype)
+    memory_mask = torch.ones(B, T, dtype=torch.long)
+    memory_mask[1, 4:] = 0
+
+    def run(at_source, at_target, memory_features=None):
+        features = source["features"] if memory_features is None else memory_features
+        at = {**source, "features": features, "positions": at_source}
+        memory = encoder(**at, attention_mask=memory_mask).last_hidden_state
+        return decoder(
+            **{**target, "positions": at_target},
+            memory=memory,
+            memory_positions=at_source,
+            memory_attention_mask=memory_mask,
+        ).invariants
+
+    out = run(source["positions"], target["positions"])
+    atol = 1e-10 if dtype == torch.float64 else 1e-4
+    moved = run(act(h, source["positions"]), act(h, target["positions"]))
+    torch.testing.assert_close(moved, out, rtol=0, atol=atol)
+    assert (run(act(h, source["positions"]), target["positions"]) - out).abs().max() > 1e-3
+    alone = decoder(**target).invariants
+    assert (alone - out).abs().max() > 1e-3  # the memory is read
+    # changing what padded memory tokens hold changes their states, which the decoder must not read
+    other = source["features"].clone()
+    other[1, 4:] = 100.0
+    changed = run(source["positions"], target["positions"], other)
+    torch.testing.assert_close(changed[1], out[1], rtol=0, atol=atol)
+
+
+def test_bad_memory_is_named():
+    model = GeoTransformerModel(make_config("so3-rotary"))
+    x = inputs(model, torch.float32)
+    with pytest.raises(ValueError, match=r"memory: expected states of width hidden_size=18"):
+        model(**x, memory=torch.randn(B, 4, 5), memory_positions=x["positions"])
+    with pytest.raises(ValueError, match=r"memory_attention_mask: expected shape \(2, 4\)"):
+        model(**x, memory=torch.randn(B, 4, 18), memory_positions=x["positions"],
+              memory_attention_mask=torch.ones(B, 5))  # fmt: skip

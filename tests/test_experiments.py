@@ -11,7 +11,7 @@ from benchmarks.experiments.__main__ import choose_learning_rates, main
 from benchmarks.experiments.runner import build_config, read_cache
 from benchmarks.experiments.suites import SUITES, WIDE_INTERMEDIATE, Spec, make_specs, method_overrides
 from geo_pe import quaternion
-from train.loop import build_model
+from train.checks import build_model
 
 
 @pytest.mark.parametrize("name", list(SUITES))

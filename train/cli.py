@@ -5,7 +5,7 @@
 
 A bad config, bad data or an unusable checkpoint prints one line ``error: ...`` naming the key and exits
 with status 2, before anything is written. With ``--num_processes`` above 1, ``geo-pe-train`` runs every
-check first (`train.loop.preflight`) and only then starts the processes with ``accelerate launch``, so a
+check first (`train.checks.preflight`) and only then starts the processes with ``accelerate launch``, so a
 mistake is reported once; under a bare ``accelerate launch -m train`` the line is printed by the main
 process only, but the launcher turns the status into 1 and adds its own traceback (``accelerate launch
 -q`` drops it for one process).
@@ -57,8 +57,8 @@ def run(argv: list[str]) -> int:
 
 def launch(num_processes: int, argv: list[str]) -> int:
     """Check everything here, then start ``num_processes`` processes with ``accelerate launch``."""
+    from train.checks import preflight
     from train.config import load_config
-    from train.loop import preflight
 
     try:
         preflight(load_config(argv), num_processes)

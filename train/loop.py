@@ -7,10 +7,9 @@ new parameters), and trains ``phase2_steps`` more, at ``phase2_lr_multiplier`` t
 with the optional pull toward symmetry. A phase starts where the previous one really ended: early
 stopping moves the switch, and phase II's schedules count from there.
 
-Batches are a pure function of (seed, step): step s uses positions ``[s mod E] * B ...`` of the
-permutation drawn for epoch ``s // E`` from the seed, and every process takes its contiguous share of
-that global batch. Resuming (or switching phase) at any step therefore skips exactly the batches already
-seen, and one process with global batch B computes what k processes with B / k each compute.
+Batches are a pure function of (seed, step) (`train.batches`), so resuming or switching phase at any
+step skips exactly the batches already seen, and one process computes what k processes compute.
+Everything is checked before anything is written (`train.checks`); `train.evaluation` measures.
 
 `Trainer.train` reads top to bottom: start or resume, then per step ``step``, ``log_training``,
 ``evaluate_and_select`` and ``save_checkpoint``, with ``end_phase`` (which calls ``switch_phase``) when a
@@ -26,7 +25,6 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 from accelerate import Accelerator
@@ -36,7 +34,6 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_scheduler
 
 from geo_pe.phases import (
-    PenaltySchedule,
     PhasedLinear,
     PhaseReport,
     equivariance_loss,
@@ -44,17 +41,15 @@ from geo_pe.phases import (
     rebuild_optimizer,
     symmetry_penalty,
 )
-from geo_pe.testing import equivariance_error
-from models import GeoTransformerConfig
 from train import checkpoint as ckpt
-from train.config import RunConfig, TrainArguments, load_config
+from train.batches import Split, StepBatches, shard, step_generator, to_device
+from train.checks import build_model, check_model_reads_task, check_output_dir, pull_schedule
+from train.config import RunConfig, TrainArguments
+from train.evaluation import evaluate, format_table, measure_equivariance
 from train.monitor import JsonlLog, plot_curves, trackers_for
-from train.tasks import Task
 from train.validation import ConfigError
 
 __all__ = ["Trainer", "TrainerState", "train"]
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -87,18 +82,6 @@ def phase_plan(args: TrainArguments) -> list[Phase]:
     return plan
 
 
-def pull_schedule(args: TrainArguments) -> PenaltySchedule:
-    """The weight of the pull toward symmetry over phase II (raises `ConfigError` for bad settings)."""
-    try:
-        return PenaltySchedule(
-            args.phase2_pull, args.phase2_pull_end, max(1, args.phase2_steps), args.phase2_pull_decay
-        )
-    except ValueError as err:
-        if args.phase2_pull == 0:  # no pull: the schedule is never read
-            return PenaltySchedule(0.0)
-        raise ConfigError(f"phase2_pull, phase2_pull_end, phase2_pull_decay: {err}") from None
-
-
 # --- pieces ------------------------------------------------------------------------------------------------
 def make_accelerator(args: TrainArguments) -> Accelerator:
     """CPU processes (gloo) when no accelerator device is present, whatever ``accelerate launch`` says."""
@@ -120,44 +103,6 @@ def set_threads(args: TrainArguments) -> None:
     """The one place that sets the intra-op threads of this process (see ``num_threads``)."""
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
-
-
-def build_model(config: RunConfig, task: Task) -> PreTrainedModel:
-    """The task's model in phase I; `ConfigError` for settings the model refuses."""
-    try:
-        model_config = GeoTransformerConfig(
-            **dataclasses.asdict(config.model),
-            **task.model_settings(),
-            phase_history=[config.training.phase1_constraint],
-        )
-    except ValueError as err:
-        raise ConfigError(f"model: {err}") from None
-    has_pe = model_config.pe_absolute is not None or model_config.pe_relative is not None
-    if has_pe != task.uses_positions:
-        raise ConfigError(
-            "pe_absolute, pe_relative: the task gives group elements (positions), so the model needs a group "
-            "PE"
-            if task.uses_positions
-            else "pe_absolute, pe_relative: with plain_features the task gives no positions; set both to null"
-        )
-    return task.model_class(model_config)
-
-
-@torch.no_grad()
-def check_model_reads_task(model: PreTrainedModel, task: Task, split: Split) -> None:
-    """One forward on two examples, so that specs that read attributes the task does not give (or of the
-    wrong shape) fail before anything is written; `ConfigError` names the setting."""
-    was_training = model.training
-    model.eval()
-    inputs, labels = task.inputs(split[torch.arange(min(2, len(split)))])
-    try:
-        model(**inputs, labels=labels)
-    except ValueError as err:
-        raise ConfigError(
-            f"pe_absolute, pe_relative: the model cannot read task {task.name!r}: {err}"
-        ) from None
-    finally:
-        model.train(was_training)
 
 
 def switch_phase(model: PreTrainedModel, phase: Phase, args: TrainArguments) -> PhaseReport:
@@ -193,162 +138,6 @@ def make_scheduler(
         num_warmup_steps=min(args.warmup_steps, phase.steps),
         num_training_steps=max(1, phase.steps),
     )
-
-
-class StepBatches:
-    """Global batch of step s: a slice of the permutation of epoch s // E (E full batches per epoch)."""
-
-    def __init__(self, size: int, batch_size: int, seed: int):
-        if batch_size > size:
-            raise ConfigError(f"batch_size: {batch_size} exceeds the {size} training examples")
-        self.size, self.batch_size, self.seed = size, batch_size, seed
-        self.per_epoch = size // batch_size
-        self._epoch, self._order = None, None
-
-    def indices(self, step: int) -> torch.Tensor:
-        epoch, position = divmod(step, self.per_epoch)
-        if epoch != self._epoch:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._epoch, self._order = epoch, torch.randperm(self.size, generator=generator)
-        return self._order[position * self.batch_size : (position + 1) * self.batch_size]
-
-
-def shard(indices: torch.Tensor, rank: int, world: int) -> torch.Tensor:
-    """This process's contiguous share (sizes differ by at most one)."""
-    return torch.tensor_split(indices, world)[rank]
-
-
-def to_device(batch: T, device: torch.device | str) -> T:
-    """Move a batch (tensors, nested dicts of tensors) to ``device``."""
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    return batch.to(device) if isinstance(batch, torch.Tensor) else batch
-
-
-class Split:
-    """A dataset split held as tensors: ``split[index]`` is the batch of those rows."""
-
-    def __init__(self, columns: dict[str, torch.Tensor]):
-        self.columns = columns
-        self.size = len(next(iter(columns.values())))
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, index) -> dict[str, torch.Tensor]:
-        return {k: v[index] for k, v in self.columns.items()}
-
-
-def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
-    """A generator for the random group elements of one step: a pure function of (seed, step, stream)."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7 + stream)
-
-
-# --- evaluation ---------------------------------------------------------------------------------------------
-@torch.no_grad()
-def evaluate(
-    raw_model: PreTrainedModel, task: Task, dataset: Split, args: TrainArguments, accelerator: Accelerator
-) -> dict[str, float]:
-    """Loss and the task's metric over ``dataset``, each process on its share, summed across processes.
-    Every tensor of the sums lives on the accelerator's device; one transfer to the host at the end."""
-    was_training = raw_model.training
-    raw_model.eval()
-    device = accelerator.device
-    mine = shard(torch.arange(len(dataset)), accelerator.process_index, accelerator.num_processes)
-    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, score sum, count
-    for chunk in torch.split(mine, args.eval_batch_size):
-        if len(chunk) == 0:
-            continue
-        inputs, labels = task.inputs(to_device(dataset[chunk], device))
-        out = raw_model(**inputs, labels=labels)
-        score, count = task.score(out, labels)
-        count = torch.as_tensor(count, dtype=torch.float64, device=device)
-        totals += torch.stack((out.loss.double() * count, score.double(), count))
-    totals = accelerator.reduce(totals, reduction="sum")
-    raw_model.train(was_training)
-    loss_sum, score_sum, count = totals.tolist()
-    count = max(count, 1.0)
-    return {"loss": loss_sum / count, task.metric: score_sum / count}
-
-
-@torch.no_grad()
-def measure_equivariance(
-    raw_model: PreTrainedModel, task: Task, dataset: Split, args: TrainArguments, device: torch.device
-) -> float:
-    """Relative change of the outputs on a held-out batch under random global transformations
-    (`Task.transform`; one group element per example), the worst over ``equivariance_samples``."""
-    was_training = raw_model.training
-    raw_model.eval()
-    inputs, _ = task.inputs(to_device(dataset[: args.eval_batch_size], device))
-
-    def sample(generator):  # a "group element" is a seeded generator that task.transform draws from
-        return torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-
-    error = equivariance_error(
-        lambda x: task.predictions(raw_model(**x)),
-        inputs,
-        sample,
-        act_in=lambda g, x: task.transform(x, g),
-        num_samples=args.equivariance_samples,
-        generator=args.seed,
-    )
-    raw_model.train(was_training)
-    return error
-
-
-# --- checks before anything is written -----------------------------------------------------------------
-def check_output_dir(config: RunConfig, num_processes: int) -> Path | None:
-    """Read-only checks of ``output_dir``: a new run may not land on an old one (unless
-    ``overwrite_output_dir``); ``resume`` needs the same config (where the run lives aside), a complete
-    checkpoint and the same number of processes. Returns the checkpoint to resume from, or None."""
-    args = config.training
-    out = Path(args.output_dir)
-    existing = out / "run_config.yaml"
-    if args.resume:
-        if not existing.is_file():
-            raise ConfigError(f"resume: {out} holds no run to resume (no run_config.yaml)")
-        saved = load_config(["--config", str(existing)])
-        changed = config.differences(saved)
-        if changed:
-            detail = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (new, old) in changed.items())
-            raise ConfigError(f"resume: the config differs from the run in {out} ({detail})")
-        latest = ckpt.find_latest(out / "checkpoints")
-        if latest is None:
-            raise ConfigError(f"resume: no complete checkpoint under {out / 'checkpoints'}")
-        saved_state = ckpt.verify(latest)
-        processes = saved_state.get("num_processes", num_processes)
-        if processes != num_processes and not saved_state.get("finished"):
-            raise ConfigError(
-                f"resume: the run in {out} was trained with {processes} process(es) and this launch has "
-                f"{num_processes}; resume with the same number (optimizer shards and RNG states are per "
-                "process)"
-            )
-        return latest
-    holds_run = existing.is_file() or (out / "checkpoints").exists()
-    if holds_run and not args.overwrite_output_dir:
-        raise ConfigError(
-            f"output_dir: {out} already holds a run; pass --resume to continue it or "
-            "--overwrite_output_dir to start over (which deletes it)"
-        )
-    return None
-
-
-def preflight(config: RunConfig, num_processes: int = 1) -> None:
-    """Every check a run makes before it writes anything, without starting it: the schedules, the
-    batch split, the task's data, the model against the task, the output directory. `geo-pe-train`
-    runs it before it launches several processes, so that a bad config fails once, cleanly."""
-    args = config.training
-    pull_schedule(args)
-    if args.batch_size % num_processes:
-        raise ConfigError(
-            f"batch_size: the global batch {args.batch_size} must split evenly over {num_processes} processes"
-        )
-    task = config.make_task()
-    model = build_model(config, task)  # the model's settings first: they need no data
-    built = task.build(cache_dir=args.data_cache_dir)
-    StepBatches(len(built["train"]), args.batch_size, args.seed)
-    check_model_reads_task(model, task, Split(built["validation"][:2]))
-    check_output_dir(config, num_processes)
 
 
 # --- the run -----------------------------------------------------------------------------------------------
@@ -771,33 +560,3 @@ class Trainer:
 def train(config: RunConfig) -> dict:
     """Run (or resume) the configured training; returns the results (also in ``results.json``)."""
     return Trainer(config).train()
-
-
-def format_table(results: dict, model_class: str = "AutoModel") -> str:
-    """The final metrics table: one row per phase with its own steps, the selected (saved) one starred."""
-    metric = results["metric"]
-    columns = ("phase", "steps", "ended at", f"val {metric}", f"test {metric}", "equiv. error", "trainable")
-    widths = (18, 6, 8, 13, 14, 13, 10)
-    header = " ".join(
-        f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(columns, widths, strict=True))
-    )
-    lines = [header, "-" * len(header)]
-    for i, p in enumerate(results["phases"], start=1):
-        cells = (
-            f"{i}: {p['phase']}",
-            f"{p['ended_at_step'] - p.get('started_at_step', 0)}",
-            f"{p['ended_at_step']}",
-            f"{p[f'validation_{metric}']:.4f}",
-            f"{p[f'test_{metric}']:.4f}",
-            f"{p['equivariance_error']:.2e}",
-            f"{p['trainable_parameters']:,}",
-        )
-        row = " ".join(
-            f"{c:<{w}}" if j == 0 else f"{c:>{w}}" for j, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-        lines.append(row + (" *" if i == results["selected_phase"] else ""))
-    lines.append(
-        f"* saved to {results['model_dir']} (load with {model_class}.from_pretrained); "
-        f"{results['wall_seconds']:.0f} s"
-    )
-    return "\n".join(lines)

@@ -162,7 +162,7 @@ def test_two_phases_that_cannot_differ_are_flagged():
 
 
 def test_pull_schedules_are_checked_before_the_run():
-    from train.loop import pull_schedule
+    from train.checks import pull_schedule
 
     config = load_config(["--config", str(QUICKSTART), "--phase2_pull_decay", "exponential"])
     assert pull_schedule(config.training)(5) == 0.0  # no pull: the decay is never read

@@ -211,7 +211,7 @@ def test_early_stopping_ends_phase_one_and_phase_two_starts_there(tmp_path, data
 
 def table_steps(results) -> list[int]:
     """The "steps" column of the final table: the steps of each phase, not the cumulative count."""
-    from train.loop import format_table
+    from train.evaluation import format_table
 
     rows = format_table(results).splitlines()[2:-1]
     return [int(row.split()[2]) for row in rows]
@@ -295,7 +295,9 @@ class _MetaAccelerator:
 def test_evaluation_keeps_every_tensor_on_the_model_device(tmp_path, data_cache):
     """No CPU tensor reaches a device op in the evaluation path: the model runs on ``meta`` (which
     refuses to meet CPU tensors and has no values, so any host sync fails too)."""
-    from train.loop import Split, build_model, evaluate, to_device
+    from train.batches import Split, to_device
+    from train.checks import build_model
+    from train.evaluation import evaluate
     from train.tasks import TASKS
 
     config = load_config(tiny(tmp_path, data_cache, "--pe_absolute", "null", "--pe_relative", "null",

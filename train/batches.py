@@ -1,0 +1,68 @@
+"""Batches as a pure function of (seed, step), and the splits they are cut from.
+
+Step s uses positions ``[s mod E] * B ...`` of the permutation drawn for epoch ``s // E`` from the seed,
+and every process takes its contiguous share of that global batch: resuming (or switching phase) at any
+step skips exactly the batches already seen, and one process with global batch B computes what k
+processes with B / k each compute.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import torch
+
+from train.validation import ConfigError
+
+__all__ = ["Split", "StepBatches", "shard", "step_generator", "to_device"]
+
+T = TypeVar("T")
+
+
+class StepBatches:
+    """Global batch of step s: a slice of the permutation of epoch s // E (E full batches per epoch)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int):
+        if batch_size > size:
+            raise ConfigError(f"batch_size: {batch_size} exceeds the {size} training examples")
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.per_epoch = size // batch_size
+        self._epoch, self._order = None, None
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, position = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._epoch, self._order = epoch, torch.randperm(self.size, generator=generator)
+        return self._order[position * self.batch_size : (position + 1) * self.batch_size]
+
+
+def shard(indices: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """This process's contiguous share (sizes differ by at most one)."""
+    return torch.tensor_split(indices, world)[rank]
+
+
+def to_device(batch: T, device: torch.device | str) -> T:
+    """Move a batch (tensors, nested dicts of tensors) to ``device``."""
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch.to(device) if isinstance(batch, torch.Tensor) else batch
+
+
+class Split:
+    """A dataset split held as tensors: ``split[index]`` is the batch of those rows."""
+
+    def __init__(self, columns: dict[str, torch.Tensor]):
+        self.columns = columns
+        self.size = len(next(iter(columns.values())))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index) -> dict[str, torch.Tensor]:
+        return {k: v[index] for k, v in self.columns.items()}
+
+
+def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    """A generator for the random group elements of one step: a pure function of (seed, step, stream)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7 + stream)

@@ -5,10 +5,12 @@
   any representation (dense, Kronecker-structured or orbit solvers; Schur closed forms).
 * Layers (Weiler et al. 2023): `DeepSetsLinear`, `SnTensorLinear`, `ProductSetLinear`, `CirculantLinear`,
   `InvariantPooling`, `EquivariantLinear`, with `draw_weight_sharing` pictures.
-* Metrics (Shahverdi et al. 2026): `equivariance_error`, `layerwise_equivariance`, `compare_layerwise`.
+* Metrics (Shahverdi et al. 2026): `equivariance_error`, `layerwise_equivariance`, `compare_layerwise`,
+  and per attention head `compare_attention_heads` (with `record_attention` for any model).
 """
 
 from geo_pe.equivariance.examples import fit_parity_polynomial, parity_features
+from geo_pe.equivariance.heads import HeadMatching, compare_attention_heads, record_attention
 from geo_pe.equivariance.intertwiners import (
     EquivarianceWarning,
     SchurBlock,
@@ -47,12 +49,14 @@ __all__ = [
     "EquivarianceWarning",
     "EquivariantLinear",
     "EquivariantStructure",
+    "HeadMatching",
     "InvariantPooling",
     "LayerReport",
     "ProductSetLinear",
     "SchurBlock",
     "SnTensorLinear",
     "Symmetrizer",
+    "compare_attention_heads",
     "compare_layerwise",
     "constraint_pairs",
     "draw_weight_sharing",
@@ -65,6 +69,7 @@ __all__ = [
     "orbit_pattern",
     "parity_features",
     "permutation_action",
+    "record_attention",
     "schur_basis",
     "schur_blocks",
     "set_partitions",

@@ -107,3 +107,24 @@ def test_quick_mode_regenerates_every_table_and_plot(tmp_path):
     # the report is a pure function of the cache: regenerating it changes nothing
     assert main(["--quick", "--out", str(tmp_path), "--report-only"]) == 0
     assert (tmp_path / "RESULTS.md").read_text() == report
+
+
+def test_natural_patches_have_a_fixed_disjoint_split_and_no_mirror_symmetry():
+    from benchmarks.experiments.patches import natural_patches
+
+    train, test = natural_patches(size=16)
+    assert train.shape[1:] == test.shape[1:] == (1, 16, 16) and train.dtype == torch.float32
+    assert float(train.min()) >= 0.0 and float(train.max()) <= 1.0
+    assert len(test) * 3 < len(train) < len(test) * 5  # one band in five is test
+    again, _ = natural_patches(size=16)
+    assert torch.equal(again, train)  # fixed: no randomness
+    # no test patch appears in train
+    flat_train = {tuple(p.flatten()[:32].tolist()) for p in train}
+    assert not any(tuple(p.flatten()[:32].tolist()) in flat_train for p in test)
+    # natural statistics: patches and their mirror images differ (digits' halves often coincide)
+    mirror = train.flip(-1)
+    assert float((train - mirror).abs().mean()) > 0.02
+    colour, _ = natural_patches(size=8, grey=False)
+    assert colour.shape[1:] == (3, 8, 8)
+    with pytest.raises(ValueError, match=r"size: expected an integer >= 2"):
+        natural_patches(size=1)

@@ -477,12 +477,9 @@ class Trainer:
                 results["curves"] = str(png) if png else None
             self.log.write({"kind": "event", "event": "finished", "step": state.global_step})
         self.save_checkpoint()  # marks the run finished: --resume then reports instead of retraining
-        acc.print(format_table(results, self.model_class_name()))
+        acc.print(format_table(results, type(self.raw_model).__name__))
         acc.end_training()
         return results
-
-    def model_class_name(self) -> str:
-        return type(self.raw_model).__name__
 
     # --- output directory ---------------------------------------------------------------------------------
     def _prepare_output_dir(self) -> Path | None:

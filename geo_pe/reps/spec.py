@@ -511,56 +511,52 @@ def _parse_factor(token: str, source: str) -> Factor:
     if match:
         return _parse_translation(int(match.group(1)), body, attribute or "position", token)
     se3_head = _SE3_HEAD.match(group)
-    if se3_head:
+    if se3_head or group in _LIST_FACTORS:
         if body.startswith("(") and body.endswith(")"):
             body = body[1:-1]
-        items = tuple(_parse_item(item, "se3", source) for item in body.split("+"))
-        return SE3Factor(items, attribute or "pose", **_se3_options(se3_head.group(1) or "", token))
-    if group in _LIST_FACTORS:
-        if body.startswith("(") and body.endswith(")"):
-            body = body[1:-1]
-        items = tuple(_parse_item(item, group, source) for item in body.split("+"))
+        name = "se3" if se3_head else group
+        items = tuple(_parse_item(item, name, source) for item in body.split("+"))
+        if se3_head:
+            return SE3Factor(items, attribute or "pose", **_se3_options(se3_head.group(1) or "", token))
         return _LIST_FACTORS[group](items, attribute)
     raise _error(f"unknown group {group!r} in {source!r} (expected t1, t2, ..., so2, so3, s2 or se3)")
 
 
-def _se3_options(text: str, token: str) -> dict:
+def _parse_options(text: str, token: str, valued: dict, flags: dict, expected: str) -> dict:
+    """Keyword arguments from ``"key=value,flag"``: ``valued`` maps a key to ``(kwarg, converter)``,
+    ``flags`` a bare word to the kwarg it sets to True; anything else names the option and ``expected``."""
     kwargs: dict = {}
     for option in filter(None, text.split(",")):
         key, eq, value = option.partition("=")
         try:
-            if key == "learnable" and not eq:
-                kwargs["learnable_scale"] = True
-            elif key == "scale" and eq:
-                kwargs["translation_scale"] = float(value)
+            if not eq and key in flags:
+                kwargs[flags[key]] = True
+            elif eq and key in valued:
+                name, convert = valued[key]
+                kwargs[name] = convert(value)
             else:
                 raise KeyError(key)
         except (KeyError, ValueError):
-            raise _error(f"bad option {option!r} in {token!r} (expected scale=<float>, learnable)") from None
+            raise _error(f"bad option {option!r} in {token!r} (expected {expected})") from None
     return kwargs
+
+
+def _se3_options(text: str, token: str) -> dict:
+    return _parse_options(
+        text, token, {"scale": ("translation_scale", float)}, {"learnable": "learnable_scale"},
+        "scale=<float>, learnable",
+    )  # fmt: skip
 
 
 def _parse_translation(ndim: int, body: str, attribute: str, token: str) -> TranslationFactor:
     match = re.match(r"(\d+)(?:\((.*)\))?\Z", body)
     if not match:
         raise _error(f"bad translation factor {token!r}: expected 't<n>:<F>' or 't<n>:<F>(options)'")
-    kwargs: dict = {}
-    for option in filter(None, (match.group(2) or "").split(",")):
-        key, eq, value = option.partition("=")
-        try:
-            if key == "learnable" and not eq:
-                kwargs["learnable"] = True
-            elif key == "base" and eq:
-                kwargs["base"] = float(value)
-            elif key == "seed" and eq:
-                kwargs["seed"] = int(value)
-            elif key == "layout" and eq:
-                kwargs["layout"] = value
-            else:
-                raise KeyError(key)
-        except (KeyError, ValueError):
-            raise _error(
-                f"bad option {option!r} in {token!r} (expected base=<float>, layout=axial|mixed, seed=<int>, "
-                "learnable)"
-            ) from None
+    kwargs = _parse_options(
+        match.group(2) or "",
+        token,
+        {"base": ("base", float), "seed": ("seed", int), "layout": ("layout", str)},
+        {"learnable": "learnable"},
+        "base=<float>, layout=axial|mixed, seed=<int>, learnable",
+    )
     return TranslationFactor(ndim, int(match.group(1)), attribute, **kwargs)

@@ -709,7 +709,6 @@ def test_the_gate_scales_pe_channels_by_functions_of_the_invariants(gated):
     b = model(features=f2, positions=q).last_hidden_state[..., pe]
     assert ((a - b).abs().max() > 1e-3) == gated
     if gated:
-        assert len([m for m in model.modules() if isinstance(m, torch.nn.Linear)]) >= 1
         assert type(model.layers[0].mlp.pe_proj.weight_param).__name__ == "EquivariantWeight"
 
 

@@ -19,7 +19,7 @@ def test_every_spec_is_a_valid_config(name, tmp_path):
     specs = make_specs(name, {}, quick=False)
     assert len({s.key for s in specs}) == len(specs)  # no two runs share a cache key
     for spec in specs[:: max(1, len(specs) // 12)]:
-        if spec.base != "layerwise":
+        if spec.base not in ("layerwise", "attention_layerwise"):
             build_config(spec, str(tmp_path / spec.key))
 
 
@@ -98,7 +98,8 @@ def test_quick_mode_regenerates_every_table_and_plot(tmp_path):
     for suite in SUITES.values():
         assert f"## {suite.title}" in report
     pngs = {p.name for p in tmp_path.glob("*.png")}
-    expected = {f"{n}.png" for n in SUITES if n not in ("tuning", "layerwise")} | {"layerwise_filters.png"}
+    expected = {f"{n}.png" for n in SUITES if n not in ("tuning", "layerwise", "layerwise_attention")}
+    expected |= {"layerwise_filters.png", "layerwise_natural_filters.png", "attention_maps.png"}
     assert expected <= pngs
     runs = read_cache(tmp_path / "runs.jsonl")
     # one run per distinct spec: a spec shared by two suites (same overrides) is run and cached once
@@ -128,3 +129,47 @@ def test_natural_patches_have_a_fixed_disjoint_split_and_no_mirror_symmetry():
     assert colour.shape[1:] == (3, 8, 8)
     with pytest.raises(ValueError, match=r"size: expected an integer >= 2"):
         natural_patches(size=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_phase_one_attention_autoencoder_is_exactly_mirror_equivariant(dtype):
+    """The symmetrized weights commute with the mirror (pixels, tokens and channels), not with the vertical
+    flip; release keeps the function; the toolkit reads exact layers and self-mapped heads from it."""
+    from benchmarks.experiments.attention_layerwise import (
+        MIRROR,
+        VERTICAL_FLIP,
+        PatchAttentionAutoencoder,
+        _read,
+        to_images,
+        to_tokens,
+    )
+    from geo_pe.testing import assert_equivariant
+
+    torch.manual_seed(0)
+    images = torch.rand(6, 1, 32, 32, dtype=dtype)
+    assert torch.equal(to_images(to_tokens(images)), images)
+    for action in (MIRROR, VERTICAL_FLIP):  # the flips as permutations of tokens and of patch pixels
+        assert torch.equal(to_tokens(action(images)), to_tokens(images)[:, action.tokens][:, :, action.pixels])
+    model = PatchAttentionAutoencoder(exact=True).to(dtype)
+
+    def reconstruct(x):
+        return model(x)[0]
+
+    def flip(action):
+        return lambda g, x: action(x)
+
+    assert_equivariant(reconstruct, images, lambda gen: None, act_in=flip(MIRROR), act_out=flip(MIRROR))
+    with pytest.raises(AssertionError, match="not equivariant"):
+        assert_equivariant(
+            reconstruct, images, lambda gen: None, act_in=flip(VERTICAL_FLIP), act_out=flip(VERTICAL_FLIP)
+        )
+    before = reconstruct(images)
+    model.release()
+    assert not model.exact
+    torch.testing.assert_close(reconstruct(images), before)
+    reading = _read(model.double(), images.double())
+    mirror = reading["mirror"]
+    assert mirror["end_to_end"] < 1e-12 and mirror["heads"]["error"] < 1e-10
+    assert mirror["heads"]["self_mapped"] == 8 and mirror["heads"]["exchanged"] == 0
+    assert max(r["linear_error"] for r in mirror["layers"].values()) < 1e-8
+    assert reading["vertical flip"]["end_to_end"] > 1e-3

@@ -1,6 +1,8 @@
-"""Layerwise equivariance (Shahverdi et al. 2026) on scikit-learn's digits: MLPs trained with a
-horizontal-mirror equivariance loss, then read layer by layer with
-`geo_pe.equivariance.metrics.compare_layerwise` (the vertical flip as control).
+"""Layerwise equivariance (Shahverdi et al. 2026) of MLPs trained with a horizontal-mirror equivariance
+loss, read layer by layer with `geo_pe.equivariance.metrics.compare_layerwise` (the vertical flip as
+control), on 8x8 images: scikit-learn's digits, or 8x8 grey patches of its two photographs
+(`benchmarks.experiments.patches`; the classifier then tells the photographs apart, a mirror-invariant
+label).
 
 * autoencoder: ``f(x) ~ x`` (MSE) plus ``|f(m x) - m f(x)|^2``: equivariant, the mirror acts on outputs;
 * classifier: cross-entropy plus ``|f(m x) - f(x)|^2``: invariant logits.
@@ -42,9 +44,20 @@ def digits_split(seed: int = 0, test_fraction: float = 0.3):
     return (x[train], y[train]), (x[test], y[test])
 
 
-def make_mlp(kind: str, activation: str) -> nn.Sequential:
+def natural_split():
+    """8x8 grey patches of the photographs, flattened ``(N, 64)``, labelled by photograph (fixed split)."""
+    from benchmarks.experiments.patches import natural_patches
+
+    train, test, train_sources, test_sources = natural_patches(8, return_sources=True)
+    return (train.flatten(1), train_sources), (test.flatten(1), test_sources)
+
+
+DATA = {"digits": digits_split, "natural": lambda seed: natural_split()}
+
+
+def make_mlp(kind: str, activation: str, num_classes: int = 10) -> nn.Sequential:
     act = ACTIVATIONS[activation]
-    out = 64 if kind == "autoencoder" else 10
+    out = 64 if kind == "autoencoder" else num_classes
     return nn.Sequential(
         nn.Linear(64, HIDDEN), act(), nn.Linear(HIDDEN, HIDDEN), act(), nn.Linear(HIDDEN, out)
     )
@@ -57,12 +70,18 @@ def _relative_error(net, act, x, model) -> float:
 
 
 def run_layerwise(
-    model: str, activation: str, seed: int, quick: bool = False, weight: float = 1.0, steps: int = 3000
+    model: str,
+    activation: str,
+    seed: int,
+    quick: bool = False,
+    weight: float = 1.0,
+    steps: int = 3000,
+    data: str = "digits",
 ) -> dict:
     """Train one MLP and measure it; returns a JSON-able record (the first-layer filters for seed 0)."""
     torch.manual_seed(seed)
-    (x, y), (x_test, y_test) = digits_split(seed)
-    net = make_mlp(model, activation)
+    (x, y), (x_test, y_test) = DATA[data](seed)
+    net = make_mlp(model, activation, int(y.max()) + 1)
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     steps = 30 if quick else steps
     for _ in range(steps):

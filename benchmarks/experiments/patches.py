@@ -20,10 +20,17 @@ __all__ = ["natural_patches"]
 
 
 def natural_patches(
-    size: int = 16, *, stride: int | None = None, grey: bool = True, test_every: int = 5
-) -> tuple[torch.Tensor, torch.Tensor]:
+    size: int = 16,
+    *,
+    stride: int | None = None,
+    grey: bool = True,
+    test_every: int = 5,
+    return_sources: bool = False,
+) -> tuple[torch.Tensor, ...]:
     """``(train, test)`` patches ``(n, channels, size, size)`` in [0, 1], float32. Every ``test_every``-th
-    band of grid rows goes to the test split (bands are ``size`` rows tall, so no pixel is shared)."""
+    band of grid rows goes to the test split (bands are ``size`` rows tall, so no pixel is shared).
+    With ``return_sources``, also ``(train_sources, test_sources)``: the photograph each patch came from
+    (0 or 1), a mirror-invariant label."""
     if not (isinstance(size, int) and size >= 2):
         raise ValueError(f"size: expected an integer >= 2, got {size!r}")
     stride = size if stride is None else stride
@@ -37,8 +44,8 @@ def natural_patches(
         raise ImportError(
             "natural_patches: needs scikit-learn (and Pillow) for the bundled photographs"
         ) from None
-    train, test = [], []
-    for image in load_sample_images().images:
+    train, test, train_sources, test_sources = [], [], [], []
+    for source, image in enumerate(load_sample_images().images):
         pixels = image.astype(np.float32) / 255.0
         if grey:
             pixels = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -46,10 +53,15 @@ def natural_patches(
         height, width = pixels.shape[:2]
         for top in range(0, height - size + 1, stride):
             band = top // size
-            target = test if band % test_every == test_every - 1 else train
+            is_test = band % test_every == test_every - 1
+            target, sources = (test, test_sources) if is_test else (train, train_sources)
             # a patch that reaches into another band's rows is dropped, so the splits never share pixels
             if (top + size - 1) // size != band:
                 continue
             for left in range(0, width - size + 1, stride):
                 target.append(pixels[top : top + size, left : left + size].transpose(2, 0, 1))
-    return torch.from_numpy(np.stack(train)), torch.from_numpy(np.stack(test))
+                sources.append(source)
+    patches = torch.from_numpy(np.stack(train)), torch.from_numpy(np.stack(test))
+    if not return_sources:
+        return patches
+    return *patches, torch.tensor(train_sources), torch.tensor(test_sources)

@@ -124,39 +124,84 @@ def threshold_table(records: list[dict]) -> tuple[str, dict]:
     return "\n".join(lines), {"success": success, "starts": starts, "dims": dims}
 
 
+def _cell(records: list[dict], value) -> str:
+    mean, std = _mean_std([value(r) for r in records])
+    return f"{mean:.3g} ± {std:.2g}"
+
+
 def layerwise_table(records: list[dict]) -> str:
     groups = defaultdict(list)
     for r in records:
-        groups[(r["labels"]["model"], r["labels"]["activation"])].append(r)
+        groups[(r["labels"].get("data", "digits"), r["labels"]["model"], r["labels"]["activation"])].append(r)
     lines = [
-        "end-to-end: relative error |f(g x) - g f(x)| / |g f(x)| on test digits; per hidden layer: relative "
-        "error of the best signed permutation of units (and the share of units matched with |corr| >= 0.9); "
+        "end-to-end: relative error |f(g x) - g f(x)| / |g f(x)| on test images (8x8 digits, or 8x8 grey "
+        "patches of the two photographs, classified by photograph); per hidden layer: relative error of the "
+        "best signed permutation of units (and the share of units matched with |corr| >= 0.9); "
         "mirror = trained, flip = vertical-flip control",
         "",
-        "| model | act | score | end-to-end mirror | end-to-end flip | layer 1 perm. mirror "
+        "| data | model | act | score | end-to-end mirror | end-to-end flip | layer 1 perm. mirror "
         "| layer 1 perm. flip | layer 2 perm. mirror | layer 2 perm. flip |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-
-    def cell(rs, f):
-        values = [f(r) for r in rs]
-        mean, std = _mean_std(values)
-        return f"{mean:.3g} ± {std:.2g}"
-
-    for (model, act), rs in groups.items():
+    for (data, model, act), rs in groups.items():
         row = [
+            data,
             model,
             act,
-            f"{rs[0]['score_name']} {cell(rs, lambda r: r['score'])}",
-            cell(rs, lambda r: r["equivariance_error"]),
-            cell(rs, lambda r: r["control_equivariance_error"]),
+            f"{rs[0]['score_name']} {_cell(rs, lambda r: r['score'])}",
+            _cell(rs, lambda r: r["equivariance_error"]),
+            _cell(rs, lambda r: r["control_equivariance_error"]),
         ]
         for layer in (0, 1):
             for which in ("trained", "control"):
-                perm = cell(rs, lambda r, w=which, k=layer: r["layers"][w][k]["permutation_error"])
+                perm = _cell(rs, lambda r, w=which, k=layer: r["layers"][w][k]["permutation_error"])
                 matched = statistics.fmean(r["layers"][which][layer]["matched_fraction"] for r in rs)
                 row.append(f"{perm} ({matched:.0%})")
         lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def attention_table(records: list[dict]) -> str:
+    """Two tables (at the switch, at the end) of the attention autoencoders, one row per method."""
+    groups = defaultdict(list)
+    for r in records:
+        groups[r["labels"]["method"]].append(r)
+    lines = [
+        "Test MSE of the reconstruction; then under the mirror (trained) and the vertical flip (control): "
+        "end-to-end relative error; layerwise relative error of the best linear map between the tokens' "
+        "channels (tokens aligned; the layers before and after attention are linear, so a linear map is "
+        "their symmetry, not only a permutation) for the embedding and the attention output; per head: mean "
+        "relative error of the Hungarian head matching (centred maps), and the matched heads (cosine >= 0.9) "
+        "as self-mapped + exchanged, mean over seeds. The switch is at half of the steps; single-phase "
+        "methods are read at the same step.",
+    ]
+    for at, title in (("at_switch", "At the switch"), ("at_end", "At the end")):
+        lines += [
+            "",
+            f"**{title}**",
+            "",
+            "| method | test MSE | end-to-end mirror | flip | embedding mirror | flip | attention mirror "
+            "| flip | heads mirror | flip | matched heads mirror (self + exch.) | flip |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for method, rs in groups.items():
+            row = [method, _cell(rs, lambda r, a=at: r[a]["test_mse"])]
+            row += [
+                _cell(rs, lambda r, a=at, g=g: r[a][g]["end_to_end"]) for g in ("mirror", "vertical flip")
+            ]
+            for layer in ("embedding", "attention"):
+                row += [
+                    _cell(rs, lambda r, a=at, g=g, k=layer: r[a][g]["layers"][k]["linear_error"])
+                    for g in ("mirror", "vertical flip")
+                ]
+            row += [
+                _cell(rs, lambda r, a=at, g=g: r[a][g]["heads"]["error"]) for g in ("mirror", "vertical flip")
+            ]
+            for g in ("mirror", "vertical flip"):
+                mapped = statistics.fmean(r[at][g]["heads"]["self_mapped"] for r in rs)
+                exchanged = statistics.fmean(r[at][g]["heads"]["exchanged"] for r in rs)
+                row.append(f"{mapped:.1f} + {exchanged:.1f}")
+            lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -219,14 +264,14 @@ def plot_threshold(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_filters(records: list[dict], path: Path) -> None:
+def plot_filters(records: list[dict], path: Path, data: str = "digits") -> None:
     """First-layer filters (64 units as 8x8 images) of each seed-0 network, mirror-symmetric ones first."""
     import torch
 
     from benchmarks.experiments.layerwise import mirror
 
     plt = _pyplot()
-    chosen = [r for r in records if "filters" in r]
+    chosen = [r for r in records if "filters" in r and r["labels"].get("data", "digits") == data]
     if not chosen:
         return
     fig, axes = plt.subplots(1, len(chosen), figsize=(3.6 * len(chosen), 3.9))
@@ -243,7 +288,47 @@ def plot_filters(records: list[dict], path: Path) -> None:
         ax.set_title(f"{r['labels']['model']}, {r['labels']['activation']}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("first-layer filters, sorted by mirror symmetry (cosine with own mirror image)", fontsize=9)
+    fig.suptitle(
+        f"first-layer filters ({data}), sorted by mirror symmetry (cosine with own mirror image)", fontsize=9
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_attention_maps(records: list[dict], path: Path) -> None:
+    """Seed 0 of each method at the end: per head a, its map on the mirror image (top) above the matched
+    head's map on the original with the tokens mirrored (bottom), for one test image."""
+    plt = _pyplot()
+    chosen = [r for r in records if "picture" in r]
+    if not chosen:
+        return
+    heads = len(chosen[0]["picture"]["maps"])
+    fig, axes = plt.subplots(
+        2 * len(chosen), heads + 1, figsize=(1.3 * (heads + 1), 1.45 * 2 * len(chosen)), squeeze=False
+    )
+    for k, r in enumerate(chosen):
+        picture = r["picture"]
+        top, bottom = axes[2 * k], axes[2 * k + 1]
+        top[0].imshow(picture["image"], cmap="gray")
+        top[0].set_title("image", fontsize=7)
+        bottom[0].imshow([row[::-1] for row in picture["image"]], cmap="gray")
+        bottom[0].set_title("mirror", fontsize=7)
+        top[0].set_ylabel(r["labels"]["method"], fontsize=7)
+        for a, b in enumerate(picture["permutation"]):
+            kind = "self" if a == b else f"<- {b}"
+            top[a + 1].imshow(picture["mirrored_maps"][a], cmap="viridis")
+            top[a + 1].set_title(f"head {a} on mirror", fontsize=6)
+            bottom[a + 1].imshow(picture["maps"][b], cmap="viridis")
+            bottom[a + 1].set_title(f"{kind}, cos {picture['similarity'][a]:.2f}", fontsize=6)
+        for ax in (*top, *bottom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(
+        "attention maps (16 x 16 tokens, seed 0, end of training): each head on the mirror image above the "
+        "matched head on the original, tokens mirrored",
+        fontsize=8,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -281,6 +366,10 @@ def write_report(records: list[dict], out: Path, lrs: dict, planned: dict[str, i
         elif name == "layerwise":
             text = layerwise_table(rs)
             plot_filters(rs, out / "layerwise_filters.png")
+            plot_filters(rs, out / "layerwise_natural_filters.png", data="natural")
+        elif name == "layerwise_attention":
+            text = attention_table(rs)
+            plot_attention_maps(rs, out / "attention_maps.png")
         else:
             if name in ("push", "controls", "controls_approx"):  # reference rows: the same cell elsewhere
                 if name == "controls_approx":
@@ -311,8 +400,13 @@ def write_report(records: list[dict], out: Path, lrs: dict, planned: dict[str, i
         sections += [text, ""]
         if (out / f"{name}.png").exists():
             sections += [f"![{suite.title}]({name}.png)", ""]
-        if name == "layerwise":
-            sections += ["![first-layer filters](layerwise_filters.png)", ""]
+        pictures = {
+            "layerwise": ["layerwise_filters.png", "layerwise_natural_filters.png"],
+            "layerwise_attention": ["attention_maps.png"],
+        }
+        for picture in pictures.get(name, []):
+            if (out / picture).exists():
+                sections += [f"![{picture[:-4].replace('_', ' ')}]({picture})", ""]
     absent = [name for name in SUITES if planned and planned.get(name) and not by_suite.get(name)]
     if absent:
         sections += [f"Not run yet: {', '.join(absent)}.", ""]

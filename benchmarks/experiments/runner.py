@@ -103,6 +103,10 @@ def run_one(spec: Spec) -> dict:
                 from benchmarks.experiments.layerwise import run_layerwise
 
                 record.update(run_layerwise(**spec.overrides))
+            elif spec.base == "attention_layerwise":
+                from benchmarks.experiments.attention_layerwise import run_attention_layerwise
+
+                record.update(run_attention_layerwise(**spec.overrides))
             else:
                 record.update(_train_record(spec))
         except Exception as err:  # recorded and reported, never cached as a result

@@ -13,6 +13,8 @@ from pathlib import Path
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "experiments"
 LAYERWISE_VERSION = 1  # bump when benchmarks/experiments/layerwise.py changes what it trains
+ATTENTION_VERSION = 1  # the same for benchmarks/experiments/attention_layerwise.py
+ATTENTION_SEEDS = 3  # each attention run takes one to two minutes on one core
 
 SEEDS = (0, 1, 2, 3, 4)
 TUNING_SEEDS = (100, 101)  # the learning rate is chosen on seeds that no table reports
@@ -25,16 +27,19 @@ SUBSPACE_DIM = 1000
 @dataclass(frozen=True)
 class Spec:
     suite: str
-    base: str  # configs/experiments/<base>.yaml, or "layerwise"
+    base: str  # configs/experiments/<base>.yaml, "layerwise" or "attention_layerwise"
     labels: dict = field(hash=False)
     overrides: dict = field(hash=False)
 
     @property
     def key(self) -> str:
-        """A digest of the base config's text, the overrides and `LAYERWISE_VERSION` (for the layerwise
-        runs, whose settings live in code): editing any of them invalidates the cached result."""
+        """A digest of the base config's text, the overrides and `LAYERWISE_VERSION` or
+        `ATTENTION_VERSION` (for the layerwise runs, whose settings live in code): editing any of them
+        invalidates the cached result."""
         if self.base == "layerwise":
             source = f"layerwise v{LAYERWISE_VERSION}"
+        elif self.base == "attention_layerwise":
+            source = f"attention v{ATTENTION_VERSION}"
         else:
             source = (CONFIGS / f"{self.base}.yaml").read_text()
         blob = json.dumps({"base": self.base, "source": source, "overrides": self.overrides}, sort_keys=True)
@@ -145,6 +150,12 @@ SUITES = {
     for s in (
         Suite("tuning", "Learning-rate tuning (validation)", "learning_rate", "learning rate", log_x=True),
         Suite("layerwise", "Layerwise equivariance (Shahverdi et al. 2026)", "layer", "layer"),
+        Suite(
+            "layerwise_attention",
+            "Layerwise equivariance in attention: patch autoencoder on natural images, mirror",
+            "method",
+            "method",
+        ),
         Suite(
             "digits_approx",
             "Rotated digits, +-45 degrees (approximate)",
@@ -356,16 +367,27 @@ def make_specs(name: str, lrs: dict, quick: bool) -> list[Spec]:
                     labels = {"start": start, "subspace_dim": d, "seed": seed}
                     specs.append(Spec(name, "digits", labels, overrides))
     elif name == "layerwise":
-        for kind in ("autoencoder", "classifier"):
-            for activation in ("tanh", "gelu"):
-                for seed in seeds:
-                    labels = {"model": kind, "activation": activation, "seed": seed}
-                    specs.append(Spec(name, "layerwise", labels, {**labels, "quick": quick}))
+        for data in ("digits", "natural"):
+            for kind in ("autoencoder", "classifier"):
+                for activation in ("tanh", "gelu"):
+                    for seed in seeds:
+                        overrides = {"model": kind, "activation": activation, "seed": seed, "quick": quick}
+                        if data != "digits":  # the digits runs keep their cached keys
+                            overrides["data"] = data
+                        labels = {"data": data, "model": kind, "activation": activation, "seed": seed}
+                        specs.append(Spec(name, "layerwise", labels, overrides))
+    elif name == "layerwise_attention":
+        from benchmarks.experiments.attention_layerwise import METHODS
+
+        for method in METHODS:
+            for seed in seeds[:ATTENTION_SEEDS]:
+                labels = {"method": method, "seed": seed}
+                specs.append(Spec(name, "attention_layerwise", labels, {**labels, "quick": quick}))
     else:
         raise KeyError(f"suite: unknown {name!r}; known: {list(SUITES)}")
     if quick:
         for spec in specs:
-            if spec.base != "layerwise":
+            if spec.base not in ("layerwise", "attention_layerwise"):
                 first = spec.overrides.get("phase1_steps", 0)
                 spec.overrides.update(QUICK_OVERRIDES[spec.base])
                 if spec.suite == "threshold":  # keep "from the initialisation" at 0 steps

@@ -6,7 +6,8 @@
 * Layers (Weiler et al. 2023): `DeepSetsLinear`, `SnTensorLinear`, `ProductSetLinear`, `CirculantLinear`,
   `InvariantPooling`, `EquivariantLinear`, with `draw_weight_sharing` pictures.
 * Metrics (Shahverdi et al. 2026): `equivariance_error`, `layerwise_equivariance`, `compare_layerwise`,
-  and per attention head `compare_attention_heads` (with `record_attention` for any model).
+  `unit_equivariance` (on activations at hand, e.g. tokens aligned), and per attention head
+  `compare_attention_heads` (with `record_attention` for any model).
 """
 
 from geo_pe.equivariance.examples import fit_parity_polynomial, parity_features
@@ -38,6 +39,7 @@ from geo_pe.equivariance.metrics import (
     equivariance_error,
     layer_activations,
     layerwise_equivariance,
+    unit_equivariance,
 )
 from geo_pe.equivariance.pictures import draw_weight_sharing, weight_sharing_pattern
 from geo_pe.equivariance.structure import EquivariantStructure
@@ -74,5 +76,6 @@ __all__ = [
     "schur_blocks",
     "set_partitions",
     "span_distance",
+    "unit_equivariance",
     "weight_sharing_pattern",
 ]

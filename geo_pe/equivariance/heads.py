@@ -10,6 +10,9 @@ maps, and a few are exchanged in pairs.
 `compare_attention_heads` finds the best head permutation by Hungarian matching (scipy's
 ``linear_sum_assignment``) on the cosine similarity of the maps, and reports its relative error, the
 share of heads matched above a threshold, and which heads map to themselves and which are exchanged.
+The maps are compared after removing each row's mean (``centre=True``): a softmax row sums to one, so
+every map shares the uniform part 1/T, and near-uniform heads (at initialisation, or diffuse ones) would
+otherwise look alike whatever they attend to.
 `record_attention` collects the maps of any model: the geo transformer returns them with
 ``output_attentions=True``; HF attention modules hand them to a forward hook (their second output).
 """
@@ -61,9 +64,11 @@ def compare_attention_heads(
     token_permutation: torch.Tensor | None = None,
     *,
     threshold: float = 0.9,
+    centre: bool = True,
 ) -> HeadMatching:
     """Match the heads of ``transformed_maps`` (the maps on g . x) to those of ``maps`` (on x), both
-    ``(batch, heads, T, T)``; ``token_permutation`` ``(T,)`` is g's action on tokens (identity if None)."""
+    ``(batch, heads, T, T)``; ``token_permutation`` ``(T,)`` is g's action on tokens (identity if None).
+    Similarities and errors are of the centred maps (each row minus its mean) unless ``centre=False``."""
     from scipy.optimize import linear_sum_assignment
 
     _check_maps(maps, "maps")
@@ -81,6 +86,9 @@ def compare_attention_heads(
         raise ValueError(f"token_permutation: expected a permutation of range({T}), got {p.tolist()}")
     expected = maps.detach().double()[..., p, :][..., :, p]  # what each original head predicts on g . x
     actual = transformed_maps.detach().double()
+    if centre:
+        expected = expected - expected.mean(-1, keepdim=True)
+        actual = actual - actual.mean(-1, keepdim=True)
     a = actual.transpose(0, 1).flatten(1)  # (H, batch T T)
     e = expected.transpose(0, 1).flatten(1)
     similarity = (a / a.norm(dim=1, keepdim=True).clamp_min(1e-30)) @ (

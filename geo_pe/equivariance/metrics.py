@@ -32,6 +32,7 @@ __all__ = [
     "equivariance_error",
     "layer_activations",
     "layerwise_equivariance",
+    "unit_equivariance",
 ]
 
 
@@ -96,29 +97,41 @@ def layerwise_equivariance(
         probes: ``(N, ...)`` inputs; N should exceed twice the widest layer for a meaningful linear fit.
         act: ``x -> g . x`` on a batch of inputs.
     """
+    with torch.no_grad():
+        before = [h.flatten(1) for h in activations(probes)]
+        after = [h.flatten(1) for h in activations(act(probes))]
+    names = list(names) if names is not None else [f"layer {i + 1}" for i in range(len(before))]
+    return [
+        unit_equivariance(h, hg, name=name, threshold=threshold)
+        for name, h, hg in zip(names, before, after, strict=True)
+    ]
+
+
+def unit_equivariance(
+    before: torch.Tensor, after: torch.Tensor, *, name: str = "layer", threshold: float = 0.9
+) -> LayerReport:
+    """The per-layer comparison of `layerwise_equivariance` on activations at hand: ``before`` ``(N, units)``
+    at x and ``after`` ``(N, units)`` at g . x, row for row. Use it when the action also moves samples
+    around, e.g. tokens: align them first (row i of ``after`` must correspond to row i of ``before``)."""
     from scipy.optimize import linear_sum_assignment
 
-    with torch.no_grad():
-        before = [h.flatten(1).double() for h in activations(probes)]
-        after = [h.flatten(1).double() for h in activations(act(probes))]
-    names = list(names) if names is not None else [f"layer {i + 1}" for i in range(len(before))]
-    half = probes.shape[0] // 2
-    reports = []
-    for name, h, hg in zip(names, before, after, strict=True):
-        A = torch.linalg.lstsq(h[:half], hg[:half]).solution  # hg ~ h @ A
-        linear = _relative(hg[half:] - h[half:] @ A, hg[half:])
-        corr = _correlations(hg, h)  # (units of h(gx), units of h(x))
-        rows, cols = linear_sum_assignment((-corr.abs()).numpy())
-        perm = torch.as_tensor(cols)[torch.argsort(torch.as_tensor(rows))]
-        matched = corr[torch.arange(corr.shape[0]), perm]
-        signs = torch.where(matched < 0, -1.0, 1.0).double()
-        permutation = _relative(hg - h[:, perm] * signs, hg)
-        reports.append(
-            LayerReport(
-                name, linear, permutation, float((matched.abs() >= threshold).double().mean()), perm, signs
-            )
+    if before.dim() != 2 or before.shape != after.shape:
+        raise ValueError(
+            f"after: expected the shape of before (N, units) = {tuple(before.shape)}, "
+            f"got {tuple(after.shape)}"
         )
-    return reports
+    h, hg = before.detach().double(), after.detach().double()
+    half = h.shape[0] // 2
+    A = torch.linalg.lstsq(h[:half], hg[:half]).solution  # hg ~ h @ A
+    linear = _relative(hg[half:] - h[half:] @ A, hg[half:])
+    corr = _correlations(hg, h)  # (units of h(gx), units of h(x))
+    rows, cols = linear_sum_assignment((-corr.abs()).numpy())
+    perm = torch.as_tensor(cols)[torch.argsort(torch.as_tensor(rows))]
+    matched = corr[torch.arange(corr.shape[0]), perm]
+    signs = torch.where(matched < 0, -1.0, 1.0).double()
+    permutation = _relative(hg - h[:, perm] * signs, hg)
+    matched_fraction = float((matched.abs() >= threshold).double().mean())
+    return LayerReport(name, linear, permutation, matched_fraction, perm, signs)
 
 
 def compare_layerwise(

@@ -35,6 +35,21 @@ def test_maps_that_follow_no_symmetry_match_poorly():
     assert result.matched_share < 0.5 and result.error > 0.1
 
 
+def test_near_uniform_heads_are_compared_by_what_they_attend_to():
+    """Diffuse maps share the uniform part 1/T: uncentred, unrelated heads look alike; centred, they do not,
+    and exactly permuted diffuse heads are still recovered."""
+    gen = torch.Generator().manual_seed(5)
+    diffuse = (0.05 * torch.randn(2, B, H, T, T, generator=gen, dtype=torch.float64)).softmax(-1)
+    mirror = torch.arange(T).flip(0)
+    unrelated = compare_attention_heads(diffuse[0], diffuse[1], mirror, centre=False)
+    assert unrelated.error < 0.1 and unrelated.matched_share == 1.0  # the trap
+    centred = compare_attention_heads(diffuse[0], diffuse[1], mirror)
+    assert centred.error > 0.8 and centred.matched_share == 0.0
+    heads = [1, 0, 2, 4, 3]
+    exact = compare_attention_heads(diffuse[0], diffuse[0][:, heads][..., mirror, :][..., :, mirror], mirror)
+    assert exact.permutation == heads and exact.error < 1e-12
+
+
 def test_a_phase_one_geo_transformer_keeps_every_head_under_a_global_rotation():
     """Its maps are invariant under g_i -> h g_i (no token moves): every head maps to itself; after free
     training with an absolute encoding they need not."""

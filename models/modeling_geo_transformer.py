@@ -16,6 +16,7 @@ freed projections can break the symmetry where the data do.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -89,6 +90,13 @@ class SequenceRegressionOutput(ModelOutput):
     predictions: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def _without_autocast(device_type: str):
+    """Autocast switched off on this device, where autocast exists (not on ``meta``)."""
+    if device_type in ("cpu", "cuda", "xpu", "mps", "hpu"):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class GeoRMSNorm(nn.Module):
@@ -568,7 +576,9 @@ class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
             scalars = scalars + distances
         positions = self._positions(positions, B, T, mask, scalars.device, reference)
         x = scalars
-        with input_validation(False):  # validated once above: the encodings trust the elements
+        # validated once above: the encodings trust the elements. Under mixed precision they are computed
+        # outside autocast: angles, cos/sin and Wigner matrices stay in the elements' float32
+        with input_validation(False), _without_autocast(x.device.type):
             if self.absolute_pe is not None:  # the encodings are computed once per forward
                 gamma = self.absolute_pe.embed(self.absolute_pe.encode(positions)).to(x.dtype)
                 x = torch.cat((x, gamma.expand(B, T, -1)), dim=-1)

@@ -149,7 +149,8 @@ def test_the_phase_one_attention_autoencoder_is_exactly_mirror_equivariant(dtype
     images = torch.rand(6, 1, 32, 32, dtype=dtype)
     assert torch.equal(to_images(to_tokens(images)), images)
     for action in (MIRROR, VERTICAL_FLIP):  # the flips as permutations of tokens and of patch pixels
-        assert torch.equal(to_tokens(action(images)), to_tokens(images)[:, action.tokens][:, :, action.pixels])
+        moved = to_tokens(images)[:, action.tokens][:, :, action.pixels]
+        assert torch.equal(to_tokens(action(images)), moved)
     model = PatchAttentionAutoencoder(exact=True).to(dtype)
 
     def reconstruct(x):

@@ -34,10 +34,14 @@ def pull_schedule(args: TrainArguments) -> PenaltySchedule:
 
 def build_model(config: RunConfig, task: Task) -> PreTrainedModel:
     """The task's model in phase I; `ConfigError` for settings the model refuses."""
+    model_arguments = dataclasses.asdict(config.model)
+    shared = model_arguments.pop("shared_rotations")
+    model_arguments["shared_rotations"] = None if shared is None else [group.split("+") for group in shared]
+    settings = task.model_settings()  # the task's own errors name its keys
     try:
         model_config = GeoTransformerConfig(
-            **dataclasses.asdict(config.model),
-            **task.model_settings(),
+            **model_arguments,
+            **settings,
             phase_history=[config.training.phase1_constraint],
         )
     except ValueError as err:
@@ -50,7 +54,9 @@ def build_model(config: RunConfig, task: Task) -> PreTrainedModel:
             if task.uses_positions
             else "pe_absolute, pe_relative: with plain_features the task gives no positions; set both to null"
         )
-    return task.model_class(model_config)
+    model = task.model_class(model_config)
+    task.bind(model)
+    return model
 
 
 @torch.no_grad()
@@ -120,5 +126,5 @@ def preflight(config: RunConfig, num_processes: int = 1) -> None:
     model = build_model(config, task)  # the model's settings first: they need no data
     built = task.build(cache_dir=args.data_cache_dir)
     StepBatches(len(built["train"]), args.batch_size, args.seed)
-    check_model_reads_task(model, task, Split(built["validation"][:2]))
+    check_model_reads_task(model, task, task.split(built["validation"]))
     check_output_dir(config, num_processes)

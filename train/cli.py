@@ -28,7 +28,7 @@ from pathlib import Path
 from train.checkpoint import CheckpointError
 from train.validation import ConfigError
 
-__all__ = ["main"]
+__all__ = ["launch_script", "main", "report_error"]
 
 _LAUNCHED = "GEO_PE_LAUNCHED"  # set in the processes that geo-pe-train starts
 
@@ -37,7 +37,8 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _report(err: Exception) -> int:
+def report_error(err: Exception) -> int:
+    """Print ``error: ...`` once (main process) and return the exit status 2."""
     if _is_main_process():
         print(f"error: {err}", file=sys.stderr)
     return 2
@@ -51,7 +52,7 @@ def run(argv: list[str]) -> int:
     try:
         train(load_config(argv))
     except (ConfigError, CheckpointError) as err:
-        return _report(err)
+        return report_error(err)
     return 0
 
 
@@ -63,12 +64,17 @@ def launch(num_processes: int, argv: list[str]) -> int:
     try:
         preflight(load_config(argv), num_processes)
     except (ConfigError, CheckpointError) as err:
-        return _report(err)
-    script = Path(sys.executable).with_name("geo-pe-train")
-    command = str(script) if script.is_file() else shutil.which("geo-pe-train")
+        return report_error(err)
+    return launch_script("geo-pe-train", num_processes, argv)
+
+
+def launch_script(name: str, num_processes: int, argv: list[str]) -> int:
+    """Run the console script ``name`` in ``num_processes`` processes with ``accelerate launch``."""
+    script = Path(sys.executable).with_name(name)
+    command = str(script) if script.is_file() else shutil.which(name)
     if command is None:
-        return _report(
-            ConfigError("num_processes: the geo-pe-train script is not installed (pip install geo-pe)")
+        return report_error(
+            ConfigError(f"num_processes: the {name} script is not installed (pip install geo-pe)")
         )
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1"]
     launcher += ["--num_processes", str(num_processes), "--main_process_port", str(_free_port())]
@@ -94,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             load_config(rest)  # argparse prints the help of every key and exits
         except ConfigError as err:
-            return _report(err)
+            return report_error(err)
         return 0
     if known.num_processes < 1:
-        return _report(ConfigError(f"num_processes: expected a positive integer, got {known.num_processes}"))
+        problem = f"num_processes: expected a positive integer, got {known.num_processes}"
+        return report_error(ConfigError(problem))
     if known.num_processes == 1 or os.environ.get(_LAUNCHED):
         return run(rest)
     return launch(known.num_processes, rest)

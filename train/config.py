@@ -36,8 +36,9 @@ from typing import Literal
 import yaml
 from transformers import HfArgumentParser
 
+import train.files  # noqa: F401  (registers the dataset task)
 from train.tasks import TASKS, Task
-from train.validation import ConfigError, check_range, check_types
+from train.validation import NULLS, ConfigError, check_range, check_types
 
 __all__ = ["ConfigError", "ModelArguments", "RunConfig", "TrainArguments", "load_config", "shipped_configs"]
 
@@ -79,6 +80,9 @@ class ModelArguments:
     phase_layers: Literal["attention", "all"] = "attention"
     pe_gate: bool = False  # gated nonlinearity on the PE channels in every MLP (equivariant in phase I)
     causal: bool = False  # each token attends to itself and the tokens before it
+    shared_rotations: list[str] | None = None  # e.g. ["position+velocity"]: one rotation turns both
+    point_attributes: list[str] | None = None  # s2 attributes given as points in R^3 (centred by the model)
+    output_attribute: str | None = None  # the rotation attribute equivariant outputs turn with
 
     def __post_init__(self):
         check_types(self)
@@ -145,6 +149,7 @@ class TrainArguments:
     # intra-op threads per process, set by the trainer whatever the launcher: 1 is what accelerate launch
     # sets, and small models step fastest so (2 threads were 4.3x slower on 2 cores); 0 = torch's default
     num_threads: int = 1
+    mixed_precision: Literal["no", "bf16"] | None = None  # None: the launcher's; bf16 autocast (CPU too)
 
     def __post_init__(self):
         check_types(self)
@@ -203,6 +208,9 @@ HELP = {
     "(also the MLP)",
     "pe_gate": "gate the PE channels in every MLP: an equivariant map scaled by sigmoids of the scalars",
     "causal": "causal attention: each token sees itself and the tokens before it",
+    "shared_rotations": "attributes turned by one global rotation, joined by + (e.g. position+velocity)",
+    "point_attributes": "s2 attributes given as points in R^3: the model centres them on the valid centroid",
+    "output_attribute": "the rotation attribute that equivariant outputs (vectors, matrices) turn with",
     # training
     "output_dir": "where the run writes model/, log.jsonl, results.json, curves.png and checkpoints/",
     "overwrite_output_dir": "delete a run already in output_dir and start over",
@@ -245,6 +253,8 @@ HELP = {
     "plot": "draw curves.png at the end (needs matplotlib)",
     "data_cache_dir": "where datasets caches the built task data",
     "num_threads": "intra-op threads per process (0: torch's default); the same under every launcher",
+    "mixed_precision": "no, or bf16: autocast to bfloat16 (on CPU too); group elements and encodings stay "
+    "float32; null: what the launcher (accelerate config) says",
 }
 
 
@@ -346,6 +356,18 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
+def _mapping(text: str) -> dict | None:
+    if text in NULLS:
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a mapping such as '{{key: value}}', got {text!r}")
+    return value
+
+
 def make_parser(task_name: str, defaults: dict | None = None) -> _Parser:
     """The command-line parser of a task's run: every key with its help, abbreviations refused."""
     classes = (TASKS[task_name].Options, ModelArguments, TrainArguments)
@@ -359,6 +381,8 @@ def make_parser(task_name: str, defaults: dict | None = None) -> _Parser:
     )
     data_keys = {f.name for f in dataclasses.fields(classes[0])}
     for action in parser._actions:
+        if action.type is dict:  # mappings on the command line are YAML (or JSON): --positions '{a: b}'
+            action.type = _mapping
         if action.dest in data_keys:
             action.help = f"task {task_name}: data option (default %(default)s)"
         elif action.dest in HELP:

@@ -31,7 +31,7 @@ def evaluate(
             continue
         inputs, labels = task.inputs(to_device(dataset[chunk], device))
         out = raw_model(**inputs, labels=labels)
-        score, count = task.score(out, labels)
+        score, count = task.score(out, labels, inputs)
         count = torch.as_tensor(count, dtype=torch.float64, device=device)
         totals += torch.stack((out.loss.double() * count, score.double(), count))
     totals = accelerator.reduce(totals, reduction="sum")
@@ -51,14 +51,18 @@ def measure_equivariance(
     raw_model.eval()
     inputs, _ = task.inputs(to_device(dataset[: args.eval_batch_size], device))
 
-    def sample(generator):  # a "group element" is a seeded generator that task.transform draws from
-        return torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+    def sample(generator):  # a "group element" is a seed that task.transform draws from
+        return int(torch.randint(2**62, (1,), generator=generator))
+
+    def draws(seed: int) -> torch.Generator:
+        return torch.Generator().manual_seed(seed)
 
     error = equivariance_error(
-        lambda x: task.predictions(raw_model(**x)),
+        lambda x: task.predictions(raw_model(**x), x),
         inputs,
         sample,
-        act_in=lambda g, x: task.transform(x, g),
+        act_in=lambda g, x: task.transform(x, draws(g)),
+        act_out=lambda g, y: task.transform_output(y, inputs, draws(g)),
         num_samples=args.equivariance_samples,
         generator=args.seed,
     )

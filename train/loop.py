@@ -39,10 +39,11 @@ from geo_pe.phases import (
     equivariance_loss,
     phase_param_groups,
     rebuild_optimizer,
+    switch_phase_sharded,
     symmetry_penalty,
 )
 from train import checkpoint as ckpt
-from train.batches import Split, StepBatches, shard, step_generator, to_device
+from train.batches import StepBatches, shard, step_generator, to_device
 from train.checks import build_model, check_model_reads_task, check_output_dir, pull_schedule
 from train.config import RunConfig, TrainArguments
 from train.evaluation import evaluate, format_table, measure_equivariance
@@ -92,6 +93,7 @@ def make_accelerator(args: TrainArguments) -> Accelerator:
     log_with = trackers_for(args.report_to)
     return Accelerator(
         cpu=not has_device,
+        mixed_precision=getattr(args, "mixed_precision", None),  # None: the launcher's setting
         log_with=log_with or None,
         project_dir=args.output_dir,
         # batch_size is the global batch: the scheduler steps once per optimizer step
@@ -105,22 +107,31 @@ def set_threads(args: TrainArguments) -> None:
         torch.set_num_threads(args.num_threads)
 
 
+def switch_arguments(args: TrainArguments) -> dict:
+    """The run's subspace settings, as ``set_phase`` takes them."""
+    return {
+        "subspace_dim": args.subspace_dim,
+        "subspace_projection": args.subspace_projection,
+        "subspace_seed": args.seed,
+        "shared_subspace": args.shared_subspace,
+    }
+
+
 def switch_phase(model: PreTrainedModel, phase: Phase, args: TrainArguments) -> PhaseReport:
     """Move ``model`` to ``phase`` (same function) with the run's subspace settings; with
     ``phase2_freeze_rest`` also freeze every parameter outside the phase-controlled layers."""
-    report = model.set_phase(
-        phase.name,
-        subspace_dim=args.subspace_dim,
-        subspace_projection=args.subspace_projection,
-        subspace_seed=args.seed,
-        shared_subspace=args.shared_subspace,
-    )
+    report = model.set_phase(phase.name, **switch_arguments(args))
+    freeze_rest(model, args)
+    return report
+
+
+def freeze_rest(model: PreTrainedModel, args: TrainArguments) -> None:
+    """With ``phase2_freeze_rest``, freeze every parameter outside the phase-controlled layers."""
     if args.phase2_freeze_rest:
         phased = {id(p) for m in model.modules() if isinstance(m, PhasedLinear) for p in m.parameters()}
         for p in model.parameters():
             if id(p) not in phased:
                 p.requires_grad_(False)
-    return report
 
 
 def make_optimizer(model: torch.nn.Module, args: TrainArguments) -> torch.optim.Optimizer:
@@ -154,11 +165,6 @@ class Trainer:
         self.pull = pull_schedule(args)
         self.accelerator = make_accelerator(args)
         acc = self.accelerator
-        if acc.distributed_type == DistributedType.FSDP and len(self.plan) > 1:
-            raise ConfigError(
-                "phase2: switching phases under FSDP is not supported (set_phase needs unsharded weights); "
-                "use DDP (configs/accelerate/multi_gpu.yaml) or phase2: none"
-            )
         if args.batch_size % acc.num_processes:
             raise ConfigError(
                 f"batch_size: the global batch {args.batch_size} must split evenly over "
@@ -168,9 +174,7 @@ class Trainer:
         build_model(config, self.task)  # the model's settings first: they need no data
         with acc.main_process_first():
             built = self.task.build(cache_dir=args.data_cache_dir)
-        # the splits as tensors in memory: indexing an Arrow table per batch costs more than a small
-        # model's step (the tasks here are a few MB)
-        self.data = {split: Split(dataset[:]) for split, dataset in built.items()}
+        self.data = {split: self.task.split(dataset) for split, dataset in built.items()}
         self.batches = StepBatches(len(self.data["train"]), args.batch_size, args.seed)
         check_model_reads_task(build_model(config, self.task), self.task, self.data["validation"])
         self.resume_from = self._prepare_output_dir()
@@ -295,13 +299,17 @@ class Trainer:
 
             def forward(batch):  # the batch and its transformed copy in one forward (DDP-safe)
                 outputs["out"] = self.model(**batch, labels=torch.cat((labels, labels)))
-                return task.predictions(outputs["out"])
+                return task.predictions(outputs["out"], batch)
+
+            def draws(_element) -> torch.Generator:  # one element per step, drawn again for the outputs
+                return step_generator(args.seed, state.global_step, 2 * rank + 2)
 
             soft = equivariance_loss(
                 forward,
                 inputs,
-                lambda _: step_generator(args.seed, state.global_step, 2 * rank + 2),
-                act_in=lambda g, x: task.transform(x, g),
+                lambda _: None,
+                act_in=lambda g, x: task.transform(x, draws(g)),
+                act_out=lambda g, y: task.transform_output(y, inputs, draws(g)),
                 batched=True,
             )
             out = outputs["out"]
@@ -388,13 +396,32 @@ class Trainer:
         """Phase II from here: `set_phase`, `rebuild_optimizer`, a new scheduler, prepared again."""
         state, acc = self.state, self.accelerator
         previous = self.raw_optimizer
-        self.release()
+        phase = self.plan[state.phase_index + 1]
+        if acc.distributed_type == DistributedType.FSDP:
+            # set_phase needs whole weights: gather them into an unsharded phase I model, switch it, and
+            # let prepare shard it again (the optimizer starts anew: the parameters are new)
+            model, report = switch_phase_sharded(
+                self.model,
+                phase.name,
+                rebuild=lambda: build_model(self.config, self.task),
+                shard=lambda _: None,
+                **switch_arguments(self.args),
+            )
+            freeze_rest(model, self.args)
+            optimizer = torch.optim.AdamW(
+                phase_param_groups(model, weight_decay=self.args.weight_decay),
+                lr=self.args.learning_rate * phase.lr_multiplier,
+                betas=(self.args.adam_beta1, self.args.adam_beta2),
+            )
+            self.release()
+        else:
+            self.release()
+            model = self.raw_model
+            report = switch_phase(model, phase, self.args)
+            optimizer = rebuild_optimizer(previous, model, lr_multiplier=phase.lr_multiplier)
         state.phase_index += 1
         state.phase_start = state.global_step
-        phase = self.phase
-        report = switch_phase(self.raw_model, phase, self.args)
-        optimizer = rebuild_optimizer(previous, self.raw_model, lr_multiplier=phase.lr_multiplier)
-        self.prepare(self.raw_model, optimizer, make_scheduler(optimizer, self.args, phase))
+        self.prepare(model, optimizer, make_scheduler(optimizer, self.args, phase))
         state.best_metric, state.best_step, state.evals_without_improvement = None, None, 0
         self.best_weights = None
         self.progress.total = self.planned_steps()

@@ -77,6 +77,18 @@ class Task:
         """Config fields the task fixes (``feature_size``, ``vocab_size``, ``num_labels``, ...)."""
         raise NotImplementedError
 
+    def bind(self, model) -> None:
+        """Called with the task's model once it is built (before `build`): a task whose data depend on
+        the model's encodings (element shapes, symmetry) reads them here."""
+
+    def split(self, dataset: Dataset):
+        """A built split as `train.batches.Split`-like rows: ``split[indices]`` is a collated batch. By
+        default the whole split as tensors in memory (indexing an Arrow table per batch costs more than a
+        small model's step); `train.files` reads batches from the memory-mapped table instead."""
+        from train.batches import Split
+
+        return Split(dataset[:])
+
     def inputs(self, batch: dict) -> tuple[dict, torch.Tensor]:
         """``(model inputs without labels, labels)`` from a collated batch."""
         keys = [k for k in ("input_ids", "features", "positions", "attention_mask") if k in batch]
@@ -88,17 +100,27 @@ class Task:
         """The inputs after a random global group element per example (positions and raw coordinates)."""
         raise NotImplementedError
 
+    def transform_output(
+        self, predictions: torch.Tensor, inputs: dict, generator: torch.Generator
+    ) -> torch.Tensor:
+        """How the predictions move under the element that `transform` draws from a generator in the
+        same state: unchanged for invariant outputs (labels, energies)."""
+        return predictions
+
     @property
     def higher_is_better(self) -> bool:
         return self.metric == "accuracy"
 
-    def predictions(self, out: ModelOutput) -> torch.Tensor:
-        """The model's outputs that the metric reads (logits or regression predictions)."""
+    def predictions(self, out: ModelOutput, inputs: dict | None = None) -> torch.Tensor:
+        """The model's outputs that the metric reads (logits or regression predictions); ``inputs`` (the
+        batch) lets per-token outputs zero their padded tokens."""
         return out.logits if self.metric == "accuracy" else out.predictions
 
-    def score(self, out: ModelOutput, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
+    def score(
+        self, out: ModelOutput, labels: torch.Tensor, inputs: dict | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | int]:
         """``(sum of the metric over the batch, number of scored items)``, on the outputs' device (no host
-        sync); labels -100 are skipped."""
+        sync); labels -100 are skipped. ``inputs`` (with the attention mask) for per-token metrics."""
         if self.metric == "accuracy":
             valid = labels != -100
             correct = (out.logits.argmax(-1) == labels) & valid

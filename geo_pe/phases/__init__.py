@@ -24,6 +24,7 @@ from geo_pe.phases.phase import (
     set_phase,
 )
 from geo_pe.phases.projections import PROJECTIONS, RandomSubspace, fwht, make_projection
+from geo_pe.phases.sharded import switch_phase_sharded
 from geo_pe.phases.soft import PenaltySchedule, equivariance_loss, symmetry_penalty
 
 __all__ = [
@@ -47,5 +48,6 @@ __all__ = [
     "rebuild_optimizer",
     "select_layers",
     "set_phase",
+    "switch_phase_sharded",
     "symmetry_penalty",
 ]

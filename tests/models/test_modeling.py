@@ -773,3 +773,45 @@ def test_bad_memory_is_named():
     with pytest.raises(ValueError, match=r"memory_attention_mask: expected shape \(2, 4\)"):
         model(**x, memory=torch.randn(B, 4, 18), memory_positions=x["positions"],
               memory_attention_mask=torch.ones(B, 5))  # fmt: skip
+
+
+def test_under_bf16_autocast_the_encodings_stay_float32():
+    """Mixed precision: angles, cos/sin and Wigner matrices inside the forward equal the float32
+    encodings exactly (computed outside autocast); the rest runs in bf16, close to the float32 forward."""
+    from geo_pe import quaternion
+    from models import GeoTransformerConfig, GeoTransformerForSequenceClassification
+
+    config = GeoTransformerConfig(
+        feature_size=2, hidden_size=36, num_attention_heads=3, pe_absolute="so3@o:1x1",
+        pe_relative="so3@o:1x1+1x2+so2@a:2x1", phase_history=["equivariant"], num_labels=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = GeoTransformerForSequenceClassification(config).eval()
+    features = torch.randn(2, 5, 2)
+    positions = {"o": quaternion.random(2, 5, generator=1), "a": torch.rand(2, 5) * 6}
+    seen = []
+    for pe in (model.model.absolute_pe, model.model.relative_pe):
+        encode = pe.encode
+
+        def recording(g, encode=encode):
+            seen.append((encode, encode(g)))
+            return seen[-1][1]
+
+        pe.encode = recording
+    with torch.no_grad():
+        reference = model(features=features, positions=positions).logits
+        seen.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(features=features, positions=positions).logits
+    assert len(seen) == 2
+    for encode, inside in seen:
+        expected = encode(positions)
+        for got, want in zip(
+            (inside.cos, inside.sin, *inside.matrices),
+            (expected.cos, expected.sin, *expected.matrices),
+            strict=True,
+        ):
+            if want is not None:
+                assert got.dtype == torch.float32 and torch.equal(got, want)
+    assert mixed.dtype == torch.bfloat16
+    torch.testing.assert_close(mixed.float(), reference, atol=0.05, rtol=0.05)

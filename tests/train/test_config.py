@@ -85,7 +85,7 @@ def test_command_line_overrides_yaml_overrides_defaults(tmp_path):
         (
             {"task": "nope"},
             [],
-            r"task: unknown task 'nope'; registered: \['motifs', 'rotated_digits', 'rotor_chain'\]",
+            r"task: unknown task 'nope'; registered: \['dataset', 'motifs', 'rotated_digits', 'rotor_chain",
         ),
         ({"model": []}, [], r"model: the section must be a mapping, got list"),
     ],

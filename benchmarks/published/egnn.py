@@ -1,0 +1,75 @@
+"""EGNN (Satorras, Hoogeboom and Welling 2021), the velocity variant of its N-body experiment, written from
+the paper's equations; the peer a user would pick for this system.
+
+Per layer, over all pairs i != j (dense: the systems are small):
+
+    m_ij = phi_e(h_i, h_j, |x_i - x_j|^2, a_ij)
+    x_i <- x_i + mean_j (x_i - x_j) phi_x(m_ij) + phi_v(h_i) v_i
+    h_i <- h_i + phi_h(h_i, sum_j m_ij)
+
+with h_i initialised from |v_i|, a_ij = q_i q_j, and v_i the input velocity. The output is the positions
+after the last layer: E(3)-equivariant in (x, v) and invariant in the charges. The paper's settings are
+the defaults: 4 layers, 64 channels, SiLU, Adam at 5e-4, batches of 100.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import nn
+
+
+def _mlp(sizes: list[int], last_activation: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or last_activation:
+            layers.append(nn.SiLU())
+    return nn.Sequential(*layers)
+
+
+class EquivariantLayer(nn.Module):
+    """One E(n)-equivariant graph convolution with the velocity term (dense over particles)."""
+
+    def __init__(self, hidden: int, edge_features: int = 1):
+        super().__init__()
+        self.edge = _mlp([2 * hidden + 1 + edge_features, hidden, hidden], last_activation=True)
+        self.node = _mlp([2 * hidden, hidden, hidden])
+        self.coordinate = _mlp([hidden, hidden, 1])
+        nn.init.xavier_uniform_(self.coordinate[-1].weight, gain=0.001)  # small first steps, as in the paper
+        self.velocity = _mlp([hidden, hidden, 1])
+
+    def forward(self, h, x, v, edge_attr, pair_mask):
+        """``h (B, n, hidden)``, ``x, v (B, n, 3)``, ``edge_attr (B, n, n, e)``, ``pair_mask (n, n)``."""
+        n = h.shape[1]
+        diff = x[:, :, None, :] - x[:, None, :, :]  # (B, n, n, 3): x_i - x_j
+        radial = diff.pow(2).sum(-1, keepdim=True)
+        pairs = torch.cat(
+            (h[:, :, None].expand(-1, -1, n, -1), h[:, None].expand(-1, n, -1, -1), radial, edge_attr), -1
+        )
+        m = self.edge(pairs) * pair_mask[..., None]
+        x = x + (diff * self.coordinate(m)).sum(2) / (n - 1) + self.velocity(h) * v
+        h = h + self.node(torch.cat((h, m.sum(2)), -1))
+        return h, x
+
+
+class EGNN(nn.Module):
+    """Positions after ``layers`` EGNN layers from positions, velocities and charges ``(B, n)``."""
+
+    def __init__(self, hidden: int = 64, layers: int = 4):
+        super().__init__()
+        self.embed = nn.Linear(1, hidden)
+        self.layers = nn.ModuleList(EquivariantLayer(hidden) for _ in range(layers))
+
+    def forward(
+        self, positions: torch.Tensor, velocities: torch.Tensor, charges: torch.Tensor
+    ) -> torch.Tensor:
+        n = positions.shape[1]
+        h = self.embed(velocities.norm(dim=-1, keepdim=True))
+        edge_attr = (charges[:, :, None] * charges[:, None, :])[..., None]
+        pair_mask = 1.0 - torch.eye(n, dtype=positions.dtype, device=positions.device)
+        x = positions
+        for layer in self.layers:
+            h, x = layer(h, x, velocities, edge_attr, pair_mask)
+        return x

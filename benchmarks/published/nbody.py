@@ -1,0 +1,136 @@
+"""The charged N-body system of Kipf et al. (2018) in the protocol of Satorras et al. (2021, EGNN).
+
+Written from the physics and the protocol's description: 5 particles with charges +-1; Coulomb forces
+F_i = sum_j q_i q_j (x_i - x_j) / |x_i - x_j|^3, each component clipped at +-100; dt = 0.001 with the
+update of Kipf et al.'s simulator (a first kick, then drift-kick steps); initial positions N(0, 1) per
+coordinate, velocities of norm 0.5 in random directions; a frame every 100 steps (frame 0: the initial
+state). Inputs are positions and velocities at frame 30 and the charges; the target is the positions at
+frame 40 (1,000 steps later). 3,000 / 2,000 / 2,000 trajectories; MSE on positions.
+
+``field`` adds a uniform force q_i eps e_z from step ``field_from`` on (0: throughout; the input frame's
+step 3,000: switched on as the particles enter, the broken case).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DT, SAMPLE_EVERY, MAX_FORCE = 1e-3, 100, 100.0
+INPUT_FRAME, TARGET_FRAME = 30, 40
+SPLITS = {"train": 3000, "validation": 2000, "test": 2000}
+
+
+@dataclass
+class Systems:
+    """``charges (N, n)``, and at the input and target frames ``positions``/``velocities (N, n, 3)``."""
+
+    charges: np.ndarray
+    positions: np.ndarray
+    velocities: np.ndarray
+    target_positions: np.ndarray
+    target_velocities: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.charges)
+
+    def subset(self, count: int) -> Systems:
+        return Systems(*(a[:count] for a in vars(self).values()))
+
+
+def forces(x: np.ndarray, charges: np.ndarray) -> np.ndarray:
+    """Coulomb forces ``(N, n, 3)`` on each particle, clipped per component at +-100."""
+    r = x[:, :, None, :] - x[:, None, :, :]  # r_ij = x_i - x_j
+    distance3 = np.sum(r * r, axis=-1) ** 1.5
+    n = x.shape[1]
+    distance3[:, np.arange(n), np.arange(n)] = np.inf  # no self-force
+    strength = charges[:, :, None] * charges[:, None, :] / distance3
+    return np.clip(np.sum(strength[..., None] * r, axis=2), -MAX_FORCE, MAX_FORCE)
+
+
+def simulate(
+    count: int,
+    seed: int,
+    *,
+    particles: int = 5,
+    frames: int = TARGET_FRAME,
+    field: float = 0.0,
+    field_from: int = 0,
+) -> dict[str, np.ndarray]:
+    """``count`` trajectories: charges, and positions and velocities ``(count, frames + 1, n, 3)``."""
+    rng = np.random.default_rng(seed)
+    charges = rng.choice([-1.0, 1.0], size=(count, particles))
+    x = rng.normal(size=(count, particles, 3))
+    v = rng.normal(size=(count, particles, 3))
+    v = 0.5 * v / np.linalg.norm(v, axis=-1, keepdims=True)
+    external = charges[..., None] * np.array([0.0, 0.0, field])
+    positions = np.zeros((count, frames + 1, particles, 3))
+    velocities = np.zeros_like(positions)
+    positions[:, 0], velocities[:, 0] = x, v
+
+    def force(x, step):
+        f = forces(x, charges)
+        return f + external if field and step >= field_from else f
+
+    v = v + DT * force(x, 0)
+    for step in range(1, frames * SAMPLE_EVERY + 1):
+        x = x + DT * v
+        if step % SAMPLE_EVERY == 0:
+            positions[:, step // SAMPLE_EVERY], velocities[:, step // SAMPLE_EVERY] = x, v
+        v = v + DT * force(x, step)
+    return {"charges": charges, "positions": positions, "velocities": velocities}
+
+
+def make_split(count: int, seed: int, field: float = 0.0, field_from: int = 0) -> Systems:
+    run = simulate(count, seed, field=field, field_from=field_from)
+    p, v = run["positions"], run["velocities"]
+    return Systems(
+        run["charges"], p[:, INPUT_FRAME], v[:, INPUT_FRAME], p[:, TARGET_FRAME], v[:, TARGET_FRAME]
+    )
+
+
+def load_splits(
+    cache: Path | None = None,
+    seed: int = 0,
+    field: float = 0.0,
+    field_from: int = 0,
+    sizes: dict | None = None,
+) -> dict[str, Systems]:
+    """The three splits (seeded, one stream each), cached as ``.npz`` under ``cache``."""
+    sizes = sizes or SPLITS
+    out = {}
+    for offset, (split, count) in enumerate(sizes.items()):
+        name = f"nbody_{split}_{count}_s{seed}_f{field:g}_from{field_from}.npz"
+        path = None if cache is None else Path(cache) / name
+        if path is not None and path.is_file():
+            data = np.load(path)
+            out[split] = Systems(*(data[k] for k in ("charges", "positions", "velocities", "target_positions",
+                                                      "target_velocities")))  # fmt: skip
+            continue
+        systems = make_split(count, 1000 * seed + offset, field, field_from)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, **vars(systems))
+        out[split] = systems
+    return out
+
+
+# --- the protocol's trivial baselines ---------------------------------------------------------------------
+def mse(prediction: np.ndarray, target: np.ndarray) -> float:
+    return float(np.mean((prediction - target) ** 2))
+
+
+def trivial_baselines(train: Systems, test: Systems) -> dict[str, float]:
+    """Test MSE of: the start position; constant velocity over the 1,000 steps; a linear fit pooled over
+    particles and coordinates, x_T ~ a x_0 + b v_0 (least squares on the training split)."""
+    elapsed = (TARGET_FRAME - INPUT_FRAME) * SAMPLE_EVERY * DT
+    features = np.stack((train.positions.ravel(), train.velocities.ravel()), axis=1)
+    coefficients, *_ = np.linalg.lstsq(features, train.target_positions.ravel(), rcond=None)
+    linear = coefficients[0] * test.positions + coefficients[1] * test.velocities
+    return {
+        "start_position": mse(test.positions, test.target_positions),
+        "constant_velocity": mse(test.positions + elapsed * test.velocities, test.target_positions),
+        "pooled_linear": mse(linear, test.target_positions),
+    }

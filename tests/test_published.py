@@ -1,0 +1,93 @@
+"""The published-protocol benchmarks: the N-body simulator against physics (Newton's third law, energy,
+rotations), its calibration against the protocol's trivial baselines, EGNN's E(3) equivariance, and the
+runner in quick mode."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.published.__main__ import main
+from benchmarks.published.egnn import EGNN
+from benchmarks.published.nbody import DT, forces, load_splits, simulate, trivial_baselines
+from geo_pe import quaternion
+from geo_pe.testing import assert_equivariant
+
+
+def spread_out(count: int, seed: int) -> np.ndarray:
+    """Particles far enough apart that no force component reaches the clip at 100."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(count, 5, 3)) * 3
+
+
+def test_forces_are_coulomb_pairs_rotating_with_the_system():
+    x, charges = spread_out(6, 0), np.random.default_rng(1).choice([-1.0, 1.0], size=(6, 5))
+    f = forces(x, charges)
+    np.testing.assert_allclose(f.sum(axis=1), 0, atol=1e-12)  # Newton's third law
+    r = x[0, 0] - x[0, 1]
+    two = forces(x[:1, :2], charges[:1, :2])[0, 0]
+    np.testing.assert_allclose(two, charges[0, 0] * charges[0, 1] * r / np.linalg.norm(r) ** 3)
+    R = quaternion.to_matrix(quaternion.random(generator=2, dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(forces(x @ R.T, charges), f @ R.T, atol=1e-12)
+    close = np.array([[[0, 0, 0], [1e-3, 0, 0]]], dtype=float)
+    assert np.abs(forces(close, np.ones((1, 2)))).max() == 100.0  # clipped per component
+
+
+def test_the_simulation_conserves_energy_and_starts_as_specified():
+    run = simulate(64, seed=3, frames=10)
+    p, v, q = run["positions"], run["velocities"], run["charges"]
+    assert p.shape == (64, 11, 5, 3) and set(np.unique(q)) == {-1.0, 1.0}
+    np.testing.assert_allclose(np.linalg.norm(v[:, 0], axis=-1), 0.5)  # frame 0: speeds 0.5
+
+    def energy(x, v):
+        r = np.linalg.norm(x[:, :, None] - x[:, None], axis=-1)
+        i, j = np.triu_indices(5, 1)
+        return 0.5 * (v**2).sum((-1, -2)) + (q[:, i] * q[:, j] / r[:, i, j]).sum(-1)
+
+    # energy is conserved up to the integrator's O(dt) error, except in close encounters (clipped
+    # forces, which may fall between the sampled frames)
+    drift = np.abs(energy(p[:, -1], v[:, -1]) - energy(p[:, 0], v[:, 0]))
+    assert np.median(drift) < 2 * DT and np.mean(drift < 10 * DT) > 0.6
+
+
+def test_the_protocol_is_calibrated_against_its_trivial_baselines(tmp_path):
+    """On 400 / 400 systems the three trivial baselines land at the protocol's 0.27 / 0.11 / 0.07."""
+    splits = load_splits(tmp_path, sizes={"train": 400, "test": 400})
+    baselines = trivial_baselines(splits["train"], splits["test"])
+    assert abs(baselines["start_position"] - 0.27) < 0.04
+    assert abs(baselines["constant_velocity"] - 0.11) < 0.025
+    assert abs(baselines["pooled_linear"] - 0.07) < 0.02
+    again = load_splits(tmp_path, sizes={"train": 400, "test": 400})  # from the cache, unchanged
+    np.testing.assert_array_equal(again["test"].positions, splits["test"].positions)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_egnn_is_e3_equivariant_and_permutation_equivariant(dtype):
+    torch.manual_seed(0)
+    model = EGNN().to(dtype)
+    gen = torch.Generator().manual_seed(1)
+    x, v = torch.randn(4, 5, 3, generator=gen, dtype=dtype), torch.randn(4, 5, 3, generator=gen, dtype=dtype)
+    q = torch.randint(0, 2, (4, 5), generator=gen).to(dtype) * 2 - 1
+
+    def sample(generator):
+        R = quaternion.to_matrix(quaternion.random(generator=generator, dtype=dtype))
+        return R, torch.randn(3, generator=generator, dtype=dtype)
+
+    def moved(g, inputs):
+        R, t = g
+        x, v, q = inputs
+        return x @ R.T + t, v @ R.T, q
+
+    assert_equivariant(model, (x, v, q), sample, act_in=moved, act_out=lambda g, y: y @ g[0].T + g[1])
+    order = torch.tensor([3, 0, 4, 1, 2])
+    torch.testing.assert_close(model(x[:, order], v[:, order], q[:, order]), model(x, v, q)[:, order])
+
+
+def test_the_runner_writes_its_figures_in_quick_mode(tmp_path):
+    assert main(["nbody", "--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]) == 0
+    result = json.loads((tmp_path / "nbody_quick.json").read_text())
+    assert set(result["trivial_baselines"]) == {"start_position", "constant_velocity", "pooled_linear"}
+    assert result["egnn"]["test_mse"] > 0 and result["published"]["EGNN"] == 0.0071

@@ -48,7 +48,7 @@ def main(out: str) -> None:
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         return losses
 
     train(model, 3)
@@ -73,6 +73,7 @@ def main(out: str) -> None:
         with open(f"{out}/result.json", "w") as f:
             json.dump({"world": world, "losses": losses, "max_weight_change": report.max_weight_change,
                        "phase_history": model.config.phase_history}, f)  # fmt: skip
+    dist.barrier()  # rank 0 has written everything before any process tears the group down
     dist.destroy_process_group()
 
 

@@ -42,14 +42,17 @@ class EquivariantLayer(nn.Module):
 
     def forward(self, h, x, v, edge_attr, pair_mask):
         """``h (B, n, hidden)``, ``x, v (B, n, 3)``, ``edge_attr (B, n, n, e)``, ``pair_mask (n, n)``."""
-        n = h.shape[1]
         diff = x[:, :, None, :] - x[:, None, :, :]  # (B, n, n, 3): x_i - x_j
         radial = diff.pow(2).sum(-1, keepdim=True)
-        pairs = torch.cat(
-            (h[:, :, None].expand(-1, -1, n, -1), h[:, None].expand(-1, n, -1, -1), radial, edge_attr), -1
-        )
-        m = self.edge(pairs) * pair_mask[..., None]
-        x = x + (diff * self.coordinate(m)).sum(2) / (n - 1) + self.velocity(h) * v
+        # phi_e's first layer on [h_i, h_j, r, a] is W_i h_i + W_j h_j + w_r r + W_a a + b: the node
+        # terms are computed per node, not per pair (the same map, n times fewer products)
+        first = self.edge[0]
+        hidden = h.shape[-1]
+        w_i, w_j = first.weight[:, :hidden], first.weight[:, hidden : 2 * hidden]
+        w_rest = first.weight[:, 2 * hidden :]
+        pre = (h @ w_i.T)[:, :, None] + (h @ w_j.T)[:, None] + torch.cat((radial, edge_attr), -1) @ w_rest.T
+        m = self.edge[1:](pre + first.bias) * pair_mask[..., None]
+        x = x + (diff * self.coordinate(m)).sum(2) / (h.shape[1] - 1) + self.velocity(h) * v
         h = h + self.node(torch.cat((h, m.sum(2)), -1))
         return h, x
 

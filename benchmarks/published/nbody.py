@@ -134,3 +134,29 @@ def trivial_baselines(train: Systems, test: Systems) -> dict[str, float]:
         "constant_velocity": mse(test.positions + elapsed * test.velocities, test.target_positions),
         "pooled_linear": mse(linear, test.target_positions),
     }
+
+
+def write_parquet(splits: dict[str, Systems], folder: Path) -> dict[str, Path]:
+    """The splits as parquet files for the ``dataset`` task: one row per system with ``charge``,
+    ``speed`` (per particle), ``position``, ``velocity`` (3-vectors per particle, input frame) and
+    ``target`` (positions at the target frame)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, s in splits.items():
+        table = pa.table(
+            {
+                "system": np.arange(len(s)),
+                "charge": s.charges.tolist(),
+                "speed": np.linalg.norm(s.velocities, axis=-1).tolist(),
+                "position": s.positions.tolist(),
+                "velocity": s.velocities.tolist(),
+                "target": s.target_positions.tolist(),
+            }
+        )
+        paths[split] = folder / f"{split}.parquet"
+        pq.write_table(table, paths[split])
+    return paths

@@ -87,7 +87,11 @@ def test_egnn_is_e3_equivariant_and_permutation_equivariant(dtype):
 
 
 def test_the_runner_writes_its_figures_in_quick_mode(tmp_path):
-    assert main(["nbody", "--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]) == 0
+    args = ["nbody", "--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]
+    assert main(args) == 0
     result = json.loads((tmp_path / "nbody_quick.json").read_text())
     assert set(result["trivial_baselines"]) == {"start_position", "constant_velocity", "pooled_linear"}
     assert result["egnn"]["test_mse"] > 0 and result["published"]["EGNN"] == 0.0071
+    assert len(result["egnn"]["curve"]) == 2  # quick: 2 epochs, read after each
+    assert main([*args, "--minutes", "0"]) == 0  # the wall-time budget stops training at the first reading
+    assert len(json.loads((tmp_path / "nbody_quick.json").read_text())["egnn"]["curve"]) == 1

@@ -109,7 +109,10 @@ def nbody(args) -> dict:
     }
     print(json.dumps({"trivial_baselines": result["trivial_baselines"]}), flush=True)
     result["egnn"] = train_egnn(
-        splits, epochs=2 if args.quick else args.epochs, eval_every=1 if args.quick else 5
+        splits,
+        epochs=2 if args.quick else args.epochs,
+        eval_every=1 if args.quick else 5,
+        max_minutes=args.minutes,
     )
     print(json.dumps({k: v for k, v in result["egnn"].items() if k != "curve"}), flush=True)
     return result

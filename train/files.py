@@ -509,8 +509,8 @@ class FileDataset(Task):
                     bad.setdefault(start + r, (column.name, reason))
                 if tokens is not None:
                     tokens_of[column.name] = tokens
+            reference_name, reference = next(iter(tokens_of.items()), (None, None))
             for name, tokens in tokens_of.items():
-                reference_name, reference = next(iter(tokens_of.items()))
                 for r in np.flatnonzero((tokens >= 0) & (reference >= 0) & (tokens != reference)):
                     reason = f"{tokens[r]} tokens but {reference_name!r} has {reference[r]} (ragged row)"
                     bad.setdefault(start + int(r), (name, reason))
@@ -633,10 +633,6 @@ class FileDataset(Task):
         if parts:
             out["features"] = torch.cat(parts, dim=-1)
         return out
-
-    def inputs(self, batch: dict) -> tuple[dict, torch.Tensor | None]:
-        keys = [k for k in ("input_ids", "features", "positions", "attention_mask") if k in batch]
-        return {k: batch[k] for k in keys}, batch.get("labels")
 
     def predictions(self, out: ModelOutput, inputs: dict | None = None) -> torch.Tensor:
         """Per-token outputs are zero on padded tokens (what the model puts there is no prediction)."""

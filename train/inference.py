@@ -17,6 +17,7 @@ overwrite an existing file without ``--overwrite``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -99,10 +100,11 @@ def _check_output(path: Path, overwrite: bool, formats=None) -> None:
         raise ConfigError(f"output: {path} exists; pass --overwrite to replace it")
 
 
-def _accelerator():
+def _accelerator(args):
+    """The run's Accelerator settings (device, mixed precision), without trackers."""
     from train.loop import make_accelerator
 
-    return make_accelerator(argparse.Namespace(report_to="none", output_dir="."))
+    return make_accelerator(dataclasses.replace(args, report_to="none"))
 
 
 # --- evaluate ----------------------------------------------------------------------------------------------
@@ -119,7 +121,7 @@ def evaluate_run(run: str, data: str, output: str | None, batch_size: int | None
     args = config.training
     if batch_size is not None:
         args.eval_batch_size = batch_size
-    accelerator = _accelerator()
+    accelerator = _accelerator(args)
     model = model.to(accelerator.device)
     split = task.split(table)
     metrics = evaluate(model, task, split, args, accelerator)
@@ -160,7 +162,7 @@ def predict_run(run: str, data: str, output: str, batch_size: int | None, overwr
     out_path = Path(output)
     _check_output(out_path, overwrite, OUTPUT_FORMATS)
     config, task, model, table = _prepare(run, data)
-    accelerator = _accelerator()
+    accelerator = _accelerator(config.training)
     model = model.to(accelerator.device)
     split = task.split(table)
     predictions = predict_rows(task, model, split, batch_size or config.training.eval_batch_size, accelerator)

@@ -93,7 +93,7 @@ def make_accelerator(args: TrainArguments) -> Accelerator:
     log_with = trackers_for(args.report_to)
     return Accelerator(
         cpu=not has_device,
-        mixed_precision=getattr(args, "mixed_precision", None),  # None: the launcher's setting
+        mixed_precision=args.mixed_precision,  # None: the launcher's setting
         log_with=log_with or None,
         project_dir=args.output_dir,
         # batch_size is the global batch: the scheduler steps once per optimizer step

@@ -89,12 +89,13 @@ class Task:
 
         return Split(dataset[:])
 
-    def inputs(self, batch: dict) -> tuple[dict, torch.Tensor]:
-        """``(model inputs without labels, labels)`` from a collated batch."""
+    def inputs(self, batch: dict) -> tuple[dict, torch.Tensor | None]:
+        """``(model inputs without labels, labels)`` from a collated batch (labels None when the batch
+        has none, for prediction)."""
         keys = [k for k in ("input_ids", "features", "positions", "attention_mask") if k in batch]
         if not self.uses_positions:
             keys = [k for k in keys if k != "positions"]
-        return {k: batch[k] for k in keys}, batch["labels"]
+        return {k: batch[k] for k in keys}, batch.get("labels")
 
     def transform(self, inputs: dict, generator: torch.Generator) -> dict:
         """The inputs after a random global group element per example (positions and raw coordinates)."""

@@ -106,7 +106,6 @@ def angle_config(path: Path, out: Path, *extra) -> list[str]:
 @pytest.mark.parametrize("name", ["rows.parquet", "rows.jsonl", "rows.csv", "rows_arrow"])
 def test_every_format_reads_the_same_batches(tmp_path, name):
     rows = angle_rows(40)
-    reference = None
     config = load_config(angle_config(write_rows(tmp_path / name, rows), tmp_path / "run"))
     task = config.make_task()
     build_model(config, task)

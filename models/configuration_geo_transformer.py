@@ -11,7 +11,7 @@ from geo_pe.reps import IrrepsSpec
 __all__ = ["GeoTransformerConfig"]
 
 RELATIVE_MODES = ("rotary", "gta")
-EQUIVARIANT_TARGETS = ("vector", "symmetric_matrix", "position")
+EQUIVARIANT_TARGETS = ("vector", "symmetric_matrix", "matrix", "position")
 EQUIVARIANT_LEVELS = ("token", "sequence")
 PHASE_LAYERS = ("attention", "all")
 
@@ -63,10 +63,18 @@ class GeoTransformerConfig(PreTrainedConfig):
             model centres each on the centroid of the valid tokens, reads the direction from there, adds
             the distance to the invariant inputs, and moves "position" outputs with the raw points. The
             model is then invariant to translations as well, with no pre-processing by the user.
+        distance_bias: Gaussian radial functions of the distances |x_i - x_j| between the tokens' points
+            (each of ``point_attributes``), mapped by a linear layer per attention layer to an additive bias
+            of every head's logits (0: none). Distances are invariant under rotations, translations and
+            reflections, so the model keeps its equivariance in every phase; they give attention the
+            pairwise geometry (who is near whom) that products of directions express only indirectly,
+            as the radial filters of SchNet, EGNN and TorchMD-Net do.
+        distance_bias_max: the largest distance the radial functions resolve (their centres are spaced
+            evenly on [0, distance_bias_max]), in the points' units.
         equivariant_target, equivariant_level, output_attribute: what
-            `GeoTransformerForEquivariantRegression` predicts (``"vector"``, ``"symmetric_matrix"`` or
-            ``"position"``), per ``"token"`` or per ``"sequence"``, turning with which rotation attribute
-            (default: the only one).
+            `GeoTransformerForEquivariantRegression` predicts (``"vector"``, ``"symmetric_matrix"``,
+            ``"matrix"`` (any 3x3) or ``"position"``), per ``"token"`` or per ``"sequence"``, turning with
+            which rotation attribute (default: the only one).
         causal: each token attends to itself and the tokens before it (a decoder over trajectories or
             policies); phase I stays exactly equivariant, since the mask depends on token order only.
         validate_inputs: check input values (finite features, valid group elements) in the forward; each
@@ -104,6 +112,8 @@ class GeoTransformerConfig(PreTrainedConfig):
         pe_gate: bool = False,
         shared_rotations: list[list[str]] | None = None,
         point_attributes: list[str] | None = None,
+        distance_bias: int = 0,
+        distance_bias_max: float = 5.0,
         equivariant_target: str = "vector",
         equivariant_level: str = "sequence",
         output_attribute: str | None = None,
@@ -133,6 +143,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         self.pe_gate, self.causal, self.validate_inputs = pe_gate, causal, validate_inputs
         self.equivariant_target, self.equivariant_level = equivariant_target, equivariant_level
         self.output_attribute = output_attribute
+        self.distance_bias, self.distance_bias_max = distance_bias, distance_bias_max
         self.shared_rotations = [list(group) for group in shared_rotations] if shared_rotations else None
         self.point_attributes = list(point_attributes) if point_attributes else None
         super().__init__(**kwargs)
@@ -248,6 +259,16 @@ class GeoTransformerConfig(PreTrainedConfig):
             raise ValueError(
                 f"point_attributes: {not_points} are not s2 attributes of the encodings "
                 f"({sorted(attributes)})"
+            )
+        if not isinstance(self.distance_bias, int) or self.distance_bias < 0 or self.distance_bias == 1:
+            raise ValueError(
+                f"distance_bias: expected 0 or at least 2 radial functions, got {self.distance_bias!r}"
+            )
+        if self.distance_bias and not self.point_attributes:
+            raise ValueError("distance_bias: distances are taken between points; set point_attributes")
+        if not self.distance_bias_max > 0:
+            raise ValueError(
+                f"distance_bias_max: expected a positive distance, got {self.distance_bias_max!r}"
             )
         for group in self.shared_rotations or []:
             if len(group) < 2 or not all(isinstance(a, str) for a in group):

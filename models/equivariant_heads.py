@@ -7,7 +7,9 @@ vector, degrees 0 and 2 for a symmetric matrix (the trace part from the invarian
 encoder's phases (equivariant in phase I, freed in phase II), so a phase I model is exactly equivariant:
 
 * vectors turn as R v (a displacement, a velocity, a force, a dipole);
-* symmetric matrices as R M R^T (an inertia or a polarisability tensor);
+* symmetric matrices as R M R^T (an inertia or a polarisability tensor), and general 3x3 matrices too
+  (``"matrix"``: the trace, the antisymmetric part from degree 1, the symmetric traceless part from
+  degree 2, i.e. 1 + 3 + 5 components);
 * positions as R x + t: a predicted displacement added to the token's own translation, read from an
   SE(3) pose attribute (pooled: the mean over valid tokens of both).
 
@@ -57,6 +59,14 @@ def harmonic_to_traceless(y: torch.Tensor) -> torch.Tensor:
     return (y @ C.T).unflatten(-1, (3, 3))
 
 
+def _antisymmetric(v: torch.Tensor) -> torch.Tensor:
+    """``(..., 3)`` -> ``(..., 3, 3)``: the matrix [v]_x of the cross product, with [R v]_x = R [v]_x R^T."""
+    zero = torch.zeros_like(v[..., 0])
+    x, y, z = v.unbind(-1)
+    rows = (torch.stack((zero, -z, y), -1), torch.stack((z, zero, -x), -1), torch.stack((-y, x, zero), -1))
+    return torch.stack(rows, dim=-2)
+
+
 @dataclass
 class EquivariantRegressionOutput(ModelOutput):
     """``predictions``: ``(B, 3)``/``(B, 3, 3)`` per sequence or ``(B, T, 3)``/``(B, T, 3, 3)`` per token."""
@@ -78,7 +88,7 @@ class GeoTransformerForEquivariantRegression(_WithHead):
         if self.model.embedding_rep is None:
             raise ValueError("pe_absolute: equivariant outputs read the channels of an absolute encoding")
         self.attribute = self._rotation_attribute(config)
-        degrees = (2,) if config.equivariant_target == "symmetric_matrix" else (1,)
+        degrees = {"symmetric_matrix": (2,), "matrix": (1, 2)}.get(config.equivariant_target, (1,))
         group = self.model.attribute_spaces[self.attribute]
         target = (
             SE3Rep([(1, l) for l in degrees], attribute=self.attribute)
@@ -91,9 +101,10 @@ class GeoTransformerForEquivariantRegression(_WithHead):
         self.target_rep = target
         embedding = self.model.embedding_rep
         shared = {i for _, i in embedding.irreps} & {i for _, i in target.irreps}
-        if not shared:
+        if shared != {i for _, i in target.irreps}:
+            missing = [d for d, (_, irrep) in zip(degrees, target.irreps, strict=True) if irrep not in shared]
             raise ValueError(
-                f"pe_absolute: {config.pe_absolute!r} has no degree-{degrees[0]} channels of attribute "
+                f"pe_absolute: {config.pe_absolute!r} has no degree-{missing[0]} channels of attribute "
                 f"{self.attribute!r}, which {config.equivariant_target} outputs are made of"
             )
         self.equivariant_proj = PhasedLinear.from_linear(
@@ -101,7 +112,7 @@ class GeoTransformerForEquivariantRegression(_WithHead):
         )
         invariants = config.scalar_size + len(self.model.block_sizes)
         self.trace_head = (
-            nn.Linear(invariants, 1) if config.equivariant_target == "symmetric_matrix" else None
+            nn.Linear(invariants, 1) if config.equivariant_target in ("symmetric_matrix", "matrix") else None
         )
         self._replay_head_phases()
         self.post_init()
@@ -171,9 +182,13 @@ class GeoTransformerForEquivariantRegression(_WithHead):
         if c.equivariant_level == "sequence":
             pe, invariants = _pool(pe, attention_mask), _pool(invariants, attention_mask)
         harmonic = self.equivariant_proj(pe)
-        if c.equivariant_target == "symmetric_matrix":
+        if c.equivariant_target in ("symmetric_matrix", "matrix"):
             eye = torch.eye(3, dtype=harmonic.dtype, device=harmonic.device)
-            predictions = harmonic_to_traceless(harmonic) + self.trace_head(invariants)[..., None] * eye
+            predictions = (
+                harmonic_to_traceless(harmonic[..., -5:]) + self.trace_head(invariants)[..., None] * eye
+            )
+            if c.equivariant_target == "matrix":
+                predictions = predictions + _antisymmetric(harmonic[..., list(CARTESIAN_FROM_DEGREE_1)])
         else:
             predictions = harmonic[..., list(CARTESIAN_FROM_DEGREE_1)]
         if c.equivariant_target == "position":  # the token's own position: a pose's translation, a point

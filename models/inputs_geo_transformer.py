@@ -69,6 +69,22 @@ class GeoTransformerInputs:
                 out[attr] = space.validate(g, name)  # values once here; the encodings trust them
         return out
 
+    def _pair_distance_basis(self, positions: dict, mask: torch.Tensor | None) -> torch.Tensor:
+        """``(B, T, T, points x distance_bias)``: Gaussian radial functions of |x_i - x_j| for each point
+        attribute, centres evenly on [0, distance_bias_max], width their spacing; zero on padded pairs."""
+        c = self.config
+        features = []
+        for attr in c.point_attributes:
+            x = positions[attr]
+            distance = torch.linalg.vector_norm(x[:, :, None] - x[:, None, :], dim=-1)
+            centres = torch.linspace(0, c.distance_bias_max, c.distance_bias, dtype=x.dtype, device=x.device)
+            width = c.distance_bias_max / (c.distance_bias - 1)
+            features.append(torch.exp(-(((distance[..., None] - centres) / width) ** 2)))
+        basis = torch.cat(features, dim=-1)
+        if mask is not None:
+            basis = basis * (mask[:, :, None] & mask[:, None, :])[..., None].to(basis.dtype)
+        return basis
+
     def _attention_mask(self, mask: torch.Tensor | None, T: int, device) -> tuple[torch.Tensor | None, bool]:
         """``(attn_mask (B, 1, 1 or T, T) or None, is_causal)``: padded keys are hidden; with ``causal``,
         later keys too, and every token always sees itself, so no row is empty (an empty row would give

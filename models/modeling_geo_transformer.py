@@ -174,6 +174,8 @@ class GeoAttention(nn.Module):
         for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
             linear = nn.Linear(hidden, hidden, bias=config.attention_bias)
             setattr(self, name, PhasedLinear.from_linear(linear, reps=(state_rep, state_rep)))
+        pair_features = config.distance_bias * len(config.point_attributes or [])
+        self.distance_bias = nn.Linear(pair_features, self.num_heads) if pair_features else None
 
     def _on_relative_heads(self, apply, x: torch.Tensor, enc) -> torch.Tensor:
         """``apply(x, enc)`` on the heads made of scalars; the other heads pass unchanged."""
@@ -201,6 +203,7 @@ class GeoAttention(nn.Module):
         is_causal: bool = False,
         memory: torch.Tensor | None = None,
         key_encoding: Encoding | None = None,
+        pair_basis: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` (B, T, hidden) -> (B, T, hidden) and the attention weights (B, heads, T, S + T) or None.
         With ``memory`` (B, S, hidden), keys and values come from [memory ; x], at ``key_encoding``
@@ -208,8 +211,17 @@ class GeoAttention(nn.Module):
         ``attn_mask`` (B, 1, 1 or T, T) is True where a query may attend; ``is_causal`` without a mask
         is SDPA's causal kernel. The relative PE is called through its contract: ``pe.query`` on q
         (rho^-T for SE(3)'s homogeneous block, else rho), ``pe(x, enc)`` on k, ``transport_values`` and
-        ``transport_output`` around attention (GTA moves values and outputs, rotary leaves them)."""
+        ``transport_output`` around attention (GTA moves values and outputs, rotary leaves them).
+        ``pair_basis`` (B, T, T, features): radial functions of the token pairs' distances, mapped to an
+        additive bias of each head's logits (self-attention only)."""
         B, T, _ = x.shape
+        if pair_basis is not None:
+            bias = self.distance_bias(pair_basis).permute(0, 3, 1, 2)  # (B, heads, T, T)
+            if is_causal:
+                attn_mask, is_causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril(), False
+            if attn_mask is not None:
+                bias = bias.masked_fill(~attn_mask, torch.finfo(bias.dtype).min)
+            attn_mask = bias.to(x.dtype)
 
         def heads(t):
             return t.view(B, t.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
@@ -245,8 +257,10 @@ class GeoAttention(nn.Module):
             scores = (q @ k.transpose(-1, -2)) * self.scaling
             if is_causal:
                 attn_mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            if attn_mask is not None:
+            if attn_mask is not None and attn_mask.dtype == torch.bool:
                 scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
+            elif attn_mask is not None:
+                scores = scores + attn_mask
             weights = scores.softmax(-1, dtype=compute_dtype(scores)).to(q.dtype)
             weights = F.dropout(weights, dropout, self.training)
             out = weights @ v
@@ -287,6 +301,7 @@ class GeoTransformerLayer(nn.Module):
         is_causal: bool = False,
         memory: torch.Tensor | None = None,
         key_encoding: Encoding | None = None,
+        pair_basis: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         normed_memory = None if memory is None else self.input_layernorm(memory)
         attn, weights = self.self_attn(
@@ -298,6 +313,7 @@ class GeoTransformerLayer(nn.Module):
             is_causal,
             normed_memory,
             key_encoding,
+            pair_basis,
         )
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), weights
@@ -570,8 +586,15 @@ class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
                         "infinite entries"
                     )
             scalars = scalars + self.embed_features(features.to(self.embed_features.weight.dtype))
+        pair_basis = None
         if points:
             positions, distances = self._center_points(positions, B, T, mask)
+            if c.distance_bias:
+                if memory is not None:
+                    raise ValueError("memory: distance_bias is defined between the model's own tokens only")
+                weight = self.layers[0].self_attn.distance_bias.weight if self.layers else None
+                pair_basis = self._pair_distance_basis(positions, mask)
+                pair_basis = pair_basis if weight is None else pair_basis.to(weight.dtype)
             distances = self.embed_distances(distances.to(self.embed_distances.weight.dtype))
             scalars = scalars + distances
         positions = self._positions(positions, B, T, mask, scalars.device, reference)
@@ -606,6 +629,7 @@ class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
                 is_causal,
                 memory,
                 key_encoding,
+                pair_basis,
             )
             if output_hidden_states:
                 hidden_states += (x,)

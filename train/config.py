@@ -83,6 +83,8 @@ class ModelArguments:
     shared_rotations: list[str] | None = None  # e.g. ["position+velocity"]: one rotation turns both
     point_attributes: list[str] | None = None  # s2 attributes given as points in R^3 (centred by the model)
     output_attribute: str | None = None  # the rotation attribute equivariant outputs turn with
+    distance_bias: int = 0  # radial functions of pairwise point distances biasing every head's logits
+    distance_bias_max: float = 5.0  # the largest distance they resolve
 
     def __post_init__(self):
         check_types(self)
@@ -211,6 +213,9 @@ HELP = {
     "shared_rotations": "attributes turned by one global rotation, joined by + (e.g. position+velocity)",
     "point_attributes": "s2 attributes given as points in R^3: the model centres them on the valid centroid",
     "output_attribute": "the rotation attribute that equivariant outputs (vectors, matrices) turn with",
+    "distance_bias": "Gaussian radial functions of the distances between point_attributes' points, an "
+    "additive bias of every head's attention logits (0: off); invariant, so equivariance holds",
+    "distance_bias_max": "the largest pairwise distance the radial functions resolve, in the points' units",
     # training
     "output_dir": "where the run writes model/, log.jsonl, results.json, curves.png and checkpoints/",
     "overwrite_output_dir": "delete a run already in output_dir and start over",

@@ -7,7 +7,7 @@
       features: [charge, speed]               # per-token numbers (a list per row, or a list of lists)
       positions: {position: position, velocity: velocity}   # attribute -> column, per token
       target: displacement
-      target_kind: vector                     # class, scalar, vector, matrix or position
+      target_kind: vector                     # class, scalar, vector, matrix, symmetric_matrix or position
       target_level: token                     # token or sequence
 
 One row is one example (a set or sequence of tokens). Per-token columns hold a list per row, one entry
@@ -55,7 +55,14 @@ __all__ = ["ArrowSplit", "FileDataset", "load_table"]
 
 FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 CHUNK_ROWS = 65_536  # rows per validation chunk: memory stays flat however long the file
-TARGET_SHAPES = {"class": (), "scalar": (), "vector": (3,), "matrix": (3, 3), "position": (3,)}
+TARGET_SHAPES = {
+    "class": (),
+    "scalar": (),
+    "vector": (3,),
+    "matrix": (3, 3),
+    "symmetric_matrix": (3, 3),
+    "position": (3,),
+}
 
 
 def load_table(path: str, key: str, cache_dir: str | None = None) -> Dataset:
@@ -211,6 +218,7 @@ TARGET_WHAT = {
     "scalar": "a number",
     "vector": "a 3-vector",
     "matrix": "a 3x3 matrix",
+    "symmetric_matrix": "a symmetric 3x3 matrix",
     "position": "a 3-vector position",
 }
 
@@ -235,7 +243,7 @@ class FileDataset(Task):
         vocab_size: int | None = None
         positions: dict | None = None
         target: str = "label"
-        target_kind: Literal["class", "scalar", "vector", "matrix", "position"] = "class"
+        target_kind: Literal["class", "scalar", "vector", "matrix", "symmetric_matrix", "position"] = "class"
         target_level: Literal["sequence", "token"] = "sequence"
         num_labels: int | None = None
         id_column: str | None = None
@@ -379,7 +387,7 @@ class FileDataset(Task):
         elif o.target_kind == "scalar":
             settings["num_labels"] = 1
         else:
-            target = "symmetric_matrix" if o.target_kind == "matrix" else o.target_kind
+            target = o.target_kind
             settings.update(equivariant_target=target, equivariant_level=o.target_level)
         return settings
 
@@ -559,6 +567,14 @@ class FileDataset(Task):
                     "(num_labels)"
                 ),
             )
+        if column.role == "target" and o.target_kind == "symmetric_matrix":
+            matrices = flat.reshape(-1, 3, 3)
+            asymmetry = np.abs(matrices - matrices.transpose(0, 2, 1)).max(axis=(1, 2))
+            scale = np.abs(matrices).max(axis=(1, 2))
+            flag(
+                asymmetry > 1e-5 * np.maximum(scale, 1.0),
+                lambda i: f"the matrix is not symmetric (|M - M^T| up to {asymmetry[i]:.3g}); use matrix",
+            )
         if column.role == "input_ids":
             ids = flat[:, 0]
             top = o.vocab_size if o.vocab_size is not None else math.inf
@@ -694,7 +710,7 @@ class FileDataset(Task):
         shift = h[..., 4:] if isinstance(space, SE3) else torch.zeros_like(h[..., :3])  # (B, 1, 3)
         if self.options.target_level == "sequence":
             R, shift = R[:, 0], shift[:, 0]
-        if self.options.target_kind == "matrix":
+        if self.options.target_kind in ("matrix", "symmetric_matrix"):
             return self._padding_zeroed(R @ predictions @ R.transpose(-1, -2), inputs)
         turned = (R @ predictions[..., None])[..., 0]
         turned = turned + shift if self.options.target_kind == "position" else turned

@@ -21,6 +21,8 @@ CASES = {  # target, attribute kind, sizes (heads aligned with the blocks of pe_
                                                    hidden_size=40, num_attention_heads=8)),
     "matrix-s2": ("symmetric_matrix", "s2", dict(pe_absolute="s2:1x1+1x2", pe_relative="s2:1x1+5x0",
                                                  hidden_size=24, num_attention_heads=3)),
+    "general-s2": ("matrix", "s2", dict(pe_absolute="s2:1x1+1x2", pe_relative="s2:1x1+5x0", hidden_size=24,
+                                        num_attention_heads=3)),
     "position-se3": ("position", "se3", dict(pe_absolute="se3:1x1", pe_relative="se3(scale=0.5):1xh+1x2",
                                              hidden_size=27, num_attention_heads=3)),
 }  # fmt: skip
@@ -75,6 +77,9 @@ def test_outputs_turn_with_the_global_motion(case, level, dtype):
     if target == "symmetric_matrix":
         expected = R @ y @ R.transpose(-1, -2)
         torch.testing.assert_close(y, y.transpose(-1, -2))
+    elif target == "matrix":  # a general matrix: its antisymmetric part is not zero
+        expected = R @ y @ R.transpose(-1, -2)
+        assert (y - y.transpose(-1, -2)).abs().max() > 1e-3
     else:
         expected = (R @ y[..., None])[..., 0] + t
     atol = 1e-10 if dtype == torch.float64 else 1e-4
@@ -211,7 +216,9 @@ def test_bad_shared_rotations_are_named(groups, message):
         )  # fmt: skip
 
 
-def cloud_model(target: str, level: str, dtype) -> GeoTransformerForEquivariantRegression:
+def cloud_model(
+    target: str, level: str, dtype, distance_bias: int = 0
+) -> GeoTransformerForEquivariantRegression:
     config = GeoTransformerConfig(
         feature_size=1,  # a mass; the distance to the centroid is added by the model
         hidden_size=24,
@@ -220,6 +227,7 @@ def cloud_model(target: str, level: str, dtype) -> GeoTransformerForEquivariantR
         pe_relative="s2:1x1+5x0",
         pe_gate=True,
         point_attributes=["direction"],
+        distance_bias=distance_bias,
         equivariant_target=target,
         equivariant_level=level,
         phase_history=["equivariant"],
@@ -230,13 +238,15 @@ def cloud_model(target: str, level: str, dtype) -> GeoTransformerForEquivariantR
 
 
 @pytest.mark.parametrize(
-    "target, level", [("vector", "token"), ("symmetric_matrix", "sequence"), ("position", "token"),
-                      ("position", "sequence")],
+    "target, level, distance_bias", [("vector", "token", 0), ("symmetric_matrix", "sequence", 0),
+                                     ("position", "token", 0), ("position", "sequence", 0),
+                                     ("position", "token", 6), ("symmetric_matrix", "sequence", 6)],
 )  # fmt: skip
-def test_point_clouds_need_no_preprocessing(target, level, dtype):
+def test_point_clouds_need_no_preprocessing(target, level, distance_bias, dtype):
     """Raw points: the model centres them on the valid centroid and adds their distances, so a rigid motion
-    x -> R x + t of the cloud turns vectors and matrices and moves positions; padding holds NaN."""
-    model = cloud_model(target, level, dtype)
+    x -> R x + t of the cloud turns vectors and matrices and moves positions; padding holds NaN. With
+    ``distance_bias`` the pairwise distances bias attention, and this still holds."""
+    model = cloud_model(target, level, dtype, distance_bias)
     points = 3 + torch.randn(B, T, 3, dtype=dtype)
     mass = torch.rand(B, T, 1, dtype=dtype)
     mask = torch.ones(B, T, dtype=torch.long)
@@ -271,3 +281,45 @@ def test_a_point_at_its_centroid_is_named():
             positions={"direction": alone},
             attention_mask=torch.tensor([[1, 0]]),
         )
+
+
+def test_distance_bias_reads_pairwise_distances():
+    """The radial basis against a loop over pairs; the bias changes the outputs (it is read), padded
+    pairs get none; a reflection of the cloud (an O(3) element) leaves the basis unchanged."""
+    model = cloud_model("position", "token", torch.float64, distance_bias=5)
+    points = torch.randn(2, 4, 3, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    basis = model.model._pair_distance_basis({"direction": points}, mask.bool())
+    centres = torch.linspace(0, 5.0, 5, dtype=torch.float64)
+    for b in range(2):
+        for i in range(4):
+            for j in range(4):
+                d = float((points[b, i] - points[b, j]).norm())
+                expected = torch.exp(-(((d - centres) / 1.25) ** 2)) * float(mask[b, i] * mask[b, j])
+                torch.testing.assert_close(basis[b, i, j], expected)
+    reflected = model.model._pair_distance_basis({"direction": -points}, mask.bool())
+    torch.testing.assert_close(reflected, basis)
+    inputs = {"features": torch.rand(2, 4, 1, dtype=torch.float64), "positions": {"direction": 3 + points},
+              "attention_mask": mask}  # fmt: skip
+    before = model(**inputs).predictions
+    with torch.no_grad():
+        model.model.layers[0].self_attn.distance_bias.weight.add_(1.0)
+    assert (model(**inputs).predictions - before)[mask.bool()].abs().max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"distance_bias": 1}, r"distance_bias: expected 0 or at least 2"),
+        (
+            {"distance_bias": 4, "point_attributes": None},
+            r"distance_bias: distances are taken between points",
+        ),
+        ({"distance_bias": 4, "distance_bias_max": 0.0}, r"distance_bias_max: expected a positive"),
+    ],
+)
+def test_bad_distance_bias_is_named(overrides, message):
+    settings = {"feature_size": 1, "pe_absolute": "s2:1x1", "pe_relative": None, "hidden_size": 12,
+                "num_attention_heads": 2, "point_attributes": ["direction"], **overrides}  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        GeoTransformerConfig(**settings)

@@ -237,7 +237,16 @@ def test_bad_labels_empty_splits_and_fixed_lengths_are_named(tmp_path):
             "--num_attention_heads", "2", "--output_dir", str(tmp_path / "q")]  # fmt: skip
     with pytest.raises(ConfigError, match=r"^q: split '\w+' \(.*\), row 0: zero quaternion"):
         train(load_config(args))
-    assert not (tmp_path / "run").exists() and not (tmp_path / "q").exists()
+    skew = [[0.0, 1, 0], [-1, 0, 0], [0, 0, 0]]
+    matrices = {"q": [[[1.0, 0, 0, 0]]] * 20, "x": [[1.0]] * 20, "m": [np.eye(3).tolist(), skew] * 10}
+    mpath = write_rows(tmp_path / "m.parquet", matrices)
+    args = ["--task", "dataset", "--train_file", str(mpath), "--features", "x", "--positions", "{o: q}",
+            "--target", "m", "--target_kind", "symmetric_matrix", "--target_level", "sequence",
+            "--pe_absolute", "so3@o:1x2", "--pe_relative", "null", "--hidden_size", "30",
+            "--num_attention_heads", "1", "--output_dir", str(tmp_path / "m")]  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^m: split '\w+' \(.*\), row 1: the matrix is not symmetric"):
+        train(load_config(args))
+    assert not (tmp_path / "run").exists() and not (tmp_path / "q").exists() and not (tmp_path / "m").exists()
 
 
 def test_the_mapping_and_the_encodings_must_agree(particle_files, tmp_path):

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from benchmarks.published.__main__ import main
+from benchmarks.published.digits import rasterise
 from benchmarks.published.egnn import EGNN
+from benchmarks.published.inertia import equivariant_floor, inertia_tensors, make_splits
 from benchmarks.published.nbody import DT, forces, load_splits, simulate, trivial_baselines
 from geo_pe import quaternion
 from geo_pe.testing import assert_equivariant
@@ -86,8 +88,54 @@ def test_egnn_is_e3_equivariant_and_permutation_equivariant(dtype):
     torch.testing.assert_close(model(x[:, order], v[:, order], q[:, order]), model(x, v, q)[:, order])
 
 
-def test_the_runner_writes_its_figures_in_quick_mode(tmp_path):
-    args = ["nbody", "--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]
+def test_inertia_targets_and_the_equivariant_floor():
+    """The inertia tensor against a loop; ModifiedInertia scales its third column by 1.3; an O(3) map's
+    best error on the broken task (the closed form) equals a Monte Carlo rotation average's."""
+    splits = make_splits(0, 0.3, {"test": 200})
+    s = splits["test"]
+    m, r = s.masses[0], s.positions[0]
+    loop = sum(m[i] * (r[i] @ r[i] * np.eye(3) - np.outer(r[i], r[i])) for i in range(5))
+    np.testing.assert_allclose(s.targets[0][:, :2], loop[:, :2])
+    np.testing.assert_allclose(s.targets[0][:, 2], 1.3 * loop[:, 2])
+    inertia = inertia_tensors(s.masses, s.positions)
+    averaged = np.zeros_like(inertia)
+    rotations = quaternion.to_matrix(quaternion.random(4000, generator=1, dtype=torch.float64)).numpy()
+    for R in rotations:  # R^T B(R I R^T) R, with B the breaking map
+        broken = R @ inertia @ R.T
+        broken[..., :, 2] *= 1.3
+        averaged += R.T @ broken @ R
+    averaged /= len(rotations)
+    monte_carlo = float(((averaged - s.targets) ** 2).mean())
+    assert abs(monte_carlo - equivariant_floor(s, 0.3)) < 0.03 * equivariant_floor(s, 0.3)
+    assert equivariant_floor(make_splits(0, 0.0, {"test": 50})["test"], 0.0) == 0.0
+
+
+def test_rasterised_digits_turn_with_the_cloud():
+    """Rotating the points by a quarter turn rotates the rasterised image by a quarter turn (the grid is
+    symmetric about its centre), and intensity is conserved inside the grid."""
+    gen = torch.Generator().manual_seed(0)
+    features = torch.stack((torch.rand(3, 20, generator=gen), torch.rand(3, 20, generator=gen) * 0.9), -1)
+    angles, mask = torch.rand(3, 20, generator=gen) * 6.28, torch.ones(3, 20)
+    image = rasterise(features, angles, mask)
+    turned = rasterise(features, angles, mask, torch.full((3,), torch.pi / 2))
+    torch.testing.assert_close(turned, torch.rot90(image, 1, dims=(-2, -1)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(image.sum((1, 2, 3)), features[..., 0].sum(-1))
+
+
+def test_the_runner_writes_every_benchmark_and_the_report_in_quick_mode(tmp_path):
+    args = ["all", "--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "published_quick.json").read_text())
+    expected = {"nbody_mse", "nbody_method", "nbody_egnn_reimplemented_mse", "inertia_mse",
+                "modified_inertia_mse", "modified_inertia_mlp_mse", "digits_min_margin_points"}  # fmt: skip
+    assert set(summary) == expected
+    assert "EMLP O(3) (*quoted*) | 1.19" in (tmp_path / "PUBLISHED_quick.md").read_text()
+    digits = json.loads((tmp_path / "digits_quick.json").read_text())
+    assert {r["method"] for r in digits["rows"]} == {"rbf_svm", "cnn", "cnn_aug"}
+
+
+def test_the_nbody_runner_and_its_wall_time_budget(tmp_path):
+    args = ["nbody", "--quick", "--skip-geo", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]
     assert main(args) == 0
     result = json.loads((tmp_path / "nbody_quick.json").read_text())
     assert set(result["trivial_baselines"]) == {"start_position", "constant_velocity", "pooled_linear"}

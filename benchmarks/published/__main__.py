@@ -1,9 +1,14 @@
 """Public protocols with published figures, reproduced on this machine.
 
-    python -m benchmarks.published nbody            # data, the protocol's trivial baselines, EGNN
-    python -m benchmarks.published nbody --quick    # 200 / 100 / 100 systems, a few epochs (a CI test)
+    python -m benchmarks.published              # every benchmark (cached ones are kept), then the report
+    python -m benchmarks.published nbody        # calibration, EGNN, the geo transformer
+    python -m benchmarks.published inertia      # Inertia, ModifiedInertia: MLP calibration, geo transformer
+    python -m benchmarks.published digits       # rotated digits: RBF SVM and CNN
+    python -m benchmarks.published report       # published.json and PUBLISHED.md from the results
+    python -m benchmarks.published all --quick  # tiny data and a few steps (a CI test)
 
-Results go to ``benchmarks/results/published/<benchmark>.json`` (``--out`` for another folder); the
+Results go to ``benchmarks/results/published/<benchmark>.json`` (``--out`` for another folder); a
+benchmark whose JSON exists is not run again unless ``--force`` or named on the command line. The
 simulated data are cached under ``--cache`` (default ``~/.cache/geo-pe/published``).
 """
 
@@ -18,10 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.published import digits as digits_module
+from benchmarks.published import inertia as inertia_module
 from benchmarks.published.egnn import EGNN
 from benchmarks.published.nbody import SPLITS, Systems, load_splits, trivial_baselines, write_parquet
 
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "published"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parents[0] / "results" / "published"
 PUBLISHED_NBODY = {  # test MSE, Satorras et al. (2021) Table 2; SEGNN: Brandstetter et al. (2022)
     "Linear": 0.0819,
     "SE(3)-Transformer": 0.0244,
@@ -115,17 +123,100 @@ def nbody(args) -> dict:
         max_minutes=args.minutes,
     )
     print(json.dumps({k: v for k, v in result["egnn"].items() if k != "curve"}), flush=True)
+    if not args.skip_geo:
+        result["geo_transformer"] = _geo_nbody(args, splits)
     return result
 
 
-BENCHMARKS = {"nbody": nbody}
+PUBLISHED_INERTIA = {  # test MSE: EMLP (Finzi, Welling, Wilson 2021) Table; RPP (Finzi, Benton, Wilson 2021)
+    "inertia": {"MLP": 3.24, "EMLP O(3)": 0.136},
+    "modified_inertia": {"MLP": 4.79, "EMLP O(3)": 1.19},
+}
+
+
+def train_geo_transformer(config: Path, files: dict, out: Path, quick: bool, **overrides) -> dict:
+    """The geo transformer through the dataset task on ``files``: the run's results (both phases)."""
+    from train import load_config, train
+
+    argv = ["--config", str(config), "--output_dir", str(out), "--overwrite_output_dir", "true",
+            "--report_to", "none", "--plot", "false"]  # fmt: skip
+    for split, path in files.items():
+        argv += [f"--{split}_file", str(path)]
+    if quick:
+        overrides = {"phase1_steps": 4, "phase2_steps": 4, "eval_steps": 2, "save_steps": 8, "batch_size": 20,
+                     "eval_batch_size": 20, **overrides}  # fmt: skip
+    for key, value in overrides.items():
+        argv += [f"--{key}", str(value)]
+    result = train(load_config(argv))
+    keep = ("phase", "best_step", "validation_mse", "test_mse", "equivariance_error", "trainable_parameters")
+    return {
+        "phases": [{k: p.get(k) for k in keep} for p in result["phases"]],
+        "selected_phase": result["selected_phase"],
+        "wall_seconds": result["wall_seconds"],
+        "model_dir": str(out / "model"),
+    }
+
+
+def _geo_nbody(args, splits) -> dict:
+    files = write_parquet(splits, args.cache / ("nbody_quick" if args.quick else "nbody_parquet"))
+    return train_geo_transformer(HERE / "nbody.yaml", files, args.cache / "runs" / "nbody", args.quick)
+
+
+def inertia(args) -> dict:
+    """Both tasks: the data's calibration (the MLP as the papers train it), the O(3) floor of the broken
+    task, and the geo transformer (phase I and the phase II that follows)."""
+    sizes = {"train": 40, "validation": 20, "test": 20} if args.quick else inertia_module.SPLIT
+    result = {
+        "protocol": inertia_module.__doc__.split("\n\n")[1].replace("\n", " "),
+        "published": PUBLISHED_INERTIA,
+    }
+    for name, breaking in (("inertia", 0.0), ("modified_inertia", 0.3)):
+        own = {"mlp": [], "geo_transformer": []}
+        for seed in range(1 if args.quick else args.seeds):
+            splits = inertia_module.make_splits(seed, breaking, sizes)
+            own["mlp"].append(
+                inertia_module.train_reference_mlp(splits, epochs=2 if args.quick else 300, seed=seed)
+            )
+            own["equivariant_floor"] = inertia_module.equivariant_floor(splits["test"], breaking)
+            if seed < (1 if args.quick else args.geo_seeds):
+                files = inertia_module.write_parquet(splits, args.cache / f"{name}_s{seed}")
+                own["geo_transformer"].append(
+                    train_geo_transformer(
+                        HERE / f"{name}.yaml",
+                        files,
+                        args.cache / "runs" / f"{name}_s{seed}",
+                        args.quick,
+                        seed=seed,
+                    )
+                )
+            print(json.dumps({name: {"seed": seed, "mlp": own["mlp"][-1]["test_mse"]}}), flush=True)
+        result[name] = own
+    return result
+
+
+def digits(args) -> dict:
+    """RBF SVM and CNN (with and without augmentation) on every cell; the geo transformer's figures are
+    read from the experiment suites' runs (benchmarks/results/runs.jsonl)."""
+    if args.quick:
+        rows = digits_module.run(seeds=1, sizes=(50,), cells={"rotated_45": (45.0, 0)}, epochs=2)
+    else:
+        rows = digits_module.run(seeds=args.seeds)
+    return {"protocol": digits_module.__doc__.split("\n\n")[1].replace("\n", " "), "rows": rows,
+            "summary": digits_module.summary(rows)}  # fmt: skip
+
+
+BENCHMARKS = {"nbody": nbody, "inertia": inertia, "digits": digits}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.published", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("benchmark", choices=sorted(BENCHMARKS))
+    parser.add_argument("benchmark", nargs="?", default="all", choices=[*sorted(BENCHMARKS), "all", "report"])
+    parser.add_argument("--force", action="store_true", help="run benchmarks whose results exist")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the baselines")
+    parser.add_argument("--geo-seeds", type=int, default=1, help="seeds of the geo transformer (inertia)")
+    parser.add_argument("--skip-geo", action="store_true", help="N-body: EGNN and baselines only")
     parser.add_argument("--quick", action="store_true", help="tiny data and a few epochs (CI)")
     parser.add_argument("--epochs", type=int, default=10_000, help="EGNN training epochs (the paper's)")
     parser.add_argument(
@@ -138,11 +229,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     np.seterr(all="ignore")
-    result = BENCHMARKS[args.benchmark](args)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{args.benchmark}{'_quick' if args.quick else ''}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {path}", file=sys.stderr)
+    suffix = "_quick" if args.quick else ""
+    names = sorted(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
+    for name in names if args.benchmark != "report" else []:
+        path = args.out / f"{name}{suffix}.json"
+        if path.is_file() and args.benchmark == "all" and not args.force:
+            print(f"kept {path} (--force to run again)", file=sys.stderr)
+            continue
+        started = time.perf_counter()
+        result = BENCHMARKS[name](args)
+        result["benchmark_seconds"] = time.perf_counter() - started
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {path}", file=sys.stderr)
+    from benchmarks.published.report import write_report
+
+    write_report(args.out, suffix)
     return 0
 
 

@@ -69,6 +69,11 @@ class GeoTransformerConfig(PreTrainedConfig):
             reflections, so the model keeps its equivariance in every phase; they give attention the
             pairwise geometry (who is near whom) that products of directions express only indirectly,
             as the radial filters of SchNet, EGNN and TorchMD-Net do.
+        relative_point_values: attention also carries geometry into the values: each head averages the
+            offsets x_j - x_i of the point attributes with its weights, and a linear map per layer mixes
+            these per-head vectors into the degree-1 channels of ``pe_absolute`` that turn with the
+            points. This is EGNN's coordinate message (Satorras et al. 2021) with attention weights;
+            equivariant in every phase.
         distance_bias_max: the largest distance the radial functions resolve (their centres are spaced
             evenly on [0, distance_bias_max]), in the points' units.
         equivariant_target, equivariant_level, output_attribute: what
@@ -114,6 +119,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         point_attributes: list[str] | None = None,
         distance_bias: int = 0,
         distance_bias_max: float = 5.0,
+        relative_point_values: bool = False,
         equivariant_target: str = "vector",
         equivariant_level: str = "sequence",
         output_attribute: str | None = None,
@@ -144,6 +150,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         self.equivariant_target, self.equivariant_level = equivariant_target, equivariant_level
         self.output_attribute = output_attribute
         self.distance_bias, self.distance_bias_max = distance_bias, distance_bias_max
+        self.relative_point_values = relative_point_values
         self.shared_rotations = [list(group) for group in shared_rotations] if shared_rotations else None
         self.point_attributes = list(point_attributes) if point_attributes else None
         super().__init__(**kwargs)
@@ -266,6 +273,8 @@ class GeoTransformerConfig(PreTrainedConfig):
             )
         if self.distance_bias and not self.point_attributes:
             raise ValueError("distance_bias: distances are taken between points; set point_attributes")
+        if self.relative_point_values and not self.point_attributes:
+            raise ValueError("relative_point_values: offsets are taken between points; set point_attributes")
         if not self.distance_bias_max > 0:
             raise ValueError(
                 f"distance_bias_max: expected a positive distance, got {self.distance_bias_max!r}"

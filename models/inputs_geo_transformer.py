@@ -69,6 +69,24 @@ class GeoTransformerInputs:
                 out[attr] = space.validate(g, name)  # values once here; the encodings trust them
         return out
 
+    def _pair_geometry(self, positions: dict, mask: torch.Tensor | None):
+        """The `PairGeometry` attention reads: radial functions (``distance_bias``) and offsets x_j - x_i
+        (``relative_point_values``, zero on padded pairs) of the centred points."""
+        from .modeling_geo_transformer import PairGeometry
+
+        c, dtype = self.config, self.dtype
+        basis = self._pair_distance_basis(positions, mask).to(dtype) if c.distance_bias else None
+        offsets = None
+        if c.relative_point_values:
+            offsets = {}
+            for attr in c.point_attributes:
+                x = positions[attr]
+                offset = x[:, None, :] - x[:, :, None]  # [b, i, j] = x_j - x_i
+                if mask is not None:
+                    offset = offset * (mask[:, :, None] & mask[:, None, :])[..., None].to(offset.dtype)
+                offsets[attr] = offset
+        return PairGeometry(basis, offsets)
+
     def _pair_distance_basis(self, positions: dict, mask: torch.Tensor | None) -> torch.Tensor:
         """``(B, T, T, points x distance_bias)``: Gaussian radial functions of |x_i - x_j| for each point
         attribute, centres evenly on [0, distance_bias_max], width their spacing; zero on padded pairs."""

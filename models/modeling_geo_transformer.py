@@ -92,6 +92,29 @@ class SequenceRegressionOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
+@dataclass
+class PairGeometry:
+    """What attention reads about token pairs (self-attention only): ``basis`` (B, T, T, features), the
+    radial functions of their distances, and ``offsets`` {point attribute: (B, T, T, 3)}, x_j - x_i."""
+
+    basis: torch.Tensor | None = None
+    offsets: dict[str, torch.Tensor] | None = None
+
+
+def point_value_channels(config: GeoTransformerConfig, embedding_rep) -> dict[str, list[int]]:
+    """{point attribute: first channel (in the token state) of each degree-1 block that turns with it}."""
+    out: dict[str, list[int]] = {}
+    offset = config.scalar_size
+    for mult, irrep in embedding_rep.irreps:
+        for _ in range(mult):
+            group, _, frame = str(irrep.group).partition("@")
+            for attribute in config.point_attributes or []:
+                if group == "so3" and irrep.label == 1 and attribute in frame.split("+"):
+                    out.setdefault(attribute, []).append(offset)
+            offset += irrep.dim
+    return out
+
+
 def _without_autocast(device_type: str):
     """Autocast switched off on this device, where autocast exists (not on ``meta``)."""
     if device_type in ("cpu", "cuda", "xpu", "mps", "hpu"):
@@ -164,7 +187,9 @@ class GeoAttention(nn.Module):
     """Multi-head attention over the token state; the relative PE acts on the first ``relative_heads``
     heads (the ones made of scalar channels)."""
 
-    def __init__(self, config: GeoTransformerConfig, layer_idx: int, state_rep: Representation):
+    def __init__(
+        self, config: GeoTransformerConfig, layer_idx: int, state_rep: Representation, embedding_rep=None
+    ):
         super().__init__()
         self.config, self.layer_idx = config, layer_idx
         self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
@@ -176,6 +201,12 @@ class GeoAttention(nn.Module):
             setattr(self, name, PhasedLinear.from_linear(linear, reps=(state_rep, state_rep)))
         pair_features = config.distance_bias * len(config.point_attributes or [])
         self.distance_bias = nn.Linear(pair_features, self.num_heads) if pair_features else None
+        self.point_value_channels = (
+            point_value_channels(config, embedding_rep) if config.relative_point_values else {}
+        )
+        self.point_value_proj = nn.ModuleDict(
+            {a: nn.Linear(self.num_heads, len(c), bias=False) for a, c in self.point_value_channels.items()}
+        )
 
     def _on_relative_heads(self, apply, x: torch.Tensor, enc) -> torch.Tensor:
         """``apply(x, enc)`` on the heads made of scalars; the other heads pass unchanged."""
@@ -203,7 +234,7 @@ class GeoAttention(nn.Module):
         is_causal: bool = False,
         memory: torch.Tensor | None = None,
         key_encoding: Encoding | None = None,
-        pair_basis: torch.Tensor | None = None,
+        pairs: PairGeometry | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` (B, T, hidden) -> (B, T, hidden) and the attention weights (B, heads, T, S + T) or None.
         With ``memory`` (B, S, hidden), keys and values come from [memory ; x], at ``key_encoding``
@@ -212,11 +243,12 @@ class GeoAttention(nn.Module):
         is SDPA's causal kernel. The relative PE is called through its contract: ``pe.query`` on q
         (rho^-T for SE(3)'s homogeneous block, else rho), ``pe(x, enc)`` on k, ``transport_values`` and
         ``transport_output`` around attention (GTA moves values and outputs, rotary leaves them).
-        ``pair_basis`` (B, T, T, features): radial functions of the token pairs' distances, mapped to an
-        additive bias of each head's logits (self-attention only)."""
+        ``pairs``: the radial functions of the pairs' distances, mapped to an additive bias of each head's
+        logits, and the offsets x_j - x_i of point attributes, averaged by each head's weights and added
+        to the degree-1 channels that turn with them (`relative_point_values`)."""
         B, T, _ = x.shape
-        if pair_basis is not None:
-            bias = self.distance_bias(pair_basis).permute(0, 3, 1, 2)  # (B, heads, T, T)
+        if pairs is not None and pairs.basis is not None:
+            bias = self.distance_bias(pairs.basis).permute(0, 3, 1, 2)  # (B, heads, T, T)
             if is_causal:
                 attn_mask, is_causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril(), False
             if attn_mask is not None:
@@ -253,7 +285,8 @@ class GeoAttention(nn.Module):
                 v = self._on_relative_heads(pe.transport_values, v, key_enc)
         dropout = self.config.attention_dropout if self.training else 0.0
         weights = None
-        if self.config._attn_implementation == "eager" or output_attentions:
+        needs_weights = bool(self.point_value_channels) and pairs is not None and pairs.offsets is not None
+        if self.config._attn_implementation == "eager" or output_attentions or needs_weights:
             scores = (q @ k.transpose(-1, -2)) * self.scaling
             if is_causal:
                 attn_mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
@@ -271,9 +304,23 @@ class GeoAttention(nn.Module):
         if moves_values:
             out = self._on_relative_heads(pe.transport_output, out, enc)
         out = out.transpose(1, 2).reshape(B, T, -1)
-        if scales is not None:
-            return (v_scale * o_scale).to(out.dtype) * out, weights
-        return self.o_proj(out), weights
+        out = (v_scale * o_scale).to(out.dtype) * out if scales is not None else self.o_proj(out)
+        if needs_weights:
+            out = out + self._point_values(weights, pairs.offsets)
+        return out, weights
+
+    def _point_values(self, weights: torch.Tensor, offsets: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``(B, T, hidden)``: sum_j a_ij^h (x_j - x_i) per head h, mixed across heads into each
+        degree-1 block that turns with the point attribute (components in D_1's (y, z, x) order)."""
+        B, _, T, _ = weights.shape
+        update = weights.new_zeros(B, T, self.config.hidden_size)
+        for attribute, starts in self.point_value_channels.items():
+            offset = offsets[attribute][..., [1, 2, 0]].to(weights.dtype)  # (B, T, T, 3) in (y, z, x)
+            means = torch.einsum("bhij,bijc->bich", weights, offset)  # (B, T, 3, heads)
+            blocks = self.point_value_proj[attribute](means)  # (B, T, 3, blocks)
+            for k, start in enumerate(starts):
+                update[..., start : start + 3] += blocks[..., k]
+        return update
 
 
 class GeoTransformerLayer(nn.Module):
@@ -287,7 +334,7 @@ class GeoTransformerLayer(nn.Module):
     ):
         super().__init__()
         self.input_layernorm = GeoRMSNorm(config.scalar_size, block_sizes, config.rms_norm_eps)
-        self.self_attn = GeoAttention(config, layer_idx, state_rep)
+        self.self_attn = GeoAttention(config, layer_idx, state_rep, embedding_rep)
         self.post_attention_layernorm = GeoRMSNorm(config.scalar_size, block_sizes, config.rms_norm_eps)
         self.mlp = GeoMLP(config, embedding_rep, block_sizes)
 
@@ -301,7 +348,7 @@ class GeoTransformerLayer(nn.Module):
         is_causal: bool = False,
         memory: torch.Tensor | None = None,
         key_encoding: Encoding | None = None,
-        pair_basis: torch.Tensor | None = None,
+        pairs: PairGeometry | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         normed_memory = None if memory is None else self.input_layernorm(memory)
         attn, weights = self.self_attn(
@@ -313,7 +360,7 @@ class GeoTransformerLayer(nn.Module):
             is_causal,
             normed_memory,
             key_encoding,
-            pair_basis,
+            pairs,
         )
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), weights
@@ -456,6 +503,11 @@ class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
             GeoTransformerLayer(config, i, self.state_rep, self.block_sizes, self.embedding_rep)
             for i in range(config.num_hidden_layers)
         )
+        if config.relative_point_values and self.layers and not self.layers[0].self_attn.point_value_channels:
+            raise ValueError(
+                f"relative_point_values: pe_absolute={config.pe_absolute!r} has no degree-1 channels that "
+                f"turn with the point attributes {config.point_attributes}"
+            )
         self.norm = GeoRMSNorm(config.scalar_size, self.block_sizes, config.rms_norm_eps)
         self._replay_phases()
         self.post_init()
@@ -586,15 +638,16 @@ class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
                         "infinite entries"
                     )
             scalars = scalars + self.embed_features(features.to(self.embed_features.weight.dtype))
-        pair_basis = None
+        pairs = None
         if points:
             positions, distances = self._center_points(positions, B, T, mask)
-            if c.distance_bias:
+            if c.distance_bias or c.relative_point_values:
                 if memory is not None:
-                    raise ValueError("memory: distance_bias is defined between the model's own tokens only")
-                weight = self.layers[0].self_attn.distance_bias.weight if self.layers else None
-                pair_basis = self._pair_distance_basis(positions, mask)
-                pair_basis = pair_basis if weight is None else pair_basis.to(weight.dtype)
+                    raise ValueError(
+                        "memory: distance_bias and relative_point_values are defined between the model's own "
+                        "tokens only"
+                    )
+                pairs = self._pair_geometry(positions, mask)
             distances = self.embed_distances(distances.to(self.embed_distances.weight.dtype))
             scalars = scalars + distances
         positions = self._positions(positions, B, T, mask, scalars.device, reference)
@@ -629,7 +682,7 @@ class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
                 is_causal,
                 memory,
                 key_encoding,
-                pair_basis,
+                pairs,
             )
             if output_hidden_states:
                 hidden_states += (x,)

@@ -85,6 +85,7 @@ class ModelArguments:
     output_attribute: str | None = None  # the rotation attribute equivariant outputs turn with
     distance_bias: int = 0  # radial functions of pairwise point distances biasing every head's logits
     distance_bias_max: float = 5.0  # the largest distance they resolve
+    relative_point_values: bool = False  # attention moves offsets x_j - x_i into the vector channels
 
     def __post_init__(self):
         check_types(self)
@@ -215,6 +216,8 @@ HELP = {
     "output_attribute": "the rotation attribute that equivariant outputs (vectors, matrices) turn with",
     "distance_bias": "Gaussian radial functions of the distances between point_attributes' points, an "
     "additive bias of every head's attention logits (0: off); invariant, so equivariance holds",
+    "relative_point_values": "each head averages the offsets x_j - x_i between points with its weights into "
+    "the vector channels that turn with them (EGNN's coordinate message, with attention weights)",
     "distance_bias_max": "the largest pairwise distance the radial functions resolve, in the points' units",
     # training
     "output_dir": "where the run writes model/, log.jsonl, results.json, curves.png and checkpoints/",

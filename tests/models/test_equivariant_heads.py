@@ -217,7 +217,7 @@ def test_bad_shared_rotations_are_named(groups, message):
 
 
 def cloud_model(
-    target: str, level: str, dtype, distance_bias: int = 0
+    target: str, level: str, dtype, distance_bias: int = 0, point_values: bool = False
 ) -> GeoTransformerForEquivariantRegression:
     config = GeoTransformerConfig(
         feature_size=1,  # a mass; the distance to the centroid is added by the model
@@ -228,6 +228,7 @@ def cloud_model(
         pe_gate=True,
         point_attributes=["direction"],
         distance_bias=distance_bias,
+        relative_point_values=point_values,
         equivariant_target=target,
         equivariant_level=level,
         phase_history=["equivariant"],
@@ -240,13 +241,15 @@ def cloud_model(
 @pytest.mark.parametrize(
     "target, level, distance_bias", [("vector", "token", 0), ("symmetric_matrix", "sequence", 0),
                                      ("position", "token", 0), ("position", "sequence", 0),
-                                     ("position", "token", 6), ("symmetric_matrix", "sequence", 6)],
+                                     ("position", "token", 6), ("symmetric_matrix", "sequence", 6),
+                                     ("position", "token", -6), ("vector", "sequence", -6)],
 )  # fmt: skip
 def test_point_clouds_need_no_preprocessing(target, level, distance_bias, dtype):
     """Raw points: the model centres them on the valid centroid and adds their distances, so a rigid motion
     x -> R x + t of the cloud turns vectors and matrices and moves positions; padding holds NaN. With
-    ``distance_bias`` the pairwise distances bias attention, and this still holds."""
-    model = cloud_model(target, level, dtype, distance_bias)
+    ``distance_bias`` the pairwise distances bias attention, with relative point values (marked by a
+    negative count) attention moves offsets x_j - x_i into the vector channels, and this still holds."""
+    model = cloud_model(target, level, dtype, abs(distance_bias), point_values=distance_bias < 0)
     points = 3 + torch.randn(B, T, 3, dtype=dtype)
     mass = torch.rand(B, T, 1, dtype=dtype)
     mask = torch.ones(B, T, dtype=torch.long)
@@ -307,9 +310,38 @@ def test_distance_bias_reads_pairwise_distances():
     assert (model(**inputs).predictions - before)[mask.bool()].abs().max() > 1e-3
 
 
+def test_relative_point_values_are_weighted_offsets():
+    """The update against a loop: sum_j a_ij^h (x_j - x_i) per head, mixed into the degree-1 block in
+    (y, z, x) order; padded keys carry no weight."""
+    model = cloud_model("vector", "token", torch.float64, point_values=True)
+    attention = model.model.layers[0].self_attn
+    (start,) = attention.point_value_channels["direction"]
+    assert start == model.config.scalar_size  # s2:1x1 is the first block after the scalars
+    points = torch.randn(2, 4, 3, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]).bool()
+    pairs = model.model._pair_geometry({"direction": points}, mask)
+    weights = torch.rand(2, 3, 4, 4, dtype=torch.float64) * mask[:, None, None, :]
+    weights = weights / weights.sum(-1, keepdim=True)
+    update = attention._point_values(weights, pairs.offsets)
+    mix = attention.point_value_proj["direction"].weight[0]  # (heads,)
+    for b in range(2):
+        for i in range(4):
+            expected = sum(
+                mix[h]
+                * weights[b, h, i, j]
+                * (points[b, j] - points[b, i])
+                * float(mask[b, i] and mask[b, j])
+                for h in range(3)
+                for j in range(4)
+            )
+            torch.testing.assert_close(update[b, i, start : start + 3], expected[[1, 2, 0]])
+    assert update[..., :start].abs().max() == 0 and update[..., start + 3 :].abs().max() == 0
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
+        ({"relative_point_values": True, "point_attributes": None}, r"relative_point_values: offsets are"),
         ({"distance_bias": 1}, r"distance_bias: expected 0 or at least 2"),
         (
             {"distance_bias": 4, "point_attributes": None},

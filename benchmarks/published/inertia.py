@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.published.nbody import write_tables
+
 MASSES = 5
 SPLIT = {"train": 1000, "validation": 1000, "test": 1000}
 
@@ -128,24 +130,14 @@ def write_parquet(splits: dict[str, InertiaSplit], folder) -> dict:
     """The splits as parquet for the ``dataset`` task: one row per system with ``mass`` and ``radius``
     (per point), ``position`` (the point as a direction from the origin, 3-vectors) and ``target``
     (the 3x3 matrix)."""
-    from pathlib import Path
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for split, s in splits.items():
-        table = pa.table(
-            {
-                "system": np.arange(len(s)),
-                "mass": s.masses[..., None].tolist(),
-                "radius": np.linalg.norm(s.positions, axis=-1)[..., None].tolist(),
-                "position": s.positions.tolist(),
-                "target": s.targets.tolist(),
-            }
-        )
-        paths[split] = folder / f"{split}.parquet"
-        pq.write_table(table, paths[split])
-    return paths
+    columns = {
+        split: {
+            "system": np.arange(len(s)),
+            "mass": s.masses[..., None].tolist(),
+            "radius": np.linalg.norm(s.positions, axis=-1)[..., None].tolist(),
+            "position": s.positions.tolist(),
+            "target": s.targets.tolist(),
+        }
+        for split, s in splits.items()
+    }
+    return write_tables(columns, folder)

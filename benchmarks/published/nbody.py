@@ -136,27 +136,34 @@ def trivial_baselines(train: Systems, test: Systems) -> dict[str, float]:
     }
 
 
-def write_parquet(splits: dict[str, Systems], folder: Path) -> dict[str, Path]:
-    """The splits as parquet files for the ``dataset`` task: one row per system with ``charge``,
-    ``speed`` (per particle), ``position``, ``velocity`` (3-vectors per particle, input frame) and
-    ``target`` (positions at the target frame)."""
+def write_tables(columns: dict[str, dict], folder: Path) -> dict[str, Path]:
+    """``{split: {column: values}}`` as ``folder/<split>.parquet``, one row per system (the files the
+    ``dataset`` task reads); returns the paths."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for split, s in splits.items():
-        table = pa.table(
-            {
-                "system": np.arange(len(s)),
-                "charge": s.charges.tolist(),
-                "speed": np.linalg.norm(s.velocities, axis=-1).tolist(),
-                "position": s.positions.tolist(),
-                "velocity": s.velocities.tolist(),
-                "target": s.target_positions.tolist(),
-            }
-        )
+    for split, table in columns.items():
         paths[split] = folder / f"{split}.parquet"
-        pq.write_table(table, paths[split])
+        pq.write_table(pa.table(table), paths[split])
     return paths
+
+
+def write_parquet(splits: dict[str, Systems], folder: Path) -> dict[str, Path]:
+    """The splits as parquet files for the ``dataset`` task: one row per system with ``charge``,
+    ``speed`` (per particle), ``position``, ``velocity`` (3-vectors per particle, input frame) and
+    ``target`` (positions at the target frame)."""
+    columns = {
+        split: {
+            "system": np.arange(len(s)),
+            "charge": s.charges.tolist(),
+            "speed": np.linalg.norm(s.velocities, axis=-1).tolist(),
+            "position": s.positions.tolist(),
+            "velocity": s.velocities.tolist(),
+            "target": s.target_positions.tolist(),
+        }
+        for split, s in splits.items()
+    }
+    return write_tables(columns, folder)

@@ -71,7 +71,8 @@ class GeoTransformerInputs:
 
     def _pair_geometry(self, positions: dict, mask: torch.Tensor | None):
         """The `PairGeometry` attention reads: radial functions (``distance_bias``) and offsets x_j - x_i
-        (``relative_point_values``, zero on padded pairs) of the centred points."""
+        (``relative_point_values``, in D_1's (y, z, x) order, zero on padded pairs) of the centred points,
+        once per forward."""
         from .modeling_geo_transformer import PairGeometry
 
         c, dtype = self.config, self.dtype
@@ -81,7 +82,7 @@ class GeoTransformerInputs:
             offsets = {}
             for attr in c.point_attributes:
                 x = positions[attr]
-                offset = x[:, None, :] - x[:, :, None]  # [b, i, j] = x_j - x_i
+                offset = (x[:, None, :] - x[:, :, None])[..., [1, 2, 0]]  # x_j - x_i in D_1's (y, z, x)
                 if mask is not None:
                     offset = offset * (mask[:, :, None] & mask[:, None, :])[..., None].to(offset.dtype)
                 offsets[attr] = offset

@@ -95,7 +95,8 @@ class SequenceRegressionOutput(ModelOutput):
 @dataclass
 class PairGeometry:
     """What attention reads about token pairs (self-attention only): ``basis`` (B, T, T, features), the
-    radial functions of their distances, and ``offsets`` {point attribute: (B, T, T, 3)}, x_j - x_i."""
+    radial functions of their distances, and ``offsets`` {point attribute: (B, T, T, 3)}, x_j - x_i in
+    D_1's (y, z, x) component order."""
 
     basis: torch.Tensor | None = None
     offsets: dict[str, torch.Tensor] | None = None
@@ -315,7 +316,7 @@ class GeoAttention(nn.Module):
         B, _, T, _ = weights.shape
         update = weights.new_zeros(B, T, self.config.hidden_size)
         for attribute, starts in self.point_value_channels.items():
-            offset = offsets[attribute][..., [1, 2, 0]].to(weights.dtype)  # (B, T, T, 3) in (y, z, x)
+            offset = offsets[attribute].to(weights.dtype)  # (B, T, T, 3), already in (y, z, x)
             means = torch.einsum("bhij,bijc->bich", weights, offset)  # (B, T, 3, heads)
             blocks = self.point_value_proj[attribute](means)  # (B, T, 3, blocks)
             for k, start in enumerate(starts):

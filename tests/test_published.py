@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.published import field
 from benchmarks.published.__main__ import main
 from benchmarks.published.digits import rasterise
 from benchmarks.published.egnn import EGNN
+from benchmarks.published.field import ONSET_STEP, parse_cells, random_rotations
 from benchmarks.published.inertia import equivariant_floor, inertia_tensors, make_splits
-from benchmarks.published.nbody import DT, forces, load_splits, simulate, trivial_baselines
+from benchmarks.published.nbody import DT, forces, load_splits, make_split, simulate, trivial_baselines
 from geo_pe import quaternion
 from geo_pe.testing import assert_equivariant
 
@@ -64,6 +66,42 @@ def test_the_protocol_is_calibrated_against_its_trivial_baselines(tmp_path):
     assert abs(baselines["pooled_linear"] - 0.07) < 0.02
     again = load_splits(tmp_path, sizes={"train": 400, "test": 400})  # from the cache, unchanged
     np.testing.assert_array_equal(again["test"].positions, splits["test"].positions)
+
+
+def test_a_field_switched_on_at_the_input_frame_is_invisible_and_costs_eps_squared_over_12():
+    """Same seed with and without the field: identical inputs; the targets differ by the drift
+    0.5 q eps e_z, so a model that cannot see the field's direction misses by eps^2 / 12 (median system;
+    close encounters amplify the difference in a few)."""
+    free, onset = make_split(300, 5), make_split(300, 5, field=0.3, field_from=ONSET_STEP)
+    np.testing.assert_array_equal(onset.positions, free.positions)
+    np.testing.assert_array_equal(onset.velocities, free.velocities)
+    per_system = ((onset.target_positions - free.target_positions) ** 2).mean(axis=(1, 2))
+    assert np.median(per_system) == pytest.approx(field.equivariant_floor(0.3, "onset"), rel=0.05)
+    assert field.equivariant_floor(0.3, "throughout") == 0.0
+
+
+def test_a_field_acting_throughout_shows_in_the_input_velocities():
+    """The control: the charge-weighted velocities at the input frame point along the field."""
+    systems = make_split(300, 6, field=1.0, field_from=0)
+    drift = (systems.charges[..., None] * systems.velocities).sum(1)  # (N, 3)
+    assert drift[:, 2].mean() > 10 * np.abs(drift[:, :2].mean(0)).max()
+    assert drift[:, 2].mean() > 1.0  # 3 time units of q eps on 5 particles, less the interactions
+
+
+def test_random_rotations_are_rotations_spread_over_so3():
+    rotations = random_rotations(4000, torch.Generator().manual_seed(0)).double()
+    eye = torch.eye(3, dtype=torch.float64).expand(4000, 3, 3)
+    torch.testing.assert_close(rotations @ rotations.transpose(1, 2), eye, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        torch.linalg.det(rotations), torch.ones(4000, dtype=torch.float64), atol=1e-5, rtol=0
+    )
+    assert rotations.mean(0).abs().max() < 0.05  # Haar: E[R] = 0
+
+
+def test_field_cells_name_the_bad_entry():
+    assert parse_cells("onset:0, throughout:0.3") == [("onset", 0.0), ("throughout", 0.3)]
+    with pytest.raises(ValueError, match="--field-cells: 'sideways:1'"):
+        parse_cells("onset:1,sideways:1")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -130,6 +168,11 @@ def test_the_runner_writes_every_benchmark_and_the_report_in_quick_mode(tmp_path
                 "modified_inertia_mse", "modified_inertia_mlp_mse", "digits_min_margin_points"}  # fmt: skip
     assert set(summary) == expected
     assert "EMLP O(3) (*quoted*) | 1.19" in (tmp_path / "PUBLISHED_quick.md").read_text()
+    cells = json.loads((tmp_path / "field_quick.json").read_text())["cells"]
+    assert set(cells) == {"onset_eps0", "onset_eps1"} and cells["onset_eps1"]["equivariant_floor"] == 1 / 12
+    assert set(cells["onset_eps1"]["methods"]) == {"equivariant", "two_phase", "unconstrained", "plain",
+                                                   "plain_augmented", "egnn"}  # fmt: skip
+    assert (tmp_path / "field_quick.png").is_file()
     digits = json.loads((tmp_path / "digits_quick.json").read_text())
     assert {r["method"] for r in digits["rows"]} == {"rbf_svm", "cnn", "cnn_aug"}
 

@@ -136,6 +136,7 @@ class TrainArguments:
     eval_steps: int = 100
     equivariance_samples: int = 4
     early_stopping_patience: int = 0  # evaluations without improvement; 0 = off
+    switch_patience: int = 0  # phase I only: switch after so many stalled evaluations; 0 = the above
     load_best_model_at_end: bool = True
     # checkpoints
     save_steps: int = 200
@@ -162,6 +163,7 @@ class TrainArguments:
         for name in ("phase1_steps", "phase2_steps", "warmup_steps", "save_total_limit", "seed"):
             check_range(name, getattr(self, name), low=0)
         check_range("early_stopping_patience", self.early_stopping_patience, low=0)
+        check_range("switch_patience", self.switch_patience, low=0)
         check_range("equivariance_samples", self.equivariance_samples, low=1)
         check_range("learning_rate", self.learning_rate, low=0.0, low_open=True)
         check_range("phase2_lr_multiplier", self.phase2_lr_multiplier, low=0.0, low_open=True)
@@ -251,6 +253,8 @@ HELP = {
     "eval_steps": "evaluate (validation metric, equivariance error) every so many steps",
     "equivariance_samples": "random group elements per equivariance measurement",
     "early_stopping_patience": "end a phase after so many evaluations without improvement (0: off)",
+    "switch_patience": "adaptive switching: end phase I after so many evaluations without improvement "
+    "(0: early_stopping_patience)",
     "load_best_model_at_end": "end each phase on its best validation weights and save the best phase",
     "save_steps": "write a checkpoint every so many steps",
     "save_total_limit": "checkpoints kept (0: all)",

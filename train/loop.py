@@ -375,6 +375,8 @@ class Trainer:
         self.log.write(record)
         acc.log({k: v for k, v in record.items() if isinstance(v, float)}, step=state.global_step)
         patience = self.args.early_stopping_patience
+        if state.phase_index == 0 and self.args.switch_patience:
+            patience = self.args.switch_patience  # adaptive switching: phase I ends when it stalls
         return bool(patience) and state.evals_without_improvement >= patience
 
     def end_phase(self, reason: str) -> None:

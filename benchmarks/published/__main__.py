@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from benchmarks.published import digits as digits_module
+from benchmarks.published import field as field_module
 from benchmarks.published import inertia as inertia_module
 from benchmarks.published.egnn import EGNN
 from benchmarks.published.nbody import SPLITS, Systems, load_splits, trivial_baselines, write_parquet
@@ -41,65 +42,17 @@ PUBLISHED_NBODY = {  # test MSE, Satorras et al. (2021) Table 2; SEGNN: Brandste
 }
 
 
-def _tensors(s: Systems) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.tensor(a, dtype=torch.float32) for a in (s.positions, s.velocities, s.charges))
-
-
-@torch.no_grad()
-def _mse(model: torch.nn.Module, s: Systems) -> float:
-    model.eval()
-    x, v, q = _tensors(s)
-    prediction = torch.cat(
-        [model(*batch) for batch in zip(x.split(500), v.split(500), q.split(500), strict=True)]
-    )
-    model.train()
-    return float((prediction - torch.tensor(s.target_positions, dtype=torch.float32)).pow(2).mean())
-
-
-def train_egnn(
-    splits: dict[str, Systems], *, epochs: int, seed: int = 0, lr: float = 5e-4, batch: int = 100,
-    eval_every: int = 5, target: float = PUBLISHED_NBODY["EGNN"], max_minutes: float | None = None,
-) -> dict:  # fmt: skip
-    """EGNN with the paper's settings; the test MSE at the best validation epoch, and the wall time at
-    which the test MSE (at that point's best validation) first reached ``target``."""
-    torch.manual_seed(seed)
-    model = EGNN()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-12)
-    x, v, q = _tensors(splits["train"])
-    y = torch.tensor(splits["train"].target_positions, dtype=torch.float32)
-    generator = torch.Generator().manual_seed(seed)
-    best = {"validation": float("inf")}
-    curve, reached, started = [], None, time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        for index in torch.randperm(len(x), generator=generator).split(batch):
-            loss = (model(x[index], v[index], q[index]) - y[index]).pow(2).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        if epoch % eval_every == 0 or epoch == epochs:
-            validation = _mse(model, splits["validation"])
-            if validation < best["validation"]:
-                best = {"epoch": epoch, "validation": validation, "test": _mse(model, splits["test"])}
-            seconds = time.perf_counter() - started
-            curve.append(
-                {"epoch": epoch, "seconds": seconds, "validation": validation, "best_test": best["test"]}
-            )
-            if reached is None and best["test"] <= target:
-                reached = seconds
-            if max_minutes is not None and seconds > 60 * max_minutes:
-                break
-            line = f"  epoch {epoch}: validation {validation:.5f}, best test {best['test']:.5f}"
-            line += f" ({seconds:.0f} s)"
-            print(line, file=sys.stderr, flush=True)
-    return {
-        "test_mse": best["test"],
-        "best_epoch": best["epoch"],
-        "validation_mse": best["validation"],
-        "seconds": time.perf_counter() - started,
-        "seconds_to_published_egnn": reached,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "curve": curve,
-    }
+def train_egnn(splits: dict[str, Systems], *, epochs: int, seed: int = 0, eval_every: int = 5,
+               max_minutes: float | None = None) -> dict:  # fmt: skip
+    """EGNN with the paper's settings (Adam 5e-4, batches of 100); the test MSE at the best validation
+    epoch, and the wall time at which it first reached EGNN's published figure."""
+    result = field_module.train_peer(
+        EGNN, splits, epochs=epochs, seed=seed, eval_every=eval_every, target=PUBLISHED_NBODY["EGNN"],
+        max_minutes=max_minutes,
+    )  # fmt: skip
+    result.pop("model")
+    result["seconds_to_published_egnn"] = result.pop("seconds_to_target")
+    return result
 
 
 def nbody(args) -> dict:
@@ -126,6 +79,97 @@ def nbody(args) -> dict:
     if not args.skip_geo:
         result["geo_transformer"] = _geo_nbody(args, splits)
     return result
+
+
+FIELD_CELLS = "onset:0,onset:0.1,onset:0.3,onset:1,throughout:0.3,throughout:1"
+FIELD_METHODS = "egnn,plain,plain_augmented,geo_two_phase,geo_unconstrained"
+PEERS = {  # method: (model, augmentation)
+    "egnn": (EGNN, False),
+    "plain": (field_module.PlainTransformer, False),
+    "plain_augmented": (field_module.PlainTransformer, True),
+}
+GEO_SCHEDULES = {  # method: overrides of nbody.yaml (steps: the phase I budget)
+    "geo_two_phase": lambda steps: {"phase1_steps": steps, "phase2_steps": steps},
+    "geo_two_phase_scalar": lambda steps: {
+        "phase1_constraint": "scalar_identity", "phase1_steps": steps, "phase2_steps": steps,
+    },
+    "geo_unconstrained": lambda steps: {
+        "phase1_constraint": "free", "phase2": "none", "phase1_steps": 2 * steps,
+    },
+}  # fmt: skip
+
+
+def _field_run(method: str, args, splits: dict[str, Systems], files: dict, run_dir: Path) -> dict:
+    if method in PEERS:
+        make_model, augment = PEERS[method]
+        result = field_module.train_peer(
+            make_model, splits, epochs=1 if args.quick else 10_000, augment=augment,
+            eval_every=1 if args.quick else 5, max_minutes=args.field_minutes,
+        )  # fmt: skip
+        result.pop("model")
+        return result
+    if method not in GEO_SCHEDULES:
+        raise ValueError(f"--field-methods: unknown {method!r}; expected {sorted([*PEERS, *GEO_SCHEDULES])}")
+    overrides = GEO_SCHEDULES[method](4 if args.quick else args.field_geo_steps)
+    return train_geo_transformer(HERE / "nbody.yaml", files, run_dir / method, args.quick, **overrides)
+
+
+def field(args) -> dict:
+    """The N-body system in a uniform field (see `benchmarks.published.field`): every method on every
+    cell, one seed each. Each (cell, method) is cached in ``<out>/field/`` so runs can be split across
+    processes (``--field-cells``, ``--field-methods``) and resumed."""
+    sizes = {"train": 200, "validation": 100, "test": 100} if args.quick else SPLITS
+    folder = args.out / ("field_quick" if args.quick else "field")
+    folder.mkdir(parents=True, exist_ok=True)
+    cells = args.field_cells
+    if args.quick and cells == FIELD_CELLS:
+        cells = "onset:0,onset:1"
+    for mode, eps in field_module.parse_cells(cells):
+        cell = field_module.cell_name(mode, eps)
+        field_from = field_module.MODES[mode] if eps else 0
+        splits = load_splits(args.cache, field=eps, field_from=field_from, sizes=sizes)
+        files = None
+        for method in args.field_methods.split(","):
+            path = folder / f"{cell}_{method}.json"
+            if path.is_file() and not args.force:
+                continue
+            if files is None:
+                files = write_parquet(splits, args.cache / "field_parquet" / f"{cell}{'_quick' * args.quick}")
+            print(f"field {cell}: {method}", file=sys.stderr, flush=True)
+            result = _field_run(method, args, splits, files, args.cache / "runs" / "field" / cell)
+            result.update(cell=cell, mode=mode, eps=eps, method=method)
+            path.write_text(json.dumps(result, indent=1) + "\n")
+    return collect_field(folder)
+
+
+def collect_field(folder: Path) -> dict:
+    """{cell: {mode, eps, equivariant_floor, methods: {method: test MSE and cost}}} from the cached runs;
+    a two-phase run gives its phase I ("equivariant") and its selected phase ("two_phase")."""
+    cells: dict = {}
+    for path in sorted(folder.glob("*.json")):
+        run = json.loads(path.read_text())
+        cell = cells.setdefault(run["cell"], {
+            "mode": run["mode"], "eps": run["eps"], "methods": {},
+            "equivariant_floor": field_module.equivariant_floor(run["eps"], run["mode"]),
+        })  # fmt: skip
+        methods = cell["methods"]
+        if "phases" in run:
+            phases, selected = run["phases"], run["selected_phase"]
+            label = run["method"].removeprefix("geo_")
+            methods[label] = {"test_mse": phases[selected - 1]["test_mse"], "seconds": run["wall_seconds"],
+                              "selected_phase": selected}  # fmt: skip
+            if len(phases) > 1:
+                name = "equivariant" if label == "two_phase" else f"phase1_of_{label}"
+                methods[name] = {"test_mse": phases[0]["test_mse"], "seconds": None}
+        else:
+            methods[run["method"]] = {"test_mse": run["test_mse"], "seconds": run["seconds"],
+                                      "best_epoch": run["best_epoch"]}  # fmt: skip
+    return {
+        "protocol": field_module.__doc__.split("\n\n")[0].replace("\n", " "),
+        "settings": "one seed per cell; the peers train for a wall-time budget (--field-minutes), the geo "
+        "transformer for --field-geo-steps steps per phase; test MSE at the best validation",
+        "cells": cells,
+    }
 
 
 PUBLISHED_INERTIA = {  # test MSE: EMLP (Finzi, Welling, Wilson 2021) Table; RPP (Finzi, Benton, Wilson 2021)
@@ -205,7 +249,7 @@ def digits(args) -> dict:
             "summary": digits_module.summary(rows)}  # fmt: skip
 
 
-BENCHMARKS = {"nbody": nbody, "inertia": inertia, "digits": digits}
+BENCHMARKS = {"nbody": nbody, "field": field, "inertia": inertia, "digits": digits}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--minutes", type=float, help="stop EGNN after this wall time (the budget of a CPU run)"
     )
+    parser.add_argument("--field-cells", default=FIELD_CELLS, help="field: mode:eps,... (onset|throughout)")
+    parser.add_argument("--field-methods", default=FIELD_METHODS, help="field: methods to run")
+    parser.add_argument("--field-minutes", type=float, default=4.0, help="field: wall time of each peer")
+    parser.add_argument("--field-geo-steps", type=int, default=1000, help="field: geo steps per phase")
     parser.add_argument("--parquet", type=Path, help="also write the splits as parquet here (dataset task)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "geo-pe" / "published")
     parser.add_argument("--out", type=Path, default=RESULTS)

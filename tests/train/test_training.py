@@ -209,6 +209,19 @@ def test_early_stopping_ends_phase_one_and_phase_two_starts_there(tmp_path, data
     assert table_steps(results) == [switch, 8]
 
 
+def test_switch_patience_ends_only_phase_one_when_it_stalls(tmp_path, data_cache):
+    """Adaptive switching: phase I stops after 2 stalled evaluations; phase II, just as stalled, runs on."""
+    results = train(
+        load_config(
+            tiny(tmp_path / "run", data_cache, "--learning_rate", "1e-9", "--switch_patience", "2",
+                 "--eval_steps", "4", "--phase1_steps", "40", "--phase2_steps", "16", "--plot", "false")
+        )
+    )  # fmt: skip
+    first, second = results["phases"]
+    assert (first["ended_by"], first["ended_at_step"]) == ("early stopping", 8)
+    assert (second["ended_by"], second["ended_at_step"]) == ("steps", 24)
+
+
 def table_steps(results) -> list[int]:
     """The "steps" column of the final table: the steps of each phase, not the cumulative count."""
     from train.evaluation import format_table

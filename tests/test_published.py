@@ -173,6 +173,10 @@ def test_the_runner_writes_every_benchmark_and_the_report_in_quick_mode(tmp_path
     assert set(cells["onset_eps1"]["methods"]) == {"equivariant", "two_phase", "unconstrained", "plain",
                                                    "plain_augmented", "egnn"}  # fmt: skip
     assert (tmp_path / "field_quick.png").is_file()
+    variants = json.loads((tmp_path / "inertia_variants_quick.json").read_text())["variants"]
+    assert set(variants) == {"modified_commutant", "modified_scalar_identity"}
+    assert variants["modified_scalar_identity"]["phases"][0]["phase"] == "scalar_identity"
+    assert "Phase I to validation MSE" in (tmp_path / "PUBLISHED_quick.md").read_text()
     digits = json.loads((tmp_path / "digits_quick.json").read_text())
     assert {r["method"] for r in digits["rows"]} == {"rbf_svm", "cnn", "cnn_aug"}
 

@@ -200,9 +200,9 @@ class Trainer:
         else:
             self.start()
         self.announce()
+        self.steps_this_process, self.window, self.started = 0, [], time.perf_counter()
         if self.state.global_step == 0:
             self.evaluate_and_select()  # the untrained model: a reference point for the curves
-        self.steps_this_process, self.window, self.started = 0, [], time.perf_counter()
         while not self.state.finished:
             if self.state.global_step >= self.phase_end:
                 self.end_phase("steps")
@@ -371,6 +371,7 @@ class Trainer:
             "validation_loss": metrics["loss"],
             f"validation_{task.metric}": value,
             "equivariance_error": error,
+            "seconds": time.perf_counter() - self.started,  # wall time of this process, evaluations included
         }
         self.log.write(record)
         acc.log({k: v for k, v in record.items() if isinstance(v, float)}, step=state.global_step)

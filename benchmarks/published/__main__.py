@@ -238,6 +238,59 @@ def inertia(args) -> dict:
     return result
 
 
+INERTIA_VARIANTS = {  # name: (breaking coefficient, config, overrides); one seed (0) each
+    "modified_commutant": (0.3, "modified_inertia", {}),
+    "modified_scalar_identity": (0.3, "modified_inertia", {"phase1_constraint": "scalar_identity"}),
+    "modified_adaptive": (0.3, "modified_inertia", {"phase1_steps": 4000, "switch_patience": 2}),
+    "modified_residual": (0.3, "modified_inertia", {"phase1_constraint": "residual", "phase2": "none",
+                                                    "phase1_steps": 4000}),
+    "modified_unconstrained": (0.3, "modified_inertia", {"phase1_constraint": "free", "phase2": "none",
+                                                         "phase1_steps": 4000}),
+    "breaking_0.1": (0.1, "modified_inertia", {}),
+    "breaking_1": (1.0, "modified_inertia", {}),
+    "inertia_commutant": (0.0, "inertia", {}),
+    "inertia_scalar_identity": (0.0, "inertia", {"phase1_constraint": "scalar_identity"}),
+}  # fmt: skip
+
+
+def _validation_curve(run_dir: Path) -> list[dict]:
+    """(step, phase, seconds, validation MSE) of every evaluation in a run's log."""
+    records = (json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines())
+    keep = ("step", "phase", "seconds", "validation_mse")
+    return [{k: r.get(k) for k in keep} for r in records if r["kind"] == "eval"]
+
+
+def inertia_variants(args) -> dict:
+    """The geo transformer's schedules on Inertia/ModifiedInertia: scalar-identity against commutant
+    phase I, adaptive switching, the residual pathway (RPP-style) and unconstrained training, and the
+    breaking coefficient. Each variant is cached in ``<out>/inertia_variants/`` (``--variants`` picks)."""
+    folder = args.out / ("inertia_variants_quick" if args.quick else "inertia_variants")
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = {"train": 40, "validation": 20, "test": 20} if args.quick else inertia_module.SPLIT
+    names = args.variants.split(",") if args.variants else list(INERTIA_VARIANTS)
+    if args.quick and not args.variants:
+        names = ["modified_commutant", "modified_scalar_identity"]
+    for name in names:
+        if name not in INERTIA_VARIANTS:
+            raise ValueError(f"--variants: unknown {name!r}; expected some of {sorted(INERTIA_VARIANTS)}")
+        path = folder / f"{name}.json"
+        if path.is_file() and not args.force:
+            continue
+        breaking, config, overrides = INERTIA_VARIANTS[name]
+        splits = inertia_module.make_splits(0, breaking, sizes)
+        files = inertia_module.write_parquet(splits, args.cache / f"inertia_b{breaking:g}_s0")
+        out = args.cache / "runs" / "inertia_variants" / name
+        if args.quick:
+            overrides = {k: v for k, v in overrides.items() if not k.endswith("_steps")}
+        result = train_geo_transformer(HERE / f"{config}.yaml", files, out, args.quick, **overrides)
+        floor = inertia_module.equivariant_floor(splits["test"], breaking)
+        result.update(name=name, breaking=breaking, overrides=overrides, curve=_validation_curve(out),
+                      equivariant_floor=floor)  # fmt: skip
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"inertia variant {name}: {[p['test_mse'] for p in result['phases']]}", file=sys.stderr)
+    return {"variants": {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}}
+
+
 def digits(args) -> dict:
     """RBF SVM and CNN (with and without augmentation) on every cell; the geo transformer's figures are
     read from the experiment suites' runs (benchmarks/results/runs.jsonl)."""
@@ -249,7 +302,8 @@ def digits(args) -> dict:
             "summary": digits_module.summary(rows)}  # fmt: skip
 
 
-BENCHMARKS = {"nbody": nbody, "field": field, "inertia": inertia, "digits": digits}
+BENCHMARKS = {"nbody": nbody, "field": field, "inertia": inertia, "inertia_variants": inertia_variants,
+              "digits": digits}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--field-methods", default=FIELD_METHODS, help="field: methods to run")
     parser.add_argument("--field-minutes", type=float, default=4.0, help="field: wall time of each peer")
     parser.add_argument("--field-geo-steps", type=int, default=1000, help="field: geo steps per phase")
+    parser.add_argument("--variants", help="inertia_variants: names to run (default: all)")
     parser.add_argument("--parquet", type=Path, help="also write the splits as parquet here (dataset task)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "geo-pe" / "published")
     parser.add_argument("--out", type=Path, default=RESULTS)

@@ -126,12 +126,46 @@ def plot_field(field: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def first_reaching(curve: list[dict], phase: str, target: float) -> float | None:
+    """Wall seconds of the first evaluation of ``phase`` whose validation MSE is at most ``target``."""
+    return next((r["seconds"] for r in curve if r["phase"] == phase and r["validation_mse"] <= target), None)
+
+
+def variants_section(variants: dict) -> list[str]:
+    """Each schedule's phases (validation and test MSE), and the wall time of the scalar-identity and the
+    commutant phase I to the validation MSE both reach."""
+    lines = ["## Schedules on Inertia / ModifiedInertia (geo transformer, seed 0)", "",
+             "| variant | breaking | O(3) floor | phase: test MSE (validation) | selected | wall s |",
+             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for name, run in sorted(variants.items(), key=lambda kv: (kv[1]["breaking"], kv[0])):
+        phases = ", ".join(
+            f"{p['phase']}: {p['test_mse']:.3f} ({p['validation_mse']:.3f})" for p in run["phases"]
+        )
+        lines.append(f"| {name} | {run['breaking']:g} | {run['equivariant_floor']:.3f} | {phases} | "
+                     f"{run['selected_phase']} | {run['wall_seconds']:.0f} |")  # fmt: skip
+    lines.append("")
+    pairs = [
+        ("modified_commutant", "modified_scalar_identity"),
+        ("inertia_commutant", "inertia_scalar_identity"),
+    ]
+    for commutant, scalar in pairs:
+        if commutant not in variants or scalar not in variants:
+            continue
+        phase_one = {n: variants[n]["phases"][0] for n in (commutant, scalar)}
+        target = max(p["validation_mse"] for p in phase_one.values())
+        times = {n: first_reaching(variants[n]["curve"], phase_one[n]["phase"], target) for n in phase_one}
+        lines.append(f"Phase I to validation MSE {target:.3f}: " + ", ".join(
+            f"{n} ({phase_one[n]['phase']}) {t:.0f} s" if t is not None else f"{n} never"
+            for n, t in times.items()) + ".")  # fmt: skip
+    return [*lines, ""]
+
+
 def write_report(folder: Path, suffix: str = "", results: Path = RESULTS) -> dict:
     """Write ``published{suffix}.json`` and ``PUBLISHED{suffix}.md`` beside the results folder's tables
     (for the default folder) or into ``folder`` (another one, e.g. a quick run's)."""
     target = results if folder.resolve() == (results / "published").resolve() else folder
-    nbody, field, inertia, digits = (
-        _load(folder, n, suffix) for n in ("nbody", "field", "inertia", "digits")
+    nbody, field, inertia, variants, digits = (
+        _load(folder, n, suffix) for n in ("nbody", "field", "inertia", "inertia_variants", "digits")
     )
     summary: dict = {}
     lines = ["# Published protocols", "", "Figures marked *quoted* are the papers'; the rest were measured "
@@ -181,6 +215,8 @@ def write_report(folder: Path, suffix: str = "", results: Path = RESULTS) -> dic
         summary["modified_inertia_mlp_mse"] = summary.pop("modified_inertia_mlp_mse")
         summary.pop("inertia_mlp_mse")
         lines.append("")
+    if variants is not None and variants.get("variants"):
+        lines += variants_section(variants["variants"])
     if digits is not None:
         margins = digits_margins(digits["summary"], geo_digits())
         summary["digits_min_margin_points"] = min((m["margin_points"] for m in margins), default=None)

@@ -75,6 +75,8 @@ def test_quickstart_tiny_trains_both_phases_and_saves_a_loadable_model(tmp_path,
     evals = [r for r in records if r["kind"] == "eval"]
     assert [r["step"] for r in evals] == [0, 3, 6, 9, 12]
     assert all(r["equivariance_error"] < 1e-5 for r in evals if r["phase"] == "equivariant")
+    seconds = [r["seconds"] for r in evals]  # wall time to each evaluation, for time-to-target curves
+    assert seconds[0] >= 0 and all(a < b for a, b in itertools.pairwise(seconds))
 
 
 def test_resume_after_the_switch_ends_with_the_same_weights(tmp_path, data_cache):

@@ -2,13 +2,17 @@
 
     python -m benchmarks.published              # every benchmark (cached ones are kept), then the report
     python -m benchmarks.published nbody        # calibration, EGNN, the geo transformer
+    python -m benchmarks.published nbody_curve  # EGNN and the geo transformer on 100 / 300 / 1,000 systems
+    python -m benchmarks.published field        # N-body in a uniform field: every method, every cell
     python -m benchmarks.published inertia      # Inertia, ModifiedInertia: MLP calibration, geo transformer
+    python -m benchmarks.published inertia_variants  # phase I forms, adaptive switching, RPP, breaking
     python -m benchmarks.published digits       # rotated digits: RBF SVM and CNN
     python -m benchmarks.published report       # published.json and PUBLISHED.md from the results
     python -m benchmarks.published all --quick  # tiny data and a few steps (a CI test)
 
 Results go to ``benchmarks/results/published/<benchmark>.json`` (``--out`` for another folder); a
-benchmark whose JSON exists is not run again unless ``--force`` or named on the command line. The
+benchmark whose JSON exists is not run again unless ``--force`` or named on the command line (the
+benchmarks with many runs cache each run in a folder beside it and rerun only with ``--force``). The
 simulated data are cached under ``--cache`` (default ``~/.cache/geo-pe/published``).
 """
 
@@ -172,6 +176,44 @@ def collect_field(folder: Path) -> dict:
     }
 
 
+CURVE_SIZES = (100, 300, 1000)  # 3,000: the field benchmark's eps = 0 cell (same data, same budget)
+CURVE_STEPS = 3000  # optimizer steps of batches of 100 at every size (EGNN); the geo transformer: 2 x 1,000
+
+
+def nbody_curve(args) -> dict:
+    """The N-body learning curve: EGNN and the two-phase geo transformer on the first 100 / 300 / 1,000
+    training systems (validation and test unchanged), the same number of steps at every size. Each
+    (size, method) is cached in ``<out>/nbody_curve/``."""
+    folder = args.out / ("nbody_curve_quick" if args.quick else "nbody_curve")
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = {"train": 200, "validation": 100, "test": 100} if args.quick else SPLITS
+    splits = load_splits(args.cache, sizes=sizes)
+    for size in (50,) if args.quick else CURVE_SIZES:
+        subset = {**splits, "train": splits["train"].subset(size)}
+        for method in ("egnn", "geo_two_phase"):
+            path = folder / f"{size}_{method}.json"
+            if path.is_file() and not args.force:
+                continue
+            if method == "egnn":
+                epochs = 1 if args.quick else -(-CURVE_STEPS * 100 // size)
+                result = field_module.train_peer(EGNN, subset, epochs=epochs, eval_every=max(1, epochs // 40))
+                result.pop("model")
+            else:
+                files = write_parquet(subset, args.cache / f"nbody_curve_{size}{'_quick' * args.quick}")
+                run_dir = args.cache / "runs" / "nbody_curve" / str(size)
+                steps = 4 if args.quick else 1000
+                result = train_geo_transformer(HERE / "nbody.yaml", files, run_dir, args.quick,
+                                               phase1_steps=steps, phase2_steps=steps)  # fmt: skip
+                result["test_mse"] = min(result["phases"], key=lambda p: p["validation_mse"])["test_mse"]
+            result.update(train_size=size, method=method)
+            path.write_text(json.dumps(result, indent=1) + "\n")
+    rows = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    return {
+        "steps": CURVE_STEPS,
+        "rows": [{k: r[k] for k in ("train_size", "method", "test_mse")} for r in rows],
+    }
+
+
 PUBLISHED_INERTIA = {  # test MSE: EMLP (Finzi, Welling, Wilson 2021) Table; RPP (Finzi, Benton, Wilson 2021)
     "inertia": {"MLP": 3.24, "EMLP O(3)": 0.136},
     "modified_inertia": {"MLP": 4.79, "EMLP O(3)": 1.19},
@@ -302,8 +344,8 @@ def digits(args) -> dict:
             "summary": digits_module.summary(rows)}  # fmt: skip
 
 
-BENCHMARKS = {"nbody": nbody, "field": field, "inertia": inertia, "inertia_variants": inertia_variants,
-              "digits": digits}  # fmt: skip
+BENCHMARKS = {"nbody": nbody, "nbody_curve": nbody_curve, "field": field, "inertia": inertia,
+              "inertia_variants": inertia_variants, "digits": digits}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

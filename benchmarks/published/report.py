@@ -78,6 +78,24 @@ def _best_test(run: dict) -> tuple[float, str]:
 FIELD_COLUMNS = ("equivariant", "two_phase", "unconstrained", "plain", "plain_augmented", "egnn")
 
 
+def curve_section(curve: dict, field: dict | None) -> list[str]:
+    """Test MSE against the number of training systems; 3,000 from the field benchmark's eps = 0 cell."""
+    table: dict = defaultdict(dict)
+    for row in curve["rows"]:
+        table[row["train_size"]][row["method"]] = row["test_mse"]
+    no_field = (field or {}).get("cells", {}).get("onset_eps0", {}).get("methods", {})
+    for method, label in (("egnn", "egnn"), ("two_phase", "geo_two_phase")):
+        if method in no_field:
+            table[3000][label] = no_field[method]["test_mse"]
+    header = "| training systems | EGNN (ours) | geo transformer, two-phase |"
+    lines = ["## N-body learning curve", "", header, "| --- | --- | --- |"]
+    for size in sorted(table):
+        row = table[size]
+        cells = [format(row[m], ".4f") if m in row else "" for m in ("egnn", "geo_two_phase")]
+        lines.append(f"| {size} | {' | '.join(cells)} |")
+    return [*lines, ""]
+
+
 def field_section(field: dict) -> list[str]:
     """The field table: test MSE per cell and method, the best in bold, the equivariant floor beside."""
     lines = ["## N-body in a uniform field E = eps e_z", "", field["settings"] + ".", "",
@@ -164,9 +182,8 @@ def write_report(folder: Path, suffix: str = "", results: Path = RESULTS) -> dic
     """Write ``published{suffix}.json`` and ``PUBLISHED{suffix}.md`` beside the results folder's tables
     (for the default folder) or into ``folder`` (another one, e.g. a quick run's)."""
     target = results if folder.resolve() == (results / "published").resolve() else folder
-    nbody, field, inertia, variants, digits = (
-        _load(folder, n, suffix) for n in ("nbody", "field", "inertia", "inertia_variants", "digits")
-    )
+    names = ("nbody", "nbody_curve", "field", "inertia", "inertia_variants", "digits")
+    nbody, curve, field, inertia, variants, digits = (_load(folder, n, suffix) for n in names)
     summary: dict = {}
     lines = ["# Published protocols", "", "Figures marked *quoted* are the papers'; the rest were measured "
              "on this machine (2 CPU cores) with `python -m benchmarks.published`.", ""]  # fmt: skip
@@ -191,6 +208,8 @@ def write_report(folder: Path, suffix: str = "", results: Path = RESULTS) -> dic
         for variant in nbody.get("geo_transformer_variants", []):
             lines.append(f"| geo transformer, {variant['name']} | {variant['test_mse']:.4f} |")
         lines.append("")
+    if curve is not None:
+        lines += curve_section(curve, field)
     if field is not None:
         lines += field_section(field)
     if inertia is not None:

@@ -181,6 +181,17 @@ def test_the_runner_writes_every_benchmark_and_the_report_in_quick_mode(tmp_path
     assert {r["method"] for r in digits["rows"]} == {"rbf_svm", "cnn", "cnn_aug"}
 
 
+def test_the_shipped_models_hold_on_fresh_data():
+    """Systems drawn with a seed no split used: the ModifiedInertia model stays below the error floor of
+    every O(3)-equivariant map (0.635), the N-body model far below constant velocity (0.11)."""
+    from benchmarks.published import shipped
+
+    mse = shipped.modified_inertia_mse(shipped.load("modified_inertia"), seed=11, count=500)
+    assert mse < 0.6
+    if (shipped.MODELS / "nbody").is_dir():
+        assert shipped.nbody_mse(shipped.load("nbody"), seed=11, count=300) < 0.03
+
+
 def test_the_nbody_runner_and_its_wall_time_budget(tmp_path):
     args = ["nbody", "--quick", "--skip-geo", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]
     assert main(args) == 0

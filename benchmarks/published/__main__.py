@@ -7,6 +7,7 @@
     python -m benchmarks.published inertia      # Inertia, ModifiedInertia: MLP calibration, geo transformer
     python -m benchmarks.published inertia_variants  # phase I forms, adaptive switching, RPP, breaking
     python -m benchmarks.published digits       # rotated digits: RBF SVM and CNN
+    python -m benchmarks.published shipped      # the shipped models on freshly simulated systems
     python -m benchmarks.published report       # published.json and PUBLISHED.md from the results
     python -m benchmarks.published all --quick  # tiny data and a few steps (a CI test)
 
@@ -344,8 +345,15 @@ def digits(args) -> dict:
             "summary": digits_module.summary(rows)}  # fmt: skip
 
 
+def shipped(args) -> dict:
+    """The shipped models on freshly simulated test systems (seeds 7 and 8; 2,000 each)."""
+    from benchmarks.published.shipped import fresh_scores
+
+    return {"fresh_test_mse": fresh_scores(count=200 if args.quick else 2000)}
+
+
 BENCHMARKS = {"nbody": nbody, "nbody_curve": nbody_curve, "field": field, "inertia": inertia,
-              "inertia_variants": inertia_variants, "digits": digits}  # fmt: skip
+              "inertia_variants": inertia_variants, "digits": digits, "shipped": shipped}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

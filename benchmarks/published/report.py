@@ -182,8 +182,8 @@ def write_report(folder: Path, suffix: str = "", results: Path = RESULTS) -> dic
     """Write ``published{suffix}.json`` and ``PUBLISHED{suffix}.md`` beside the results folder's tables
     (for the default folder) or into ``folder`` (another one, e.g. a quick run's)."""
     target = results if folder.resolve() == (results / "published").resolve() else folder
-    names = ("nbody", "nbody_curve", "field", "inertia", "inertia_variants", "digits")
-    nbody, curve, field, inertia, variants, digits = (_load(folder, n, suffix) for n in names)
+    names = ("nbody", "nbody_curve", "field", "inertia", "inertia_variants", "digits", "shipped")
+    nbody, curve, field, inertia, variants, digits, shipped = (_load(folder, n, suffix) for n in names)
     summary: dict = {}
     lines = ["# Published protocols", "", "Figures marked *quoted* are the papers'; the rest were measured "
              "on this machine (2 CPU cores) with `python -m benchmarks.published`.", ""]  # fmt: skip
@@ -255,6 +255,12 @@ def write_report(folder: Path, suffix: str = "", results: Path = RESULTS) -> dic
                 best = "" if not own else "{:.1f} ({})".format(*max((v[0], k) for k, v in own.items()))
                 gap = "" if margin is None else format(margin["margin_points"], "+.1f")
                 lines.append(f"| {cell} | {size} | {' | '.join(cells)} | {recommended} | {best} | {gap} |")
+        lines.append("")
+    if shipped is not None:
+        lines += ["## Shipped models on freshly simulated systems", "", "| model | seed | test MSE |",
+                  "| --- | --- | --- |"]  # fmt: skip
+        for name, scores in shipped["fresh_test_mse"].items():
+            lines += [f"| {name} | {seed} | {value:.4f} |" for seed, value in scores.items()]
         lines.append("")
     if field is not None:
         plot_field(field, target / f"field{suffix}.png")

@@ -201,3 +201,5 @@ def test_the_nbody_runner_and_its_wall_time_budget(tmp_path):
     assert len(result["egnn"]["curve"]) == 2  # quick: 2 epochs, read after each
     assert main([*args, "--minutes", "0"]) == 0  # the wall-time budget stops training at the first reading
     assert len(json.loads((tmp_path / "nbody_quick.json").read_text())["egnn"]["curve"]) == 1
+    assert main([*args, "--skip-egnn"]) == 0  # the EGNN run already written is kept, not retrained
+    assert len(json.loads((tmp_path / "nbody_quick.json").read_text())["egnn"]["curve"]) == 1

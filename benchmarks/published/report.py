@@ -98,16 +98,18 @@ def curve_section(curve: dict, field: dict | None) -> list[str]:
 
 def field_section(field: dict) -> list[str]:
     """The field table: test MSE per cell and method, the best in bold, the equivariant floor beside."""
+    present = {m for c in field["cells"].values() for m in c["methods"]}
+    columns = [m for m in FIELD_COLUMNS if m in present] + sorted(present - set(FIELD_COLUMNS))
     lines = ["## N-body in a uniform field E = eps e_z", "", field["settings"] + ".", "",
-             "| field | eps | equivariant floor | " + " | ".join(FIELD_COLUMNS) + " |",
-             "| --- " * (3 + len(FIELD_COLUMNS)) + "|"]  # fmt: skip
+             "| field | eps | equivariant floor | " + " | ".join(columns) + " |",
+             "| --- " * (3 + len(columns)) + "|"]  # fmt: skip
     ordered = sorted(field["cells"].values(), key=lambda c: (c["mode"] != "onset", c["eps"]))
     for cell in ordered:
         methods = cell["methods"]
-        best = min((m for m in FIELD_COLUMNS if m in methods), key=lambda m: methods[m]["test_mse"])
+        best = min(methods, key=lambda m: methods[m]["test_mse"])
         cells = [
             ("**{:.4f}**" if m == best else "{:.4f}").format(methods[m]["test_mse"]) if m in methods else ""
-            for m in FIELD_COLUMNS
+            for m in columns
         ]
         head = f"| {cell['mode']} | {cell['eps']:g} | {cell['equivariant_floor']:.4f} | "
         lines.append(head + " | ".join(cells) + " |")
@@ -138,7 +140,7 @@ def plot_field(field: dict, path: Path) -> None:
         axis.set_xlabel("eps")
         axis.set_title("switched on at the input frame" if mode == "onset" else "acting throughout")
     axes[0].set_ylabel("test MSE")
-    axes[1].legend(fontsize=8)
+    axes[0].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -150,10 +150,13 @@ def field(args) -> dict:
             result = _field_run(method, args, splits, files, args.cache / "runs" / "field" / cell)
             result.update(cell=cell, mode=mode, eps=eps, method=method)
             path.write_text(json.dumps(result, indent=1) + "\n")
-    return collect_field(folder)
+    settings = (f"one seed per cell; each peer trains for {args.field_minutes:g} min of wall time on one "
+                f"core, the geo transformer for {args.field_geo_steps:,} steps per phase (about 4 min); test "
+                "MSE at the best validation")  # fmt: skip
+    return collect_field(folder, settings)
 
 
-def collect_field(folder: Path) -> dict:
+def collect_field(folder: Path, settings: str) -> dict:
     """{cell: {mode, eps, equivariant_floor, methods: {method: test MSE and cost}}} from the cached runs;
     a two-phase run gives its phase I ("equivariant") and its selected phase ("two_phase")."""
     cells: dict = {}
@@ -177,8 +180,7 @@ def collect_field(folder: Path) -> dict:
                                       "best_epoch": run["best_epoch"]}  # fmt: skip
     return {
         "protocol": field_module.__doc__.split("\n\n")[0].replace("\n", " "),
-        "settings": "one seed per cell; the peers train for a wall-time budget (--field-minutes), the geo "
-        "transformer for --field-geo-steps steps per phase; test MSE at the best validation",
+        "settings": settings,
         "cells": cells,
     }
 

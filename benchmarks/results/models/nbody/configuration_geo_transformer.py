@@ -1,0 +1,324 @@
+"""Configuration of the geo transformer: sizes, positional encodings (irreps specs) and the phase state."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedConfig
+
+from geo_pe.pe import absolute_block_sizes
+from geo_pe.phases import PHASES, PROJECTIONS
+from geo_pe.reps import IrrepsSpec
+
+__all__ = ["GeoTransformerConfig"]
+
+RELATIVE_MODES = ("rotary", "gta")
+EQUIVARIANT_TARGETS = ("vector", "symmetric_matrix", "matrix", "position")
+EQUIVARIANT_LEVELS = ("token", "sequence")
+PHASE_LAYERS = ("attention", "all")
+
+
+class GeoTransformerConfig(PreTrainedConfig):
+    r"""Configuration of a `GeoTransformerModel`.
+
+    The token state has ``hidden_size`` channels: invariant scalars, then (with ``pe_absolute``) the
+    channels of the absolute encoding gamma(g) = vec(rho(g)). Relative encodings (``pe_relative``, rotary or
+    GTA) act inside attention on the heads made of scalar channels. The phase state is
+    ``phase_history``, e.g. ``["scalar_identity", "subspace"]``: a model is rebuilt by replaying it, so
+    ``from_pretrained`` restores every phase with its parameters. The config is plain data: derived sizes
+    are arithmetic on its fields, and no module is built here.
+
+    ``GeoTransformerConfig()`` builds a working model, as HF configs do: 8 float features per token and
+    RoPE (``"t1:8"``) over token indices.
+
+    Args:
+        vocab_size: token vocabulary for ``input_ids`` (0: no token embedding).
+        feature_size: float features per token for ``features`` (0: none).
+        hidden_size: width of the token state (scalars + absolute-PE channels).
+        num_hidden_layers, num_attention_heads: transformer depth and heads.
+        head_dim: per-head width, default ``hidden_size // num_attention_heads``; heads must tile the state.
+        intermediate_size: SwiGLU width (on the scalars), default the multiple of 8 nearest 8/3 of
+            their width.
+        hidden_act: MLP activation (``"silu"`` gives SwiGLU).
+        rms_norm_eps, initializer_range, attention_dropout, attention_bias: as in Llama.
+        pe_absolute: irreps spec of the absolute encoding concatenated to the scalars, or None.
+        pe_relative: irreps spec of the relative encoding (its dimension must equal ``head_dim``), or None.
+        pe_relative_mode: ``"rotary"`` (queries and keys) or ``"gta"`` (also values and outputs).
+        pair_layout: ``"interleaved"`` or ``"half"`` (see `geo_pe.pe.RotaryPE`).
+        phase_history: the phases the phase-controlled layers went through, last one current.
+        phase_layers: ``"attention"`` (q, k, v, o projections) or ``"all"`` (every linear layer of the
+            layers; the MLP is then part of a subspace too).
+        subspace_dim, subspace_projection, subspace_seed, shared_subspace: the random subspace of a
+            ``"subspace"`` phase.
+        pooling: ``"mean"`` over valid tokens for sequence heads.
+        classifier_dropout: dropout before the heads.
+        pe_gate: a gated nonlinearity on the channels of ``pe_absolute`` in every MLP: each block is
+            mapped by a phase-controlled linear layer (equivariant in phase I, freed with the attention
+            projections in phase II) and scaled by a sigmoid of a linear function of the scalars, as in
+            the gated nonlinearities of Weiler et al. (2018) and e3nn's ``Gate``. Without it the PE
+            channels are updated only linearly (attention and the residual).
+        shared_rotations: groups of attributes turned by one global rotation, e.g.
+            ``[["position", "velocity"]]`` for a particle's position and velocity directions (``s2``) or
+            ``[["orientation", "direction"]]``: their SO(3) irreps of equal degree are one irrep, so the
+            phase I maps mix their channels (`geo_pe.reps.share_rotation`).
+        point_attributes: ``s2`` attributes given as points in R^3 (atoms, particles), not directions: the
+            model centres each on the centroid of the valid tokens, reads the direction from there, adds
+            the distance to the invariant inputs, and moves "position" outputs with the raw points. The
+            model is then invariant to translations as well, with no pre-processing by the user.
+        distance_bias: Gaussian radial functions of the distances |x_i - x_j| between the tokens' points
+            (each of ``point_attributes``), mapped by a linear layer per attention layer to an additive bias
+            of every head's logits (0: none). Distances are invariant under rotations, translations and
+            reflections, so the model keeps its equivariance in every phase; they give attention the
+            pairwise geometry (who is near whom) that products of directions express only indirectly,
+            as the radial filters of SchNet, EGNN and TorchMD-Net do.
+        relative_point_values: attention also carries geometry into the values: each head averages the
+            offsets x_j - x_i of the point attributes with its weights, and a linear map per layer mixes
+            these per-head vectors into the degree-1 channels of ``pe_absolute`` that turn with the
+            points. This is EGNN's coordinate message (Satorras et al. 2021) with attention weights;
+            equivariant in every phase.
+        distance_bias_max: the largest distance the radial functions resolve (their centres are spaced
+            evenly on [0, distance_bias_max]), in the points' units.
+        equivariant_target, equivariant_level, output_attribute: what
+            `GeoTransformerForEquivariantRegression` predicts (``"vector"``, ``"symmetric_matrix"``,
+            ``"matrix"`` (any 3x3) or ``"position"``), per ``"token"`` or per ``"sequence"``, turning with
+            which rotation attribute (default: the only one).
+        causal: each token attends to itself and the tokens before it (a decoder over trajectories or
+            policies); phase I stays exactly equivariant, since the mask depends on token order only.
+        validate_inputs: check input values (finite features, valid group elements) in the forward; each
+            check reads the data, a host sync on an accelerator. Shapes are always checked.
+    """
+
+    model_type = "geo_transformer"
+
+    def __init__(
+        self,
+        vocab_size: int = 0,
+        feature_size: int = 8,
+        hidden_size: int = 64,
+        num_hidden_layers: int = 2,
+        num_attention_heads: int = 4,
+        head_dim: int | None = None,
+        intermediate_size: int | None = None,
+        hidden_act: str = "silu",
+        rms_norm_eps: float = 1e-6,
+        initializer_range: float = 0.02,
+        attention_dropout: float = 0.0,
+        attention_bias: bool = False,
+        pe_absolute: str | dict | None = None,
+        pe_relative: str | dict | None = "t1:8",
+        pe_relative_mode: str = "rotary",
+        pair_layout: str = "interleaved",
+        phase_history: list[str] | None = None,
+        phase_layers: str = "attention",
+        subspace_dim: int | None = None,
+        subspace_projection: str = "fastfood",
+        subspace_seed: int = 0,
+        shared_subspace: bool = True,
+        pooling: str = "mean",
+        classifier_dropout: float = 0.0,
+        pe_gate: bool = False,
+        shared_rotations: list[list[str]] | None = None,
+        point_attributes: list[str] | None = None,
+        distance_bias: int = 0,
+        distance_bias_max: float = 5.0,
+        relative_point_values: bool = False,
+        equivariant_target: str = "vector",
+        equivariant_level: str = "sequence",
+        output_attribute: str | None = None,
+        causal: bool = False,
+        validate_inputs: bool = True,
+        **kwargs,
+    ):
+        self.vocab_size, self.feature_size = vocab_size, feature_size
+        self.hidden_size, self.num_hidden_layers = hidden_size, num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.head_dim = head_dim if head_dim is not None else hidden_size // max(1, num_attention_heads)
+        self.pe_absolute = None if pe_absolute is None else str(IrrepsSpec.parse(pe_absolute))
+        self.pe_relative = None if pe_relative is None else str(IrrepsSpec.parse(pe_relative))
+        self.pe_relative_mode, self.pair_layout = pe_relative_mode, pair_layout
+        scalars = hidden_size - self.pe_width
+        self.intermediate_size = (
+            intermediate_size if intermediate_size is not None else _swiglu_width(scalars)
+        )
+        self.hidden_act, self.rms_norm_eps = hidden_act, rms_norm_eps
+        self.initializer_range, self.attention_dropout = initializer_range, attention_dropout
+        self.attention_bias = attention_bias
+        self.phase_history = list(phase_history) if phase_history else ["free"]
+        self.phase_layers = phase_layers
+        self.subspace_dim, self.subspace_projection = subspace_dim, subspace_projection
+        self.subspace_seed, self.shared_subspace = subspace_seed, shared_subspace
+        self.pooling, self.classifier_dropout = pooling, classifier_dropout
+        self.pe_gate, self.causal, self.validate_inputs = pe_gate, causal, validate_inputs
+        self.equivariant_target, self.equivariant_level = equivariant_target, equivariant_level
+        self.output_attribute = output_attribute
+        self.distance_bias, self.distance_bias_max = distance_bias, distance_bias_max
+        self.relative_point_values = relative_point_values
+        self.shared_rotations = [list(group) for group in shared_rotations] if shared_rotations else None
+        self.point_attributes = list(point_attributes) if point_attributes else None
+        super().__init__(**kwargs)
+        self.validate_geometry()
+
+    # --- derived sizes ---------------------------------------------------------------------------------
+    @property
+    def pe_block_sizes(self) -> tuple[int, ...]:
+        """Channels of each irrep block of the absolute encoding, in order (empty without one)."""
+        return absolute_block_sizes(self.pe_absolute) if self.pe_absolute is not None else ()
+
+    @property
+    def pe_width(self) -> int:
+        """Channels of the absolute encoding in the token state (0 without one)."""
+        return sum(self.pe_block_sizes)
+
+    @property
+    def scalar_size(self) -> int:
+        return self.hidden_size - self.pe_width
+
+    @property
+    def phase(self) -> str:
+        return self.phase_history[-1]
+
+    # --- validation --------------------------------------------------------------------------------------
+    def validate_geometry(self) -> None:
+        """Check sizes, specs and phases; raise ``ValueError`` naming the field and what was expected."""
+        for name in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "head_dim",
+            "intermediate_size",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        if self.vocab_size < 0 or self.feature_size < 0:
+            raise ValueError(
+                f"vocab_size, feature_size: expected non-negative sizes, got {self.vocab_size}, "
+                f"{self.feature_size}"
+            )
+        if self.vocab_size + self.feature_size == 0 and not self.point_attributes:
+            raise ValueError(
+                "vocab_size, feature_size: the model needs input_ids (vocab_size > 0), features or "
+                "point_attributes"
+            )
+        if self.num_attention_heads * self.head_dim != self.hidden_size:
+            raise ValueError(
+                f"num_attention_heads, head_dim: {self.num_attention_heads} heads of {self.head_dim} "
+                f"channels must tile hidden_size={self.hidden_size}"
+            )
+        if self.scalar_size < 1:
+            raise ValueError(
+                f"hidden_size: {self.hidden_size} leaves no scalar channels next to the {self.pe_width} "
+                f"channels of pe_absolute={self.pe_absolute!r}"
+            )
+        if self.pe_absolute is not None:
+            boundaries = _block_boundaries(self.pe_absolute, self.scalar_size)
+            cuts = [
+                h * self.head_dim
+                for h in range(1, self.num_attention_heads)
+                if h * self.head_dim not in boundaries
+            ]
+            if cuts:
+                raise ValueError(
+                    f"head_dim: heads of {self.head_dim} channels cut blocks of "
+                    f"pe_absolute={self.pe_absolute!r} (placed after {self.scalar_size} scalars) at channels "
+                    f"{cuts}; attention within a head is only invariant over whole blocks, so choose "
+                    "hidden_size, head_dim or the spec to align them"
+                )
+        if self.pe_relative is not None:
+            relative = IrrepsSpec.parse(self.pe_relative).dim
+            if relative != self.head_dim:
+                raise ValueError(
+                    f"pe_relative: {self.pe_relative!r} has dimension {relative}, which does not tile "
+                    f"head_dim={self.head_dim}"
+                )
+            if self.relative_heads < 1:
+                raise ValueError(
+                    "pe_relative: no attention head consists of scalar channels only, so the relative "
+                    "encoding has no head to act on; make the scalars at least head_dim wide"
+                )
+        if self.pe_relative_mode not in RELATIVE_MODES:
+            raise ValueError(
+                f"pe_relative_mode: expected one of {RELATIVE_MODES}, got {self.pe_relative_mode!r}"
+            )
+        if self.pair_layout not in ("interleaved", "half"):
+            raise ValueError(f"pair_layout: expected 'interleaved' or 'half', got {self.pair_layout!r}")
+        bad = [p for p in self.phase_history if p not in PHASES]
+        if bad:
+            raise ValueError(f"phase_history: unknown phases {bad} (expected some of {PHASES})")
+        if self.phase_layers not in PHASE_LAYERS:
+            raise ValueError(f"phase_layers: expected one of {PHASE_LAYERS}, got {self.phase_layers!r}")
+        if "scalar_identity" in self.phase_history and self.phase_layers != "attention":
+            raise ValueError(
+                "phase_layers: scalar identity needs square layers, use phase_layers='attention'"
+            )
+        if "subspace" in self.phase_history and not self.subspace_dim:
+            raise ValueError("subspace_dim: a 'subspace' phase in phase_history needs the subspace dimension")
+        if self.subspace_projection not in PROJECTIONS:
+            raise ValueError(
+                f"subspace_projection: expected one of {PROJECTIONS}, got {self.subspace_projection!r}"
+            )
+        if self.pe_gate and self.pe_absolute is None:
+            raise ValueError("pe_gate: gates act on the channels of pe_absolute, which is None")
+        attributes = {}
+        for spec in (self.pe_absolute, self.pe_relative):
+            if spec is not None:
+                attributes.update(IrrepsSpec.parse(spec).attributes)
+        not_points = [a for a in self.point_attributes or [] if attributes.get(a) != "s2"]
+        if not_points:
+            raise ValueError(
+                f"point_attributes: {not_points} are not s2 attributes of the encodings "
+                f"({sorted(attributes)})"
+            )
+        if not isinstance(self.distance_bias, int) or self.distance_bias < 0 or self.distance_bias == 1:
+            raise ValueError(
+                f"distance_bias: expected 0 or at least 2 radial functions, got {self.distance_bias!r}"
+            )
+        if self.distance_bias and not self.point_attributes:
+            raise ValueError("distance_bias: distances are taken between points; set point_attributes")
+        if self.relative_point_values and not self.point_attributes:
+            raise ValueError("relative_point_values: offsets are taken between points; set point_attributes")
+        if not self.distance_bias_max > 0:
+            raise ValueError(
+                f"distance_bias_max: expected a positive distance, got {self.distance_bias_max!r}"
+            )
+        for group in self.shared_rotations or []:
+            if len(group) < 2 or not all(isinstance(a, str) for a in group):
+                raise ValueError(
+                    f"shared_rotations: each group lists two or more attribute names, got {group!r}"
+                )
+            unknown = [a for a in group if a not in attributes]
+            if unknown:
+                raise ValueError(
+                    f"shared_rotations: {unknown} are not attributes of the encodings ({sorted(attributes)})"
+                )
+            wrong = [a for a in group if attributes[a] not in ("so3", "s2")]
+            if wrong:
+                raise ValueError(
+                    f"shared_rotations: {wrong} are not so3 or s2 attributes; only those share a rotation"
+                )
+        if self.equivariant_target not in EQUIVARIANT_TARGETS:
+            raise ValueError(
+                f"equivariant_target: expected one of {EQUIVARIANT_TARGETS}, got {self.equivariant_target!r}"
+            )
+        if self.equivariant_level not in EQUIVARIANT_LEVELS:
+            raise ValueError(
+                f"equivariant_level: expected one of {EQUIVARIANT_LEVELS}, got {self.equivariant_level!r}"
+            )
+        if self.pooling != "mean":
+            raise ValueError(f"pooling: expected 'mean', got {self.pooling!r}")
+
+    @property
+    def relative_heads(self) -> int:
+        """Heads made of scalar channels only: the ones the relative encoding acts on."""
+        return self.scalar_size // self.head_dim if self.pe_absolute is not None else self.num_attention_heads
+
+
+def _swiglu_width(scalars: int) -> int:
+    return max(8, 8 * round(8 * scalars / 3 / 8))
+
+
+def _block_boundaries(spec: str, offset: int) -> set[int]:
+    """Channel offsets in the token state where the blocks of the absolute encoding begin and end."""
+    bounds, position = set(range(offset + 1)), offset
+    for d in absolute_block_sizes(spec):
+        position += d
+        bounds.add(position)
+    return bounds

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from benchmarks.published.nbody import INPUT_FRAME, SAMPLE_EVERY, Systems
+from geo_pe import quaternion
 
 ONSET_STEP = INPUT_FRAME * SAMPLE_EVERY  # the field is switched on as the input frame is recorded
 MODES = {"onset": ONSET_STEP, "throughout": 0}
@@ -52,17 +53,8 @@ class PlainTransformer(nn.Module):
 
 
 def random_rotations(count: int, generator: torch.Generator) -> torch.Tensor:
-    """``(count, 3, 3)`` rotations, uniform (Haar) from normalised Gaussian quaternions."""
-    q = torch.randn(count, 4, generator=generator)
-    w, x, y, z = (q / q.norm(dim=-1, keepdim=True)).unbind(-1)
-    return torch.stack(
-        (
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ),
-        -1,
-    ).reshape(count, 3, 3)  # fmt: skip
+    """``(count, 3, 3)`` rotations drawn uniformly (Haar) from SO(3)."""
+    return quaternion.to_matrix(quaternion.random(count, generator=generator))
 
 
 def tensors(s: Systems) -> tuple[torch.Tensor, ...]:

@@ -1,8 +1,9 @@
 """The experiment runner (benchmarks/experiments): methods are valid configs, the controls are what they
 claim, learning rates are chosen by validation, the cache survives a torn line, and --quick regenerates
-every table and plot (the CI smoke test)."""
+the tables and plots (a few suites by default; every suite with ``pytest -m slow``)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -92,22 +93,36 @@ def test_the_cache_skips_a_torn_last_line(tmp_path):
     assert list(read_cache(path)) == ["k1"]
 
 
-def test_quick_mode_regenerates_every_table_and_plot(tmp_path):
-    assert main(["--quick", "--out", str(tmp_path), "--jobs", "2"]) == 0
-    report = (tmp_path / "RESULTS.md").read_text()
-    for suite in SUITES.values():
-        assert f"## {suite.title}" in report
-    pngs = {p.name for p in tmp_path.glob("*.png")}
-    expected = {f"{n}.png" for n in SUITES if n not in ("tuning", "layerwise", "layerwise_attention")}
-    expected |= {"layerwise_filters.png", "layerwise_natural_filters.png", "attention_maps.png"}
-    assert expected <= pngs
-    runs = read_cache(tmp_path / "runs.jsonl")
+def _check_quick_run(out: Path, names: list[str], expected_pngs: set[str]) -> None:
+    """Tables, plots and cache of a quick run of ``names``; the report regenerates from the cache alone."""
+    only = [] if set(names) == set(SUITES) else ["--only", *names]
+    assert main(["--quick", "--out", str(out), "--jobs", "2", *only]) == 0
+    report = (out / "RESULTS.md").read_text()
+    for name in names:
+        assert f"## {SUITES[name].title}" in report
+    for name in set(SUITES) - set(names):
+        assert f"## {SUITES[name].title}" not in report  # a suite that was not run gets no empty section
+    assert expected_pngs <= {p.name for p in out.glob("*.png")}
+    runs = read_cache(out / "runs.jsonl")
     # one run per distinct spec: a spec shared by two suites (same overrides) is run and cached once
-    assert len(runs) == len({s.key for n in SUITES for s in make_specs(n, {}, quick=True)})
+    assert len(runs) == len({s.key for n in names for s in make_specs(n, {}, quick=True)})
     assert all("error" not in r for r in runs.values())
     # the report is a pure function of the cache: regenerating it changes nothing
-    assert main(["--quick", "--out", str(tmp_path), "--report-only"]) == 0
-    assert (tmp_path / "RESULTS.md").read_text() == report
+    assert main(["--quick", "--out", str(out), "--report-only", *only]) == 0
+    assert (out / "RESULTS.md").read_text() == report
+
+
+def test_quick_mode_on_three_suites_regenerates_their_tables_and_plots(tmp_path):
+    names = ["tuning", "layerwise", "motifs", "rotors_eps"]
+    pngs = {"layerwise_filters.png", "layerwise_natural_filters.png", "motifs.png", "rotors_eps.png"}
+    _check_quick_run(tmp_path, names, pngs)
+
+
+@pytest.mark.slow
+def test_quick_mode_regenerates_every_table_and_plot(tmp_path):
+    pngs = {f"{n}.png" for n in SUITES if n not in ("tuning", "layerwise", "layerwise_attention")}
+    pngs |= {"layerwise_filters.png", "layerwise_natural_filters.png", "attention_maps.png"}
+    _check_quick_run(tmp_path, list(SUITES), pngs)
 
 
 def test_natural_patches_have_a_fixed_disjoint_split_and_no_mirror_symmetry():

@@ -179,6 +179,34 @@ def test_the_runner_writes_every_benchmark_and_the_report_in_quick_mode(tmp_path
     assert "Phase I to validation MSE" in (tmp_path / "PUBLISHED_quick.md").read_text()
     digits = json.loads((tmp_path / "digits_quick.json").read_text())
     assert {r["method"] for r in digits["rows"]} == {"rbf_svm", "cnn", "cnn_aug"}
+    geo = json.loads((tmp_path / "digits_geo_quick.json").read_text())
+    assert geo["chosen_size"] == "h32x2" and len(geo["final"]) == 1
+    schedules = {r["labels"]["method"]: r for r in geo["schedules"]}
+    assert set(schedules) == {"unconstrained", "adaptive", "scalar_identity"}
+    assert schedules["scalar_identity"]["phases"][0]["phase"] == "scalar_identity"
+    assert [p["phase"] for p in schedules["unconstrained"]["phases"]] == ["free"]
+    # the margin is the tuned two-phase run's accuracy minus the best baseline's, in points
+    best_baseline = max(v[0] for v in digits["summary"]["rotated_45"]["50"].values())
+    expected_margin = 100 * geo["final"][0]["test"] - best_baseline
+    assert summary["digits_min_margin_points"] == pytest.approx(expected_margin)
+    assert "size, chosen on validation" in (tmp_path / "PUBLISHED_quick.md").read_text()
+
+
+def test_digits_geo_specs_are_valid_configs_and_the_size_is_chosen_on_validation(tmp_path):
+    from benchmarks.experiments.runner import build_config
+    from benchmarks.published import digits_geo
+
+    for size in digits_geo.SIZES:
+        for method in digits_geo.SCHEDULES:
+            config = build_config(digits_geo.spec("tilt_45", 300, size, method, 0), str(tmp_path))
+            assert config.model.hidden_size == digits_geo.SIZES[size]["hidden_size"]
+            assert config.training.early_stopping_patience == digits_geo.PATIENCE
+            assert config.data.tilt_digits == 10 and config.data.rotation_range == 45.0
+    records = [
+        {"labels": {"size": "a"}, "validation": 0.9}, {"labels": {"size": "a"}, "validation": 0.5},
+        {"labels": {"size": "b"}, "validation": 0.8}, {"labels": {"size": "b"}, "validation": 0.7},
+    ]  # fmt: skip
+    assert digits_geo.choose_size(records) == "b"  # mean 0.75 beats 0.70, though "a" has the best run
 
 
 def test_the_shipped_models_hold_on_fresh_data():

@@ -7,6 +7,7 @@
     python -m benchmarks.published inertia      # Inertia, ModifiedInertia: MLP calibration, geo transformer
     python -m benchmarks.published inertia_variants  # phase I forms, adaptive switching, RPP, breaking
     python -m benchmarks.published digits       # rotated digits: RBF SVM and CNN
+    python -m benchmarks.published digits_geo   # rotated digits: the geo transformer, tuned on validation
     python -m benchmarks.published shipped      # the shipped models on freshly simulated systems
     python -m benchmarks.published report       # published.json and PUBLISHED.md from the results
     python -m benchmarks.published all --quick  # tiny data and a few steps (a CI test)
@@ -353,6 +354,18 @@ def digits(args) -> dict:
             "summary": digits_module.summary(rows)}  # fmt: skip
 
 
+def digits_geo(args) -> dict:
+    """The geo transformer on the digits cells (see `benchmarks.published.digits_geo`); each run is cached
+    in ``<out>/digits_geo/runs.jsonl``."""
+    from benchmarks.published import digits_geo as module
+
+    folder = args.out / ("digits_geo_quick" if args.quick else "digits_geo")
+    sizes = {"h32x2": module.SIZES["h32x2"]} if args.quick else module.SIZES
+    result = module.run(folder / "runs.jsonl", jobs=args.jobs, quick=args.quick, sizes=sizes)
+    result["summary"] = module.summary(result)
+    return result
+
+
 def shipped(args) -> dict:
     """The shipped models on freshly simulated test systems (seeds 7 and 8; 2,000 each)."""
     from benchmarks.published.shipped import fresh_scores
@@ -361,7 +374,8 @@ def shipped(args) -> dict:
 
 
 BENCHMARKS = {"nbody": nbody, "nbody_curve": nbody_curve, "field": field, "inertia": inertia,
-              "inertia_variants": inertia_variants, "digits": digits, "shipped": shipped}  # fmt: skip
+              "inertia_variants": inertia_variants, "digits": digits, "digits_geo": digits_geo,
+              "shipped": shipped}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -390,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "geo-pe" / "published")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=2, help="digits_geo: worker processes")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     np.seterr(all="ignore")

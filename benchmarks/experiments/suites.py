@@ -86,6 +86,12 @@ def method_overrides(method: str, base: str) -> dict:
         "two_phase_residual": {**freed, "phase2": "residual"},
         "two_phase_relative_only": {**freed, "pe_absolute": None},
     }
+    # schedules: adaptive switching (phase I ends after 2 evaluations without a better validation metric,
+    # within a budget of both phases' steps; phase II keeps its steps) and the scalar-identity phase I
+    table["adaptive_lr1"] = {
+        **table["two_phase_lr1"], "phase1_steps": total, "phase2_steps": p2, "switch_patience": 2,
+    }  # fmt: skip
+    table["scalar_identity_lr1"] = {**table["two_phase_lr1"], "phase1_constraint": "scalar_identity"}
     # the same pushes with phase II at the full learning rate (the 0.1x default left phase II unable to
     # learn the tilt at all in the first push run)
     for name in ("pull_decay", "pull_anchor", "gradual_release", "two_phase_residual"):
@@ -131,7 +137,10 @@ LR_SOURCE = {
     "equivariant_restart_lr1": "equivariant",
     "two_phase_switch_25_lr1": "two_phase_free",
     "two_phase_switch_75_lr1": "two_phase_free",
+    "adaptive_lr1": "two_phase_free",
+    "scalar_identity_lr1": "two_phase_free",
 }
+SCHEDULE_METHODS = ("two_phase_lr1", "adaptive_lr1", "scalar_identity_lr1", "unconstrained")
 
 
 # --- suites -------------------------------------------------------------------------------------------------
@@ -176,6 +185,12 @@ SUITES = {
             "Controls where two-phase wins: +-45 degrees, 300 images, phase II at 1x",
             "variant",
             "variant",
+        ),
+        Suite(
+            "schedules",
+            "Adaptive switching and scalar-identity phase I where two-phase lost (300 examples)",
+            "cell",
+            "cell",
         ),
         Suite(
             "motifs",
@@ -341,6 +356,15 @@ def make_specs(name: str, lrs: dict, quick: bool) -> list[Spec]:
                     extra = {"absolute_fraction": fraction, "train_size": 300}
                     labels = {"absolute_fraction": fraction}
                     specs.append(_method(name, "motifs", method, lrs, labels, seed, **extra))
+    elif name == "schedules":
+        cells = (
+            ("digits", "digits tilt +-45", {"rotation_range": 45.0, **TILT, "train_size": 300}),
+            ("motifs", "motifs, all absolute", {"absolute_fraction": 1.0, "train_size": 300}),
+        )
+        for base, cell, extra in cells:
+            for method in SCHEDULE_METHODS:
+                for seed in seeds:
+                    specs.append(_method(name, base, method, lrs, {"cell": cell}, seed, **extra))
     elif name == "threshold":
         starts = {
             "initialisation": {"phase1_constraint": "free", "phase1_steps": 0},

@@ -25,12 +25,11 @@ from pathlib import Path
 
 from benchmarks.experiments.runner import read_cache, run_specs
 from benchmarks.experiments.suites import Spec
+from benchmarks.published import digits
 
 PHASE_STEPS, PATIENCE = 3000, 10
 TUNING_SEED, SEEDS = 100, (0, 1, 2)
 TUNING_CELLS = (("rotated_45", 300), ("tilt_45", 300))
-CELLS = {"rotated_45": (45.0, 0), "full_circle": (180.0, 0), "tilt_45": (45.0, 10)}  # as digits.CELLS
-TRAIN_SIZES = (50, 100, 300, 1000)
 ENCODINGS_16 = {"pe_absolute": "so2:2x1+2x2+2x3+2x4", "pe_relative": "so2:2x1+2x2+2x3+2x4"}
 SIZES = {  # name: model, batch and regularisation overrides (heads of 8 channels at width 32, 16 at 64)
     "h32x2": {"hidden_size": 32, "num_hidden_layers": 2, "batch_size": 32},
@@ -53,7 +52,7 @@ QUICK = {"phase1_steps": 8, "phase2_steps": 4, "eval_steps": 4, "early_stopping_
 
 
 def spec(cell: str, train_size: int, size: str, method: str, seed: int, quick: bool = False) -> Spec:
-    range_deg, tilt = CELLS[cell]
+    range_deg, tilt = digits.CELLS[cell]
     overrides = {
         "rotation_range": range_deg, "tilt_digits": tilt, "train_size": train_size, "data_seed": 0,
         "seed": seed, "learning_rate": 3e-3, "phase1_constraint": "equivariant", "phase2": "free",
@@ -62,8 +61,8 @@ def spec(cell: str, train_size: int, size: str, method: str, seed: int, quick: b
     }  # fmt: skip
     if quick:
         overrides.update(QUICK, switch_patience=min(overrides.get("switch_patience", 0), 1))
-        if method == "unconstrained":
-            overrides["phase1_steps"] = 12
+        if method == "unconstrained":  # both phases' steps in one, as in the full run
+            overrides["phase1_steps"] = QUICK["phase1_steps"] + QUICK["phase2_steps"]
     labels = {"cell": cell, "train_size": train_size, "size": size, "method": method, "seed": seed}
     return Spec("digits_geo", "digits", labels, overrides)
 
@@ -91,8 +90,8 @@ def run(runs_file: Path, jobs: int = 2, quick: bool = False, sizes=SIZES) -> dic
     final = [  # seed by seed: a run cut short still has whole cells
         spec(c, n, chosen, "two_phase", seed, quick)
         for seed in ((0,) if quick else SEEDS)
-        for c in (("rotated_45",) if quick else CELLS)
-        for n in ((50,) if quick else TRAIN_SIZES)
+        for c in (("rotated_45",) if quick else digits.CELLS)
+        for n in ((50,) if quick else digits.TRAIN_SIZES)
     ]
     schedules = [
         spec(c, 50 if quick else 300, chosen, m, seed, quick)
@@ -119,16 +118,5 @@ def run(runs_file: Path, jobs: int = 2, quick: bool = False, sizes=SIZES) -> dic
 
 def summary(result: dict) -> dict:
     """{cell: {train_size: {method: (mean, std) of test accuracy in %}}} of the final runs and the
-    schedules (two_phase in the schedule cells comes from the final runs)."""
-    values: dict = {}
-    for r in result["final"] + result["schedules"]:
-        labels = r["labels"]
-        cell = values.setdefault(labels["cell"], {}).setdefault(str(labels["train_size"]), {})
-        cell.setdefault(labels["method"], []).append(100 * r["test"])
-
-    def mean_std(v: list[float]) -> tuple[float, float]:
-        return statistics.fmean(v), statistics.pstdev(v)
-
-    return {
-        c: {n: {m: mean_std(v) for m, v in ms.items()} for n, ms in ns.items()} for c, ns in values.items()
-    }
+    schedules (two_phase in the schedule cells comes from the final runs), as `digits.summary`."""
+    return digits.summary([{**r["labels"], "test": r["test"]} for r in result["final"] + result["schedules"]])

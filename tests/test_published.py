@@ -207,6 +207,8 @@ def test_digits_geo_specs_are_valid_configs_and_the_size_is_chosen_on_validation
         {"labels": {"size": "b"}, "validation": 0.8}, {"labels": {"size": "b"}, "validation": 0.7},
     ]  # fmt: skip
     assert digits_geo.choose_size(records) == "b"  # mean 0.75 beats 0.70, though "a" has the best run
+    with pytest.raises(SystemExit):
+        main(["digits_geo", "--jobs", "0"])
 
 
 def test_the_shipped_models_hold_on_fresh_data():

@@ -406,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2, help="digits_geo: worker processes")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs: expected at least 1, got {args.jobs}")
     torch.set_num_threads(args.threads)
     np.seterr(all="ignore")
     args.out.mkdir(parents=True, exist_ok=True)

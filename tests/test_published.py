@@ -220,14 +220,51 @@ def test_the_shipped_models_hold_on_fresh_data():
     assert shipped.nbody_mse(shipped.load("nbody"), seed=11, count=300) < 0.03
 
 
-def test_the_nbody_runner_and_its_wall_time_budget(tmp_path):
+def test_the_nbody_runner_caches_each_seed_and_its_wall_time_budget(tmp_path):
     args = ["nbody", "--quick", "--skip-geo", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]
     assert main(args) == 0
     result = json.loads((tmp_path / "nbody_quick.json").read_text())
     assert set(result["trivial_baselines"]) == {"start_position", "constant_velocity", "pooled_linear"}
-    assert result["egnn"]["test_mse"] > 0 and result["published"]["EGNN"] == 0.0071
-    assert len(result["egnn"]["curve"]) == 2  # quick: 2 epochs, read after each
-    assert main([*args, "--minutes", "0"]) == 0  # the wall-time budget stops training at the first reading
-    assert len(json.loads((tmp_path / "nbody_quick.json").read_text())["egnn"]["curve"]) == 1
-    assert main([*args, "--skip-egnn"]) == 0  # the EGNN run already written is kept, not retrained
-    assert len(json.loads((tmp_path / "nbody_quick.json").read_text())["egnn"]["curve"]) == 1
+    assert result["published"]["EGNN"] == 0.0071 and result["geo_transformer"] == []
+    (run,) = result["egnn"]  # quick: the first of --run-seeds only
+    assert run["seed"] == 0 and run["test_mse"] > 0
+    assert len(run["curve"]) == 2  # quick: 2 epochs, read after each
+    assert main([*args, "--minutes", "0"]) == 0  # cached: kept, not retrained
+    assert len(json.loads((tmp_path / "nbody_quick.json").read_text())["egnn"][0]["curve"]) == 2
+    assert main([*args, "--minutes", "0", "--force"]) == 0  # the budget stops training at the first reading
+    assert len(json.loads((tmp_path / "nbody_quick.json").read_text())["egnn"][0]["curve"]) == 1
+    assert main([*args, "--skip-egnn", "--force"]) == 0  # --skip-egnn keeps the cached run under --force
+    assert len(json.loads((tmp_path / "nbody_quick.json").read_text())["egnn"][0]["curve"]) == 1
+    assert main([*args, "--run-seeds", "3", "--skip-egnn"]) == 0  # no cached run for seed 3: none trained
+    assert json.loads((tmp_path / "nbody_quick.json").read_text())["egnn"] == []
+
+
+@pytest.mark.parametrize("text", ["", "1,1", "-1", "0,a"])
+def test_run_seeds_name_the_argument(text, capsys):
+    with pytest.raises(SystemExit):
+        main(["report", "--run-seeds", text])
+    assert "--run-seeds" in capsys.readouterr().err
+
+
+def test_the_field_table_is_the_mean_and_std_over_seeds(tmp_path):
+    """Per-seed runs of one cell aggregate to mean, population std and the seeds; a two-phase run also
+    gives its phase I; a seed missing for one method leaves the others whole."""
+    from benchmarks.published.__main__ import collect_field
+
+    def write(method, seed, **run):
+        labels = {"cell": "onset_eps1", "mode": "onset", "eps": 1.0, "method": method, "seed": seed}
+        (tmp_path / f"onset_eps1_{method}_s{seed}.json").write_text(json.dumps({**labels, **run}))
+
+    for seed, mse in enumerate((0.01, 0.03)):
+        write("egnn", seed, test_mse=mse, seconds=10.0, best_epoch=1, max_minutes=3.5)
+        phases = [{"test_mse": 0.1 + seed}, {"test_mse": mse / 2}]
+        write("geo_two_phase", seed, phases=phases, selected_phase=2, wall_seconds=5.0)
+    write("plain", 1, test_mse=0.5, seconds=10.0, best_epoch=1, max_minutes=3.5)
+    cell = collect_field(tmp_path, 1000)["cells"]["onset_eps1"]
+    assert cell["equivariant_floor"] == pytest.approx(1 / 12)
+    egnn, two_phase = cell["methods"]["egnn"], cell["methods"]["two_phase"]
+    assert egnn["test_mse"] == pytest.approx(0.02) and egnn["test_mse_std"] == pytest.approx(0.01)
+    assert egnn["seeds"] == [0, 1] and egnn["test_mse_per_seed"] == [0.01, 0.03]
+    assert two_phase["test_mse"] == pytest.approx(0.01)
+    assert cell["methods"]["equivariant"]["test_mse"] == pytest.approx(0.6)
+    assert cell["methods"]["plain"]["seeds"] == [1]

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
+from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +64,29 @@ def train_egnn(splits: dict[str, Systems], *, epochs: int, seed: int = 0, eval_e
     return result
 
 
+def run_seeds(args) -> list[int]:
+    """The seeds of the geo transformer and the peers on N-body, the field and Inertia (one in quick)."""
+    return args.run_seeds[:1] if args.quick else args.run_seeds
+
+
+def cached_run(path: Path, run, *, force: bool = False, skip: bool = False, **labels) -> dict | None:
+    """The run cached at ``path``, else ``run()`` (labelled and written there); ``force`` reruns,
+    ``skip`` never trains (``None`` when nothing is cached)."""
+    if path.is_file() and (skip or not force):
+        return json.loads(path.read_text())
+    if skip:
+        return None
+    result = run()
+    result.pop("model", None)
+    result.update(labels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
 def nbody(args) -> dict:
+    """Calibration, then EGNN and the two-phase geo transformer for each of ``--run-seeds`` (same data,
+    the seed sets the initialisation and the batches); each run is cached in ``<out>/nbody_runs/``."""
     sizes = {"train": 200, "validation": 100, "test": 100} if args.quick else SPLITS
     splits = load_splits(args.cache, sizes=sizes)
     if args.parquet is not None:
@@ -73,23 +98,27 @@ def nbody(args) -> dict:
         "published": PUBLISHED_NBODY,
         "trivial_baselines": trivial_baselines(splits["train"], splits["test"]),
         "calibration_targets": {"start_position": 0.27, "constant_velocity": 0.11, "pooled_linear": 0.07},
+        "egnn": [],
+        "geo_transformer": [],
     }
     print(json.dumps({"trivial_baselines": result["trivial_baselines"]}), flush=True)
-    previous = args.out / f"nbody{'_quick' * args.quick}.json"
-    if args.skip_egnn and previous.is_file():  # keep the measured EGNN run, retrain the geo transformer
-        kept = json.loads(previous.read_text())
-        result["egnn"] = kept["egnn"]
-        result.update({k: kept[k] for k in ("note", "command") if k in kept})
-    else:
-        result["egnn"] = train_egnn(
-            splits,
-            epochs=2 if args.quick else args.epochs,
-            eval_every=1 if args.quick else 5,
-            max_minutes=args.minutes,
-        )
-    print(json.dumps({k: v for k, v in result["egnn"].items() if k != "curve"}), flush=True)
-    if not args.skip_geo:
-        result["geo_transformer"] = _geo_nbody(args, splits)
+    folder = args.out / f"nbody_runs{'_quick' * args.quick}"
+    for seed in run_seeds(args):
+
+        def egnn(seed=seed):
+            return train_egnn(splits, epochs=2 if args.quick else args.epochs, seed=seed,
+                              eval_every=1 if args.quick else 5, max_minutes=args.minutes)  # fmt: skip
+
+        run = cached_run(folder / f"egnn_s{seed}.json", egnn, force=args.force, skip=args.skip_egnn,
+                         method="egnn", seed=seed, max_minutes=args.minutes)  # fmt: skip
+        if run is not None:
+            result["egnn"].append(run)
+            print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
+        geo = partial(_geo_nbody, args, splits, seed)
+        run = cached_run(folder / f"geo_two_phase_s{seed}.json", geo, force=args.force, skip=args.skip_geo,
+                         method="geo_two_phase", seed=seed)  # fmt: skip
+        if run is not None:
+            result["geo_transformer"].append(run)
     return result
 
 
@@ -111,74 +140,95 @@ GEO_SCHEDULES = {  # method: overrides of nbody.yaml (steps: the phase I budget)
 }  # fmt: skip
 
 
-def _field_run(method: str, args, splits: dict[str, Systems], files: dict, run_dir: Path) -> dict:
+def _field_run(method: str, args, splits: dict[str, Systems], files: dict, run_dir: Path, seed: int) -> dict:
     if method in PEERS:
         make_model, augment = PEERS[method]
-        result = field_module.train_peer(
-            make_model, splits, epochs=1 if args.quick else 10_000, augment=augment,
+        return field_module.train_peer(
+            make_model, splits, epochs=1 if args.quick else 10_000, augment=augment, seed=seed,
             eval_every=1 if args.quick else 5, max_minutes=args.field_minutes,
         )  # fmt: skip
-        result.pop("model")
-        return result
-    if method not in GEO_SCHEDULES:
-        raise ValueError(f"--field-methods: unknown {method!r}; expected {sorted([*PEERS, *GEO_SCHEDULES])}")
     overrides = GEO_SCHEDULES[method](4 if args.quick else args.field_geo_steps)
-    return train_geo_transformer(HERE / "nbody.yaml", files, run_dir / method, args.quick, **overrides)
+    out = run_dir / (method if seed == 0 else f"{method}_s{seed}")
+    return train_geo_transformer(HERE / "nbody.yaml", files, out, args.quick, seed=seed, **overrides)
 
 
 def field(args) -> dict:
     """The N-body system in a uniform field (see `benchmarks.published.field`): every method on every
-    cell, one seed each. Each (cell, method) is cached in ``<out>/field/`` so runs can be split across
-    processes (``--field-cells``, ``--field-methods``) and resumed."""
+    cell for each of ``--run-seeds``. Each (cell, method, seed) is cached in ``<out>/field/`` so runs can
+    be split across processes (``--field-cells``, ``--field-methods``) and resumed."""
     sizes = {"train": 200, "validation": 100, "test": 100} if args.quick else SPLITS
     folder = args.out / ("field_quick" if args.quick else "field")
     folder.mkdir(parents=True, exist_ok=True)
     cells = args.field_cells
     if args.quick and cells == FIELD_CELLS:
         cells = "onset:0,onset:1"
-    for mode, eps in field_module.parse_cells(cells):
-        cell = field_module.cell_name(mode, eps)
-        field_from = field_module.MODES[mode] if eps else 0
-        splits = load_splits(args.cache, field=eps, field_from=field_from, sizes=sizes)
-        files = None
-        for method in args.field_methods.split(","):
-            path = folder / f"{cell}_{method}.json"
-            if path.is_file() and not args.force:
-                continue
-            if files is None:
-                files = write_parquet(splits, args.cache / "field_parquet" / f"{cell}{'_quick' * args.quick}")
-            print(f"field {cell}: {method}", file=sys.stderr, flush=True)
-            result = _field_run(method, args, splits, files, args.cache / "runs" / "field" / cell)
-            result.update(cell=cell, mode=mode, eps=eps, method=method)
-            path.write_text(json.dumps(result, indent=1) + "\n")
-    settings = (f"one seed per cell; each peer trains for {args.field_minutes:g} min of wall time on one "
-                f"core, the geo transformer for {args.field_geo_steps:,} steps per phase (about 4 min); test "
-                "MSE at the best validation")  # fmt: skip
-    return collect_field(folder, settings)
+    methods = args.field_methods.split(",")
+    unknown = sorted(set(methods) - {*PEERS, *GEO_SCHEDULES})
+    if unknown:
+        raise ValueError(
+            f"--field-methods: unknown {unknown}; expected some of {sorted([*PEERS, *GEO_SCHEDULES])}"
+        )
+    for seed in run_seeds(args):  # seed by seed, so a run cut short keeps whole seeds
+        for mode, eps in field_module.parse_cells(cells):
+            cell = field_module.cell_name(mode, eps)
+            field_from = field_module.MODES[mode] if eps else 0
+            splits = load_splits(args.cache, field=eps, field_from=field_from, sizes=sizes)
+            files = None
+            for method in methods:
+                path = folder / f"{cell}_{method}_s{seed}.json"
+                if path.is_file() and not args.force:
+                    continue
+                if files is None:
+                    name = f"{cell}{'_quick' * args.quick}"
+                    files = write_parquet(splits, args.cache / "field_parquet" / name)
+                print(f"field {cell}: {method}, seed {seed}", file=sys.stderr, flush=True)
+                run_dir = args.cache / "runs" / "field" / cell
+                run = partial(_field_run, method, args, splits, files, run_dir, seed)
+                labels = {"cell": cell, "mode": mode, "eps": eps, "method": method, "seed": seed}
+                if method in PEERS:
+                    labels["max_minutes"] = args.field_minutes
+                cached_run(path, run, force=True, **labels)
+    return collect_field(folder, args.field_geo_steps)
 
 
-def collect_field(folder: Path, settings: str) -> dict:
-    """{cell: {mode, eps, equivariant_floor, methods: {method: test MSE and cost}}} from the cached runs;
-    a two-phase run gives its phase I ("equivariant") and its selected phase ("two_phase")."""
+def collect_field(folder: Path, geo_steps: int) -> dict:
+    """{cell: {mode, eps, equivariant_floor, methods: {method: test MSE (mean, std, per seed) and cost}}}
+    from the cached runs; a two-phase run gives its phase I ("equivariant") and its selected phase
+    ("two_phase")."""
     cells: dict = {}
+    runs: dict = defaultdict(list)  # (cell, method) -> [(seed, test MSE, seconds)]
     for path in sorted(folder.glob("*.json")):
         run = json.loads(path.read_text())
-        cell = cells.setdefault(run["cell"], {
+        cells.setdefault(run["cell"], {
             "mode": run["mode"], "eps": run["eps"], "methods": {},
             "equivariant_floor": field_module.equivariant_floor(run["eps"], run["mode"]),
         })  # fmt: skip
-        methods = cell["methods"]
         if "phases" in run:
             phases, selected = run["phases"], run["selected_phase"]
             label = run["method"].removeprefix("geo_")
-            methods[label] = {"test_mse": phases[selected - 1]["test_mse"], "seconds": run["wall_seconds"],
-                              "selected_phase": selected}  # fmt: skip
+            runs[run["cell"], label].append(
+                (run["seed"], phases[selected - 1]["test_mse"], run["wall_seconds"])
+            )
             if len(phases) > 1:
                 name = "equivariant" if label == "two_phase" else f"phase1_of_{label}"
-                methods[name] = {"test_mse": phases[0]["test_mse"], "seconds": None}
+                runs[run["cell"], name].append((run["seed"], phases[0]["test_mse"], None))
         else:
-            methods[run["method"]] = {"test_mse": run["test_mse"], "seconds": run["seconds"],
-                                      "best_epoch": run["best_epoch"]}  # fmt: skip
+            runs[run["cell"], run["method"]].append((run["seed"], run["test_mse"], run["seconds"]))
+    minutes = sorted({json.loads(p.read_text()).get("max_minutes") for p in folder.glob("*.json")} - {None})
+    settings = (f"mean ± std over the seeds run (n); each peer trains for {' or '.join(map(str, minutes))} "
+                f"min of wall time on one core, the geo transformer for {geo_steps:,} steps per phase (about "
+                "4 min); test MSE at the best validation")  # fmt: skip
+    for (cell, method), entries in sorted(runs.items()):
+        entries.sort()
+        values = [e[1] for e in entries]
+        seconds = [e[2] for e in entries if e[2] is not None]
+        cells[cell]["methods"][method] = {
+            "test_mse": statistics.fmean(values),
+            "test_mse_std": statistics.pstdev(values),
+            "seeds": [e[0] for e in entries],
+            "test_mse_per_seed": values,
+            "seconds": statistics.fmean(seconds) if seconds else None,
+        }
     return {
         "protocol": field_module.__doc__.split("\n\n")[0].replace("\n", " "),
         "settings": settings,
@@ -253,9 +303,10 @@ def train_geo_transformer(config: Path, files: dict, out: Path, quick: bool, **o
     }
 
 
-def _geo_nbody(args, splits) -> dict:
+def _geo_nbody(args, splits, seed: int) -> dict:
     files = write_parquet(splits, args.cache / ("nbody_quick" if args.quick else "nbody_parquet"))
-    return train_geo_transformer(HERE / "nbody.yaml", files, args.cache / "runs" / "nbody", args.quick)
+    out = args.cache / "runs" / ("nbody" if seed == 0 else f"nbody_s{seed}")
+    return train_geo_transformer(HERE / "nbody.yaml", files, out, args.quick, seed=seed)
 
 
 def inertia(args) -> dict:
@@ -266,6 +317,7 @@ def inertia(args) -> dict:
         "protocol": inertia_module.__doc__.split("\n\n")[1].replace("\n", " "),
         "published": PUBLISHED_INERTIA,
     }
+    folder = args.out / f"inertia_runs{'_quick' * args.quick}"
     for name, breaking in (("inertia", 0.0), ("modified_inertia", 0.3)):
         own = {"mlp": [], "geo_transformer": []}
         for seed in range(1 if args.quick else args.seeds):
@@ -274,18 +326,18 @@ def inertia(args) -> dict:
                 inertia_module.train_reference_mlp(splits, epochs=2 if args.quick else 300, seed=seed)
             )
             own["equivariant_floor"] = inertia_module.equivariant_floor(splits["test"], breaking)
-            if seed < (1 if args.quick else args.geo_seeds):
-                files = inertia_module.write_parquet(splits, args.cache / f"{name}_s{seed}")
-                own["geo_transformer"].append(
-                    train_geo_transformer(
-                        HERE / f"{name}.yaml",
-                        files,
-                        args.cache / "runs" / f"{name}_s{seed}",
-                        args.quick,
-                        seed=seed,
-                    )
-                )
             print(json.dumps({name: {"seed": seed, "mlp": own["mlp"][-1]["test_mse"]}}), flush=True)
+        for seed in run_seeds(args):  # the geo transformer: data and initialisation from the seed
+
+            def geo(seed=seed, name=name, breaking=breaking):
+                splits = inertia_module.make_splits(seed, breaking, sizes)
+                files = inertia_module.write_parquet(splits, args.cache / f"{name}_s{seed}")
+                out = args.cache / "runs" / f"{name}_s{seed}"
+                return train_geo_transformer(HERE / f"{name}.yaml", files, out, args.quick, seed=seed)
+
+            path = folder / f"{name}_geo_s{seed}.json"
+            labels = {"task": name, "method": "geo_transformer", "seed": seed}
+            own["geo_transformer"].append(cached_run(path, geo, force=args.force, **labels))
         result[name] = own
     return result
 
@@ -378,6 +430,17 @@ BENCHMARKS = {"nbody": nbody, "nbody_curve": nbody_curve, "field": field, "inert
               "shipped": shipped}  # fmt: skip
 
 
+def seed_list(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``: distinct seeds, none negative."""
+    try:
+        seeds = [int(item) for item in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds >= 0 separated by commas, got {text!r}")
+    return seeds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.published", description=__doc__.split("\n")[0]
@@ -385,7 +448,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("benchmark", nargs="?", default="all", choices=[*sorted(BENCHMARKS), "all", "report"])
     parser.add_argument("--force", action="store_true", help="run benchmarks whose results exist")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the baselines")
-    parser.add_argument("--geo-seeds", type=int, default=1, help="seeds of the geo transformer (inertia)")
+    parser.add_argument(
+        "--run-seeds",
+        type=seed_list,
+        default=[0, 1, 2],
+        help="seeds of the geo transformer and the N-body peers (nbody, field, inertia): 0,1,2",
+    )
     parser.add_argument("--skip-geo", action="store_true", help="N-body: EGNN and baselines only")
     parser.add_argument(
         "--skip-egnn", action="store_true", help="N-body: keep the EGNN result already written"
@@ -397,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--field-cells", default=FIELD_CELLS, help="field: mode:eps,... (onset|throughout)")
     parser.add_argument("--field-methods", default=FIELD_METHODS, help="field: methods to run")
-    parser.add_argument("--field-minutes", type=float, default=4.0, help="field: wall time of each peer")
+    parser.add_argument("--field-minutes", type=float, default=3.5, help="field: wall time of each peer")
     parser.add_argument("--field-geo-steps", type=int, default=1000, help="field: geo steps per phase")
     parser.add_argument("--variants", help="inertia_variants: names to run (default: all)")
     parser.add_argument("--parquet", type=Path, help="also write the splits as parquet here (dataset task)")

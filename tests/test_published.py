@@ -268,3 +268,22 @@ def test_the_field_table_is_the_mean_and_std_over_seeds(tmp_path):
     assert two_phase["test_mse"] == pytest.approx(0.01)
     assert cell["methods"]["equivariant"]["test_mse"] == pytest.approx(0.6)
     assert cell["methods"]["plain"]["seeds"] == [1]
+
+
+def test_variants_aggregate_over_seeds_and_the_residual_meets_two_phase_seed_for_seed():
+    from benchmarks.published.report import variant_means, variants_section
+
+    def run(name, seed, mse, breaking=0.3):
+        phases = [{"phase": "residual", "test_mse": mse, "validation_mse": mse + 0.1}]
+        return {"name": name, "seed": seed, "breaking": breaking, "phases": phases, "selected_phase": 1,
+                "equivariant_floor": 0.6, "wall_seconds": 1.0, "curve": []}  # fmt: skip
+
+    variants = {"modified_residual": run("modified_residual", 0, 0.2),
+                "modified_residual_s1": run("modified_residual", 1, 0.4),
+                "breaking_1": run("breaking_1", 0, 0.5, breaking=1.0)}  # fmt: skip
+    assert variant_means(variants) == {"modified_residual": (0.3, [0.2, 0.4]), "breaking_1": (1.0, [0.5])}
+    two_phase = {"phases": [{"phase": "free", "test_mse": 0.1, "validation_mse": 0.2}]}
+    lines = variants_section(variants, {"modified_inertia": {"geo_transformer": [two_phase]}})
+    assert "residual (RPP-style) 0.300 ± 0.100 (2), two-phase (`inertia`, same data per seed) 0.100 (1)" in (
+        "\n".join(lines)
+    )

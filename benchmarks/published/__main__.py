@@ -104,11 +104,8 @@ def nbody(args) -> dict:
     print(json.dumps({"trivial_baselines": result["trivial_baselines"]}), flush=True)
     folder = args.out / f"nbody_runs{'_quick' * args.quick}"
     for seed in run_seeds(args):
-
-        def egnn(seed=seed):
-            return train_egnn(splits, epochs=2 if args.quick else args.epochs, seed=seed,
-                              eval_every=1 if args.quick else 5, max_minutes=args.minutes)  # fmt: skip
-
+        egnn = partial(train_egnn, splits, epochs=2 if args.quick else args.epochs, seed=seed,
+                       eval_every=1 if args.quick else 5, max_minutes=args.minutes)  # fmt: skip
         run = cached_run(folder / f"egnn_s{seed}.json", egnn, force=args.force, skip=args.skip_egnn,
                          method="egnn", seed=seed, max_minutes=args.minutes)  # fmt: skip
         if run is not None:
@@ -197,8 +194,11 @@ def collect_field(folder: Path, geo_steps: int) -> dict:
     ("two_phase")."""
     cells: dict = {}
     runs: dict = defaultdict(list)  # (cell, method) -> [(seed, test MSE, seconds)]
+    minutes = set()  # the peers' wall-time budgets
     for path in sorted(folder.glob("*.json")):
         run = json.loads(path.read_text())
+        if "max_minutes" in run:
+            minutes.add(run["max_minutes"])
         cells.setdefault(run["cell"], {
             "mode": run["mode"], "eps": run["eps"], "methods": {},
             "equivariant_floor": field_module.equivariant_floor(run["eps"], run["mode"]),
@@ -214,8 +214,8 @@ def collect_field(folder: Path, geo_steps: int) -> dict:
                 runs[run["cell"], name].append((run["seed"], phases[0]["test_mse"], None))
         else:
             runs[run["cell"], run["method"]].append((run["seed"], run["test_mse"], run["seconds"]))
-    minutes = sorted({json.loads(p.read_text()).get("max_minutes") for p in folder.glob("*.json")} - {None})
-    settings = (f"mean ± std over the seeds run (n); each peer trains for {' or '.join(map(str, minutes))} "
+    budgets = " or ".join(map(str, sorted(minutes)))
+    settings = (f"mean ± std over the seeds run (n); each peer trains for {budgets} "
                 f"min of wall time on one core, the geo transformer for {geo_steps:,} steps per phase (about "
                 "4 min); test MSE at the best validation")  # fmt: skip
     for (cell, method), entries in sorted(runs.items()):
@@ -327,8 +327,8 @@ def inertia(args) -> dict:
                 inertia_module.train_reference_mlp(splits, epochs=2 if args.quick else 300, seed=seed)
             )
             floors.append(inertia_module.equivariant_floor(splits["test"], breaking))
-            own["equivariant_floor"] = statistics.fmean(floors)
             print(json.dumps({name: {"seed": seed, "mlp": own["mlp"][-1]["test_mse"]}}), flush=True)
+        own["equivariant_floor"] = statistics.fmean(floors)
         for seed in run_seeds(args):  # the geo transformer: data and initialisation from the seed
 
             def geo(seed=seed, name=name, breaking=breaking):
@@ -384,25 +384,23 @@ def inertia_variants(args) -> dict:
     for name in names:
         if name not in INERTIA_VARIANTS:
             raise ValueError(f"--variants: unknown {name!r}; expected some of {sorted(INERTIA_VARIANTS)}")
+        breaking, config, overrides = INERTIA_VARIANTS[name]
+        if args.quick:
+            overrides = {k: v for k, v in overrides.items() if not k.endswith("_steps")}
         for seed in (0,) if args.quick else VARIANT_SEEDS.get(name, (0,)):
             key = name if seed == 0 else f"{name}_s{seed}"
-            path = folder / f"{key}.json"
-            if path.is_file() and not args.force:
-                continue
-            breaking, config, overrides = INERTIA_VARIANTS[name]
-            splits = inertia_module.make_splits(seed, breaking, sizes)
-            files = inertia_module.write_parquet(splits, args.cache / f"inertia_b{breaking:g}_s{seed}")
-            out = args.cache / "runs" / "inertia_variants" / key
-            if args.quick:
-                overrides = {k: v for k, v in overrides.items() if not k.endswith("_steps")}
-            result = train_geo_transformer(
-                HERE / f"{config}.yaml", files, out, args.quick, seed=seed, **overrides
-            )
-            floor = inertia_module.equivariant_floor(splits["test"], breaking)
-            result.update(name=name, seed=seed, breaking=breaking, overrides=overrides,
-                          curve=_validation_curve(out), equivariant_floor=floor)  # fmt: skip
-            path.write_text(json.dumps(result, indent=1) + "\n")
-            print(f"inertia variant {key}: {[p['test_mse'] for p in result['phases']]}", file=sys.stderr)
+
+            def run(seed=seed, key=key, breaking=breaking, config=config, overrides=overrides):
+                splits = inertia_module.make_splits(seed, breaking, sizes)
+                files = inertia_module.write_parquet(splits, args.cache / f"inertia_b{breaking:g}_s{seed}")
+                out = args.cache / "runs" / "inertia_variants" / key
+                result = train_geo_transformer(HERE / f"{config}.yaml", files, out, args.quick, seed=seed,
+                                               **overrides)  # fmt: skip
+                floor = inertia_module.equivariant_floor(splits["test"], breaking)
+                return {**result, "curve": _validation_curve(out), "equivariant_floor": floor}
+
+            cached_run(folder / f"{key}.json", run, force=args.force, name=name, seed=seed, breaking=breaking,
+                       overrides=overrides)  # fmt: skip
     return {"variants": {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}}
 
 
@@ -465,10 +463,10 @@ def main(argv: list[str] | None = None) -> int:
         default=[0, 1, 2],
         help="seeds of the geo transformer and the N-body peers (nbody, field, inertia): 0,1,2",
     )
-    parser.add_argument("--skip-geo", action="store_true", help="N-body: EGNN and baselines only")
     parser.add_argument(
-        "--skip-egnn", action="store_true", help="N-body: keep the EGNN result already written"
+        "--skip-geo", action="store_true", help="N-body: train no geo transformer (keep cached runs)"
     )
+    parser.add_argument("--skip-egnn", action="store_true", help="N-body: train no EGNN (keep cached runs)")
     parser.add_argument("--quick", action="store_true", help="tiny data and a few epochs (CI)")
     parser.add_argument("--epochs", type=int, default=10_000, help="EGNN training epochs (the paper's)")
     parser.add_argument(

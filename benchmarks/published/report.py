@@ -109,16 +109,8 @@ def field_section(field: dict) -> list[str]:
     for cell in ordered:
         methods = cell["methods"]
         best = min(methods, key=lambda m: methods[m]["test_mse"])
-        cells = [
-            (
-                f"**{_mse(methods[m]['test_mse_per_seed'])}**"
-                if m == best
-                else _mse(methods[m]["test_mse_per_seed"])
-            )
-            if m in methods
-            else ""
-            for m in columns
-        ]
+        texts = {m: _mse(run["test_mse_per_seed"]) for m, run in methods.items()}
+        cells = [f"**{texts[m]}**" if m == best else texts.get(m, "") for m in columns]
         head = f"| {cell['mode']} | {cell['eps']:g} | {cell['equivariant_floor']:.4f} | "
         lines.append(head + " | ".join(cells) + " |")
     return [*lines, ""]

@@ -569,9 +569,10 @@ class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
             torch.tensor(self.block_sizes, device=x.device),
             output_size=p.shape[-1],
         )
-        squares = torch.zeros(*p.shape[:-1], len(self.block_sizes), dtype=p.dtype, device=p.device)
-        squares = squares.index_add(-1, index, p.pow(2))
-        return torch.cat((s, squares.clamp_min(1e-12).sqrt()), dim=-1)
+        wide = p.to(compute_dtype(p))  # under CUDA autocast pow runs in float32 whatever p is: say so here
+        squares = torch.zeros(*p.shape[:-1], len(self.block_sizes), dtype=wide.dtype, device=p.device)
+        squares = squares.index_add(-1, index, wide * wide)
+        return torch.cat((s, squares.clamp_min(1e-12).sqrt().to(s.dtype)), dim=-1)
 
     def forward(
         self,
@@ -652,7 +653,9 @@ class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
             distances = self.embed_distances(distances.to(self.embed_distances.weight.dtype))
             scalars = scalars + distances
         positions = self._positions(positions, B, T, mask, scalars.device, reference)
-        x = scalars
+        # The residual stream keeps the parameters' dtype (float32 under autocast, as in HF's Llama): a
+        # feature projection's bf16 output under autocast would otherwise carry the whole stream in bf16
+        x = scalars.to(self.norm.weight.dtype)
         # validated once above: the encodings trust the elements. Under mixed precision they are computed
         # outside autocast: angles, cos/sin and Wigner matrices stay in the elements' float32
         with input_validation(False), _without_autocast(x.device.type):

@@ -153,7 +153,8 @@ class TrainArguments:
     # intra-op threads per process, set by the trainer whatever the launcher: 1 is what accelerate launch
     # sets, and small models step fastest so (2 threads were 4.3x slower on 2 cores); 0 = torch's default
     num_threads: int = 1
-    mixed_precision: Literal["no", "bf16"] | None = None  # None: the launcher's; bf16 autocast (CPU too)
+    # None: the launcher's; bf16 autocast (CPU too); fp16 autocast with loss scaling (CUDA only)
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = None
 
     def __post_init__(self):
         check_types(self)
@@ -265,8 +266,8 @@ HELP = {
     "plot": "draw curves.png at the end (needs matplotlib)",
     "data_cache_dir": "where datasets caches the built task data",
     "num_threads": "intra-op threads per process (0: torch's default); the same under every launcher",
-    "mixed_precision": "no, or bf16: autocast to bfloat16 (on CPU too); group elements and encodings stay "
-    "float32; null: what the launcher (accelerate config) says",
+    "mixed_precision": "no; bf16: autocast to bfloat16 (on CPU too); fp16: autocast to float16 with loss "
+    "scaling (CUDA only); group elements and encodings stay float32; null: what the launcher says",
 }
 
 

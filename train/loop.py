@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -90,6 +91,12 @@ def make_accelerator(args: TrainArguments) -> Accelerator:
         getattr(torch, "xpu", None) is not None and torch.xpu.is_available()
     )
     has_device = has_device or torch.backends.mps.is_available()
+    precision = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError(
+            "mixed_precision: fp16 needs a CUDA GPU (its loss scaler is CUDA's); use bf16 or no on this "
+            "machine"
+        )
     log_with = trackers_for(args.report_to)
     return Accelerator(
         cpu=not has_device,

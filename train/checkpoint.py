@@ -16,7 +16,14 @@ import re
 import shutil
 from pathlib import Path
 
-__all__ = ["CheckpointError", "find_latest", "verify", "write_manifest"]
+__all__ = [
+    "CheckpointError",
+    "find_latest",
+    "restore_rng_states",
+    "save_rng_states",
+    "verify",
+    "write_manifest",
+]
 
 MANIFEST = "manifest.json"
 STATE = "trainer_state.json"
@@ -144,3 +151,32 @@ def find_latest(root: Path) -> Path | None:
     """The newest complete checkpoint directory under ``root``, or None."""
     checkpoints = complete_checkpoints(root)
     return checkpoints[-1] if checkpoints else None
+
+
+def save_rng_states(directory: Path, process_index: int) -> None:
+    """This process's random states (Python, NumPy, torch, CUDA) as ``rng_<process>.pt``, for checkpoints
+    that Accelerate's ``save_state`` does not write (sharded runs)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(states, Path(directory) / f"rng_{process_index}.pt")
+
+
+def restore_rng_states(directory: Path, process_index: int) -> None:
+    """Restore what `save_rng_states` wrote for this process."""
+    import random
+
+    import numpy as np
+    import torch
+
+    states = torch.load(Path(directory) / f"rng_{process_index}.pt", weights_only=False)
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -3,8 +3,11 @@ equivariance error under random global transformations, and the final metrics ta
 
 from __future__ import annotations
 
+import math
+
 import torch
 from accelerate import Accelerator
+from torch.distributed.fsdp import FSDPModule
 from transformers import PreTrainedModel
 
 from geo_pe.testing import equivariance_error
@@ -26,8 +29,15 @@ def evaluate(
     device = accelerator.device
     mine = shard(torch.arange(len(dataset)), accelerator.process_index, accelerator.num_processes)
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, score sum, count
-    for chunk in torch.split(mine, args.eval_batch_size):
+    chunks = list(torch.split(mine, args.eval_batch_size))
+    sharded = isinstance(raw_model, FSDPModule)
+    if sharded:  # each forward gathers weights from every process: all run as many forwards
+        most = math.ceil(math.ceil(len(dataset) / accelerator.num_processes) / args.eval_batch_size)
+        chunks += [mine[:0]] * (most - len(chunks))
+    for chunk in chunks:
         if len(chunk) == 0:
+            if sharded and len(dataset):
+                raw_model(**task.inputs(to_device(dataset[torch.arange(1)], device))[0])  # takes part
             continue
         inputs, labels = task.inputs(to_device(dataset[chunk], device))
         out = raw_model(**inputs, labels=labels)

@@ -29,14 +29,16 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, DistributedType, set_seed
+from accelerate.utils import DataLoaderConfiguration, set_seed
 from safetensors.torch import load_file, save_file
+from torch.distributed.fsdp import FSDPModule
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_scheduler
 
 from geo_pe.phases import (
     PhasedLinear,
     PhaseReport,
+    carry_optimizer_state,
     equivariance_loss,
     phase_param_groups,
     rebuild_optimizer,
@@ -49,6 +51,7 @@ from train.checks import build_model, check_model_reads_task, check_output_dir, 
 from train.config import RunConfig, TrainArguments
 from train.evaluation import evaluate, format_table, measure_equivariance
 from train.monitor import JsonlLog, plot_curves, trackers_for
+from train.sharding import ShardingPlan, full_state_dict, load_full_state_dict, load_sharded, save_sharded
 from train.validation import ConfigError
 
 __all__ = ["Trainer", "TrainerState", "train"]
@@ -141,10 +144,18 @@ def freeze_rest(model: PreTrainedModel, args: TrainArguments) -> None:
                 p.requires_grad_(False)
 
 
-def make_optimizer(model: torch.nn.Module, args: TrainArguments) -> torch.optim.Optimizer:
-    """AdamW on the model's trainable parameters at the base learning rate (phase I)."""
+def model_class_name(model: torch.nn.Module) -> str:
+    """The model's class name, also when ``fully_shard`` has subclassed it (``FSDP<name>``)."""
+    return next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule)).__name__
+
+
+def make_optimizer(
+    model: torch.nn.Module, args: TrainArguments, lr_multiplier: float = 1.0
+) -> torch.optim.Optimizer:
+    """AdamW on the model's trainable parameters at the base learning rate times ``lr_multiplier``."""
     groups = phase_param_groups(model, weight_decay=args.weight_decay)
-    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2))
+    lr = args.learning_rate * lr_multiplier
+    return torch.optim.AdamW(groups, lr=lr, betas=(args.adam_beta1, args.adam_beta2))
 
 
 def make_scheduler(
@@ -170,6 +181,10 @@ class Trainer:
         self.out = Path(args.output_dir)
         self.plan = phase_plan(args)
         self.pull = pull_schedule(args)
+        self.sharding = ShardingPlan.from_launcher()  # FSDP2 from the launcher: the trainer shards itself
+        precision = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION")
+        if self.sharding is not None and precision == "fp16":
+            raise ConfigError("mixed_precision: fp16 is not supported with FSDP (its loss scaler); use bf16")
         self.accelerator = make_accelerator(args)
         acc = self.accelerator
         if args.batch_size % acc.num_processes:
@@ -178,7 +193,9 @@ class Trainer:
                 f"{acc.num_processes} processes"
             )
         self.task = config.make_task()
-        build_model(config, self.task)  # the model's settings first: they need no data
+        model = build_model(config, self.task)  # the model's settings first: they need no data
+        if self.sharding is not None:
+            self.sharding.check(model)
         with acc.main_process_first():
             built = self.task.build(cache_dir=args.data_cache_dir)
         self.data = {split: self.task.split(dataset) for split, dataset in built.items()}
@@ -226,7 +243,7 @@ class Trainer:
         return self.finish()
 
     def start(self) -> None:
-        model = build_model(self.config, self.task)
+        model = self.shard(build_model(self.config, self.task))
         optimizer = make_optimizer(model, self.args)
         self.prepare(model, optimizer, make_scheduler(optimizer, self.args, self.phase))
 
@@ -246,10 +263,21 @@ class Trainer:
         for phase in self.plan[1 : self.state.phase_index + 1]:  # the switches the run went through
             switch_phase(model, phase, self.args)
             optimizer = rebuild_optimizer(optimizer, model, lr_multiplier=phase.lr_multiplier)
+        if self.sharding is not None:  # the optimizer is built on the sharded parameters
+            model = self.shard(model)
+            optimizer = make_optimizer(model, self.args, self.phase.lr_multiplier)
         self.prepare(model, optimizer, make_scheduler(optimizer, self.args, self.phase))
-        self.accelerator.load_state(str(checkpoint_dir))
+        if self.sharding is not None:
+            load_sharded(checkpoint_dir, self.model, self.raw_optimizer)
+            self.scheduler.load_state_dict(torch.load(checkpoint_dir / "scheduler.pt", weights_only=True))
+            ckpt.restore_rng_states(checkpoint_dir, self.accelerator.process_index)
+        else:
+            self.accelerator.load_state(str(checkpoint_dir))
         best = checkpoint_dir / "best.safetensors"
-        self.best_weights = load_file(str(best)) if best.is_file() else None
+        self.best_weights = None
+        if best.is_file():
+            gathered_elsewhere = self.sharding is not None and not self.accelerator.is_main_process
+            self.best_weights = {} if gathered_elsewhere else load_file(str(best))  # process 0 broadcasts
         self.log.truncate_after(self.state.global_step)  # records of steps redone after the checkpoint
         self.log.write({"kind": "event", "event": "resumed", "step": self.state.global_step})
         return True
@@ -389,14 +417,13 @@ class Trainer:
 
     def end_phase(self, reason: str) -> None:
         """Restore the phase's best weights, record its results, then switch to the next phase if any."""
-        state, acc = self.state, self.accelerator
+        state = self.state
         if self.args.load_best_model_at_end:
             self.restore_best()
         results = self.phase_results(reason)
         state.phases.append(results)
         self.log.write({"kind": "event", "event": "phase_end", "step": state.global_step, **results})
-        if acc.is_main_process:
-            self.raw_model.save_pretrained(self.out / f"phase{state.phase_index + 1}_model")
+        self.save_pretrained(self.out / f"phase{state.phase_index + 1}_model")
         if state.phase_index + 1 >= len(self.plan):
             state.finished = True
         else:
@@ -407,22 +434,20 @@ class Trainer:
         state, acc = self.state, self.accelerator
         previous = self.raw_optimizer
         phase = self.plan[state.phase_index + 1]
-        if acc.distributed_type == DistributedType.FSDP:
-            # set_phase needs whole weights: gather them into an unsharded phase I model, switch it, and
-            # let prepare shard it again (the optimizer starts anew: the parameters are new)
+        if self.sharding is not None:
+            # set_phase needs whole weights: gather them into an unsharded copy of the model in its
+            # current phase, switch it and shard it again (the optimizer starts anew: the parameters are new)
+            old_parameters = dict(self.raw_model.named_parameters())
             model, report = switch_phase_sharded(
                 self.model,
                 phase.name,
-                rebuild=lambda: build_model(self.config, self.task),
-                shard=lambda _: None,
+                rebuild=lambda: self.rebuild_current_phase(),
+                shard=self.sharding.shard,
                 **switch_arguments(self.args),
             )
             freeze_rest(model, self.args)
-            optimizer = torch.optim.AdamW(
-                phase_param_groups(model, weight_decay=self.args.weight_decay),
-                lr=self.args.learning_rate * phase.lr_multiplier,
-                betas=(self.args.adam_beta1, self.args.adam_beta2),
-            )
+            optimizer = make_optimizer(model, self.args, phase.lr_multiplier)
+            carry_optimizer_state(old_parameters, previous, model, optimizer)  # as rebuild_optimizer does
             self.release()
         else:
             self.release()
@@ -514,7 +539,7 @@ class Trainer:
                 results["curves"] = str(png) if png else None
             self.log.write({"kind": "event", "event": "finished", "step": state.global_step})
         self.save_checkpoint()  # marks the run finished: --resume then reports instead of retraining
-        acc.print(format_table(results, type(self.raw_model).__name__))
+        acc.print(format_table(results, model_class_name(self.raw_model)))
         acc.end_training()
         return results
 
@@ -539,6 +564,17 @@ class Trainer:
         return None
 
     # --- prepared objects ------------------------------------------------------------------------------
+    def shard(self, model: PreTrainedModel) -> PreTrainedModel:
+        """``fully_shard`` the model when the launcher asked for FSDP (in place), else leave it."""
+        return model if self.sharding is None else self.sharding.shard(model)
+
+    def rebuild_current_phase(self) -> PreTrainedModel:
+        """The run's model, unsharded, in the phase the run is in (for the sharded switch)."""
+        model = build_model(self.config, self.task)
+        for phase in self.plan[1 : self.state.phase_index + 1]:
+            model.set_phase(phase.name, **switch_arguments(self.args))
+        return model
+
     def prepare(
         self,
         raw_model: PreTrainedModel,
@@ -547,7 +583,17 @@ class Trainer:
     ) -> None:
         self.raw_model = raw_model
         self.raw_optimizer = optimizer
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(raw_model, optimizer, scheduler)
+        acc = self.accelerator
+        if self.sharding is None:
+            self.model, self.optimizer, self.scheduler = acc.prepare(raw_model, optimizer, scheduler)
+            return
+        # already sharded: Accelerate wraps the optimizer and scheduler, and autocast around the forward
+        # as its prepare would (the model itself must not be wrapped again in DDP)
+        if acc.mixed_precision != "no" and not hasattr(raw_model, "_forward_before_autocast"):
+            raw_model._forward_before_autocast = raw_model.forward
+            raw_model.forward = acc.autocast()(raw_model.forward)
+        self.model = raw_model
+        self.optimizer, self.scheduler = acc.prepare(optimizer, scheduler)
 
     def release(self) -> None:
         """Drop the prepared wrappers (DDP, accelerated optimizer and scheduler) before a phase switch."""
@@ -565,7 +611,13 @@ class Trainer:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
         acc.wait_for_everyone()
-        acc.save_state(str(partial))
+        if self.sharding is None:
+            acc.save_state(str(partial))
+        else:  # each process writes its shards; the scheduler and every process's RNG states beside them
+            save_sharded(partial, self.model, self.raw_optimizer)
+            ckpt.save_rng_states(partial, acc.process_index)
+            if acc.is_main_process:
+                torch.save(self.scheduler.state_dict(), partial / "scheduler.pt")
         acc.wait_for_everyone()
         if acc.is_main_process:
             (partial / ckpt.STATE).write_text(json.dumps(dataclasses.asdict(state), indent=1))
@@ -579,11 +631,32 @@ class Trainer:
 
     # --- model selection ---------------------------------------------------------------------------------
     def remember_best(self) -> None:
+        if self.sharding is not None:  # gathered on process 0 (a collective)
+            self.best_weights = full_state_dict(self.raw_model)
+            return
         self.best_weights = {k: v.detach().cpu().clone() for k, v in self.raw_model.state_dict().items()}
 
     def restore_best(self) -> None:
-        if self.best_weights is not None:
+        if self.best_weights is None:
+            return
+        if self.sharding is not None:
+            load_full_state_dict(self.raw_model, self.best_weights)
+        else:
             self.raw_model.load_state_dict(self.best_weights)
+
+    def save_pretrained(self, directory: Path) -> None:
+        """``save_pretrained`` of the model (gathered first when sharded), by the main process."""
+        acc = self.accelerator
+        if self.sharding is None:
+            if acc.is_main_process:
+                self.raw_model.save_pretrained(directory)
+            return
+        state = full_state_dict(self.raw_model)  # a collective; the weights land on process 0
+        if acc.is_main_process:  # saved from a plain copy: HF would also copy FSDP's class source files
+            plain = self.rebuild_current_phase()
+            plain.load_state_dict(state)
+            plain.save_pretrained(directory)
+        acc.wait_for_everyone()
 
     def better(self, value: float, best: float | None) -> bool:
         if best is None:

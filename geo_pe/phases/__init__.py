@@ -24,7 +24,7 @@ from geo_pe.phases.phase import (
     set_phase,
 )
 from geo_pe.phases.projections import PROJECTIONS, RandomSubspace, fwht, make_projection
-from geo_pe.phases.sharded import switch_phase_sharded
+from geo_pe.phases.sharded import carry_optimizer_state, switch_phase_sharded
 from geo_pe.phases.soft import PenaltySchedule, equivariance_loss, symmetry_penalty
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "ScalarIdentityWeight",
     "SubspaceWeight",
     "WeightParametrization",
+    "carry_optimizer_state",
     "equivariance_loss",
     "fwht",
     "make_projection",

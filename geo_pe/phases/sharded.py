@@ -8,22 +8,25 @@ checked by `set_phase`) and shards it again::
     model, report = switch_phase_sharded(
         model, "free", rebuild=lambda: GeoTransformerForSequenceClassification(config), shard=shard_layers
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)  # the parameters are new
+    optimizer = carry_optimizer_state(old_parameters, old_optimizer, model, torch.optim.AdamW(...))
 
 Every process must call it (the gather is a collective). ``rebuild()`` returns the model's architecture in
 its current phase (for the HF models: the class and the config, whose ``phase_history`` is the phase
-state); ``shard(module)`` applies ``fully_shard`` as the training script did.
+state); ``shard(module)`` applies ``fully_shard`` as the training script did. The new model's parameters
+are new objects: `carry_optimizer_state` carries the optimizer state of those that survive the switch
+(by name), as `rebuild_optimizer` does for an unsharded model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from geo_pe.phases.phase import PhaseReport, set_phase
 
-__all__ = ["switch_phase_sharded"]
+__all__ = ["carry_optimizer_state", "switch_phase_sharded"]
 
 
 def switch_phase_sharded(
@@ -53,3 +56,26 @@ def switch_phase_sharded(
         report = set_phase(fresh, phase, **set_phase_arguments)
     shard(fresh)
     return fresh, report
+
+
+def carry_optimizer_state(
+    old_parameters: dict[str, nn.Parameter],
+    old_optimizer: torch.optim.Optimizer,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> torch.optim.Optimizer:
+    """Give ``optimizer`` (built on ``model``) the state that ``old_optimizer`` held for the parameter of the
+    same name, shape and sharding in ``old_parameters`` (``dict(old_model.named_parameters())`` taken
+    before the switch). Parameters the switch replaced (phase I coefficients) start afresh. Returns
+    ``optimizer``."""
+    trainable = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    for name, parameter in model.named_parameters():
+        old = old_parameters.get(name)
+        if old is None or id(parameter) not in trainable or old not in old_optimizer.state:
+            continue
+        if old.shape != parameter.shape or getattr(old, "placements", None) != getattr(
+            parameter, "placements", None
+        ):
+            continue
+        optimizer.state[parameter] = old_optimizer.state[old]
+    return optimizer

@@ -116,6 +116,23 @@ def point_value_channels(config: GeoTransformerConfig, embedding_rep) -> dict[st
     return out
 
 
+def block_index(block_sizes: tuple[int, ...], device=None) -> torch.Tensor:
+    """``(sum(block_sizes),)``: the block of every PE channel, so per-block values spread by one gather."""
+    device = torch.device("cpu") if device is None or torch.device(device).type == "meta" else device
+    blocks = torch.arange(len(block_sizes), device=device)
+    return torch.repeat_interleave(blocks, torch.tensor(block_sizes, dtype=torch.long, device=device))
+
+
+def softmax_over_keys(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis (keys), in float32 (float64 stays). With few keys on a CPU it runs as a
+    softmax over the second-to-last axis of the transposed scores: the same function, through the kernel
+    that PyTorch's CPU backend runs 3x faster below 16 keys (N-body systems have 5 particles)."""
+    dtype = compute_dtype(scores)
+    if scores.device.type == "cpu" and scores.shape[-1] < 16:
+        return scores.transpose(-1, -2).softmax(-2, dtype=dtype).transpose(-1, -2)
+    return scores.softmax(-1, dtype=dtype)
+
+
 def _without_autocast(device_type: str):
     """Autocast switched off on this device, where autocast exists (not on ``meta``)."""
     if device_type in ("cpu", "cuda", "xpu", "mps", "hpu"):
@@ -132,6 +149,11 @@ class GeoRMSNorm(nn.Module):
         self.pe_width = sum(block_sizes)  # known here, so the forward never asks the device for it
         self.weight = nn.Parameter(torch.ones(scalar_size))
         self.block_weight = nn.Parameter(torch.ones(len(block_sizes))) if block_sizes else None
+        self.register_buffer("block_index", block_index(block_sizes), persistent=False)
+
+    def reset_buffers(self) -> None:
+        """Rebuild the constant index (after meta-device initialisation or HF loading)."""
+        self.block_index = block_index(self.block_sizes, self.weight.device)
 
     def _rms(self, x: torch.Tensor) -> torch.Tensor:
         wide = x.to(compute_dtype(x))  # half precision is normalised in float32, float64 stays
@@ -141,8 +163,7 @@ class GeoRMSNorm(nn.Module):
         s = self._rms(x[..., : self.scalar_size]) * self.weight.to(x.dtype)
         if self.block_weight is None:
             return s
-        sizes = torch.tensor(self.block_sizes, device=x.device)
-        gains = torch.repeat_interleave(self.block_weight.to(x.dtype), sizes, output_size=self.pe_width)
+        gains = self.block_weight.to(x.dtype)[self.block_index]
         return torch.cat((s, self._rms(x[..., self.scalar_size :]) * gains), dim=-1)
 
 
@@ -169,6 +190,12 @@ class GeoMLP(nn.Module):
             self.pe_proj = PhasedLinear.from_linear(linear, reps=(embedding_rep, embedding_rep))
             self.pe_gate = nn.Linear(config.scalar_size, len(block_sizes))
             self.block_sizes = block_sizes
+            self.register_buffer("block_index", block_index(block_sizes), persistent=False)
+
+    def reset_buffers(self) -> None:
+        """Rebuild the constant index (after meta-device initialisation or HF loading)."""
+        if self.pe_gate is not None:
+            self.block_index = block_index(self.block_sizes, self.pe_gate.weight.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x[..., : self.scalar_size] if self.pe_width else x
@@ -177,10 +204,7 @@ class GeoMLP(nn.Module):
             return y
         if self.pe_proj is None:
             return torch.cat((y, y.new_zeros(*y.shape[:-1], self.pe_width)), dim=-1)
-        sizes = torch.tensor(self.block_sizes, device=x.device)
-        gates = torch.repeat_interleave(
-            torch.sigmoid(self.pe_gate(s)), sizes, dim=-1, output_size=self.pe_width
-        )
+        gates = torch.sigmoid(self.pe_gate(s))[..., self.block_index]
         return torch.cat((y, self.pe_proj(x[..., self.scalar_size :]) * gates), dim=-1)
 
 
@@ -295,7 +319,7 @@ class GeoAttention(nn.Module):
                 scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
             elif attn_mask is not None:
                 scores = scores + attn_mask
-            weights = scores.softmax(-1, dtype=compute_dtype(scores)).to(q.dtype)
+            weights = softmax_over_keys(scores).to(q.dtype)
             weights = F.dropout(weights, dropout, self.training)
             out = weights @ v
         else:
@@ -564,11 +588,7 @@ class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
         if not self.block_sizes:
             return s
         p = x[..., self.config.scalar_size :]
-        index = torch.repeat_interleave(
-            torch.arange(len(self.block_sizes), device=x.device),
-            torch.tensor(self.block_sizes, device=x.device),
-            output_size=p.shape[-1],
-        )
+        index = self.norm.block_index  # the block of every PE channel
         wide = p.to(compute_dtype(p))  # under CUDA autocast pow runs in float32 whatever p is: say so here
         squares = torch.zeros(*p.shape[:-1], len(self.block_sizes), dtype=wide.dtype, device=p.device)
         squares = squares.index_add(-1, index, wide * wide)
@@ -659,10 +679,15 @@ class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
         # validated once above: the encodings trust the elements. Under mixed precision they are computed
         # outside autocast: angles, cos/sin and Wigner matrices stay in the elements' float32
         with input_validation(False), _without_autocast(x.device.type):
-            if self.absolute_pe is not None:  # the encodings are computed once per forward
-                gamma = self.absolute_pe.embed(self.absolute_pe.encode(positions)).to(x.dtype)
+            # once per forward, shared by both PEs: one Wigner matrix / harmonic per attribute and degree
+            # (the relative PE first: it usually reads the higher degrees, which come with the lower)
+            shared: dict = {}
+            relative = None
+            if self.relative_pe is not None:
+                relative = self.relative_pe.encode(positions, cache=shared)
+            if self.absolute_pe is not None:
+                gamma = self.absolute_pe.embed(self.absolute_pe.encode(positions, cache=shared)).to(x.dtype)
                 x = torch.cat((x, gamma.expand(B, T, -1)), dim=-1)
-            relative = self.relative_pe.encode(positions) if self.relative_pe is not None else None
         attn_mask, is_causal = self._attention_mask(mask, T, x.device)
         key_encoding = None
         if memory is not None:

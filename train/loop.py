@@ -155,7 +155,9 @@ def make_optimizer(
     """AdamW on the model's trainable parameters at the base learning rate times ``lr_multiplier``."""
     groups = phase_param_groups(model, weight_decay=args.weight_decay)
     lr = args.learning_rate * lr_multiplier
-    return torch.optim.AdamW(groups, lr=lr, betas=(args.adam_beta1, args.adam_beta2))
+    # foreach: one multi-tensor kernel per update instead of one per parameter (PyTorch enables it on
+    # CUDA only by default; on CPU the per-parameter loop cost 3 ms of a 50 ms N-body step)
+    return torch.optim.AdamW(groups, lr=lr, betas=(args.adam_beta1, args.adam_beta2), foreach=True)
 
 
 def make_scheduler(
@@ -307,7 +309,8 @@ class Trainer:
     def step(self) -> None:
         """One optimizer step on the global batch of this step (this process's share)."""
         acc, args, state = self.accelerator, self.args, self.state
-        self.model.train()
+        if not self.model.training:  # after an evaluation only: a walk over every module costs 2 ms
+            self.model.train()
         indices = shard(self.batches.indices(state.global_step), acc.process_index, acc.num_processes)
         inputs, labels = self.task.inputs(to_device(self.data["train"][indices], acc.device))
         loss, parts = self.loss(inputs, labels)

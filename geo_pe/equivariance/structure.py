@@ -58,6 +58,10 @@ class EquivariantStructure(nn.Module):
                 if b.J is not None:
                     self.register_buffer(f"J{i}", b.J.to(torch.get_default_dtype()), persistent=False)
             self.num_maps = sum(b.num_maps for b in self.blocks)
+            rows, cols, values = self._scatter_plan()
+            self.register_buffer("scatter_rows", rows, persistent=False)
+            self.register_buffer("scatter_cols", cols, persistent=False)
+            self.register_buffer("scatter_values", values, persistent=False)
         elif self.kind == "orbits":
             self.register_buffer("pattern", orbit_pattern(self.rep_out, self.rep_in), persistent=False)
             self.num_maps = int(self.pattern.max()) + 1 if self.pattern.numel() else 0
@@ -68,6 +72,35 @@ class EquivariantStructure(nn.Module):
             basis = intertwiner_basis(self.rep_out, self.rep_in, warn=False)
             self.register_buffer("basis", basis.to(torch.get_default_dtype()), persistent=False)
             self.num_maps = basis.shape[0]
+
+    def _scatter_plan(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Where each coefficient lands in the flattened weight: ``W.flatten()[rows] += c[cols] * values``.
+
+        Block by block W = M (x) I (+ N (x) J): coefficient (o, c) of M fills the d entries of the identity
+        in the block (o, c), and of N the nonzero entries of J. Computed once, so `expand` is one gather
+        and one scatter instead of an eye, a kron and a slice assignment per block and per call."""
+        n = self.shape[1]
+        rows, cols, values = [], [], []
+        start = 0
+        for b in self.blocks:
+            d = b.dim
+            parts = [torch.eye(d, dtype=torch.float64)]
+            if b.J is not None:
+                parts.append(b.J.to(torch.float64))
+            for p, matrix in enumerate(parts):
+                a, e = matrix.nonzero(as_tuple=True)  # the block's nonzero entries (a, e)
+                o = torch.arange(b.out_copies)[:, None, None]
+                c = torch.arange(b.in_copies)[None, :, None]
+                flat = (b.out_offset + o * d + a) * n + (b.in_offset + c * d + e)  # (out, in, entries)
+                index = start + p * b.out_copies * b.in_copies + o * b.in_copies + c
+                rows.append(flat.flatten())
+                cols.append(index.expand_as(flat).flatten())
+                values.append(matrix[a, e].expand_as(flat).flatten())
+            start += b.num_maps
+        if not rows:
+            empty = torch.zeros(0, dtype=torch.long)
+            return empty, empty, torch.zeros(0, dtype=torch.get_default_dtype())
+        return torch.cat(rows), torch.cat(cols), torch.cat(values).to(torch.get_default_dtype())
 
     def _choose(self, structure: str) -> str:
         if structure in ("auto", "schur"):
@@ -123,16 +156,9 @@ class EquivariantStructure(nn.Module):
             return coefficients[self.pattern]
         if self.kind == "basis":
             return torch.einsum("k,kmn->mn", coefficients, self.basis.to(coefficients.dtype))
-        W = coefficients.new_zeros(self.shape)
-        for i, (b, w) in enumerate(zip(self.blocks, self._block_coefficients(coefficients), strict=True)):
-            d = b.dim
-            eye = torch.eye(d, dtype=w.dtype, device=w.device)
-            block = torch.kron(w[0], eye)
-            if b.J is not None:
-                block = block + torch.kron(w[1], getattr(self, f"J{i}").to(w.dtype))
-            rows = slice(b.out_offset, b.out_offset + b.out_copies * d)
-            W[rows, b.in_offset : b.in_offset + b.in_copies * d] = block  # blocks never overlap
-        return W
+        entries = coefficients[self.scatter_cols] * self.scatter_values.to(coefficients.dtype)
+        W = coefficients.new_zeros(self.shape[0] * self.shape[1])
+        return W.index_add(0, self.scatter_rows, entries).view(self.shape)
 
     def linear(self, x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
         """``x W^T``, the faster way: one GEMM with the expanded weight when ``x`` has at least as many rows

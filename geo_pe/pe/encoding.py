@@ -138,8 +138,12 @@ class EncodingPlan:
         self._pairs += pairs
         return offset + 2 * pairs
 
-    def encode(self, positions, name: str = "positions") -> Encoding:
-        """The `Encoding` of group elements (a tensor or a dict of attributes); errors name ``name``."""
+    def encode(self, positions, name: str = "positions", cache: dict | None = None) -> Encoding:
+        """The `Encoding` of group elements (a tensor or a dict of attributes); errors name ``name``.
+
+        ``cache``: a dict shared by several plans that encode the same ``positions`` in one forward (an
+        absolute and a relative PE): the Wigner matrices and harmonics of an attribute are computed once
+        per degree and reused (keys ``(kind, attribute, degree)``)."""
         angles: list[torch.Tensor] = []
         matrices: list[torch.Tensor] = []
         inverses: list[torch.Tensor | None] = []
@@ -156,8 +160,15 @@ class EncodingPlan:
                 else:
                     rep.element(positions, name)  # validate even when every frequency is 0
             elif kind == "so3":
-                by_degree = wigner_D_all(rep.element(positions, name), max(rep.degrees))
-                matrices.extend(by_degree[l] for l in rep.degrees)
+                keys = [("so3", rep.attribute, l) for l in rep.degrees]
+                if cache is None or any(k not in cache for k in keys):
+                    by_degree = wigner_D_all(rep.element(positions, name), max(rep.degrees))
+                    found = {("so3", rep.attribute, l): D for l, D in enumerate(by_degree)}
+                    if cache is not None:
+                        cache.update(found)
+                else:
+                    found = cache
+                matrices.extend(found[k] for k in keys)
                 inverses.extend(None for _ in rep.degrees)
             elif kind == "se3":
                 blocks, inverse_blocks = rep.blocks_and_inverses(positions, name)
@@ -167,7 +178,14 @@ class EncodingPlan:
                     inv if h else None for inv, h in zip(inverse_blocks, homogeneous, strict=True)
                 )
             elif kind == "sphere":
-                harmonics.extend(rep.harmonics(positions, name))
+                keys = [("sphere", rep.attribute, l) for l in rep.degrees]
+                if cache is None or any(k not in cache for k in keys):
+                    found = dict(zip(keys, rep.harmonics(positions, name), strict=True))
+                    if cache is not None:
+                        cache.update(found)
+                else:
+                    found = cache
+                harmonics.extend(found[k] for k in keys)
             else:
                 blocks = rep.blocks(positions)
                 matrices.extend(blocks)
@@ -288,10 +306,8 @@ def _zonal(x, enc, seg, transpose, x_layout):
     Y = _per_token(enc.harmonics[seg.source], 1, x_layout).to(x.dtype)[..., None, :]  # (..., 1, d)
     copies = x.unflatten(-1, (seg.copies, seg.block))
     l = seg.block // 2
-    if transpose:  # M^T v = e_0 <Y, v>
-        zonal = torch.zeros(seg.block, dtype=x.dtype, device=x.device)
-        zonal[l] = 1
-        return ((copies * Y).sum(-1, keepdim=True) * zonal).flatten(-2)
+    if transpose:  # M^T v = e_0 <Y, v>: the inner product in the middle (m = 0) component, zeros around
+        return torch.nn.functional.pad((copies * Y).sum(-1, keepdim=True), (l, l)).flatten(-2)
     return (copies[..., l : l + 1] * Y).flatten(-2)  # M v = Y v_0
 
 
@@ -329,5 +345,8 @@ def apply_encoding(
             pieces.append(_zonal(part, enc, seg, orthogonal_transpose, x_layout))
     if len(pieces) == 1:
         return pieces[0] if segments[0].kind != "identity" else x.clone()
-    batch = torch.broadcast_shapes(*(p.shape[:-1] for p in pieces))
-    return torch.cat([p.expand(*batch, p.shape[-1]) for p in pieces], dim=-1)
+    leading = {p.shape[:-1] for p in pieces}
+    if len(leading) > 1:  # an identity piece may lack the encoding's batch axes
+        batch = torch.broadcast_shapes(*leading)
+        pieces = [p.expand(*batch, p.shape[-1]) for p in pieces]
+    return torch.cat(pieces, dim=-1)

@@ -64,12 +64,13 @@ class GroupPE(nn.Module):
         self.plan = EncodingPlan(self.rep)
         self.dim = self.rep.dim  # static; computed once so forward never walks the representation
 
-    def encode(self, positions) -> Encoding:
+    def encode(self, positions, cache: dict | None = None) -> Encoding:
         """The per-token `Encoding` of group elements ``positions`` (tensor or dict of attributes).
 
-        Call it once per model forward and pass the result to every layer.
+        Call it once per model forward and pass the result to every layer. PEs that read the same
+        ``positions`` share their Wigner matrices and harmonics through one ``cache`` dict.
         """
-        return self.plan.encode(positions)
+        return self.plan.encode(positions, cache=cache)
 
     def reset_parameters(self) -> None:
         """Rebuild the non-persistent frequency buffers (after ``to_empty`` or HF meta-device loading)."""

@@ -11,6 +11,7 @@ import torch
 
 from geo_pe import quaternion as Q
 from geo_pe.pe import GTAPE, AbsolutePE, Encoding, RotaryPE
+from geo_pe.reps.groups import ProductGroup
 from geo_pe.testing import action_of, assert_equivariant, tolerance
 
 SPECS = [
@@ -309,3 +310,35 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="features: expected width 9"):
         AbsolutePE("so3:1x1")(torch.zeros(2, 5), AbsolutePE("so3:1x1").encode(Q.random(2)))
     assert isinstance(enc, Encoding)
+
+
+@pytest.mark.parametrize(
+    "absolute, relative, elements",
+    [
+        ("s2@position:1x1+s2@velocity:1x1", "s2@position:1x1+1x2", {"position": 3, "velocity": 3}),
+        ("so3:1x1+1x2", "so3:2x0+1x1+1x2", {"orientation": 4}),
+    ],
+)
+def test_pes_of_one_forward_share_their_wigner_matrices_and_harmonics(
+    absolute, relative, elements, monkeypatch
+):
+    """One cache for both PEs (the relative one first, as the model does: it reads the higher degrees):
+    the same encodings as computed apart, and the matrices of each attribute computed once."""
+    from geo_pe.pe import encoding as encoding_module
+    from geo_pe.reps import lie
+
+    gen = torch.Generator().manual_seed(0)
+    absolute_pe, relative_pe = AbsolutePE(absolute, combine="concat"), RotaryPE(relative)
+    space = ProductGroup({**absolute_pe.rep.attribute_groups, **relative_pe.rep.attribute_groups})
+    positions = space.sample((2, 5), generator=gen)
+    apart = [relative_pe.encode(positions), absolute_pe.encode(positions)]
+    calls = []
+    wigner, harmonics = encoding_module.wigner_D_all, lie.SphereRep.harmonics
+    monkeypatch.setattr(encoding_module, "wigner_D_all", lambda *a: calls.append("D") or wigner(*a))
+    monkeypatch.setattr(lie.SphereRep, "harmonics", lambda *a: calls.append("Y") or harmonics(*a))
+    cache: dict = {}
+    shared = [relative_pe.encode(positions, cache=cache), absolute_pe.encode(positions, cache=cache)]
+    for a, b in zip(apart, shared, strict=True):
+        for x, y in zip(a.matrices + a.harmonics, b.matrices + b.harmonics, strict=True):
+            assert torch.equal(x, y)
+    assert len(calls) == len(elements)  # one computation per attribute, not one per PE

@@ -793,8 +793,8 @@ def test_under_bf16_autocast_the_encodings_stay_float32():
     for pe in (model.model.absolute_pe, model.model.relative_pe):
         encode = pe.encode
 
-        def recording(g, encode=encode):
-            seen.append((encode, encode(g)))
+        def recording(g, encode=encode, cache=None):
+            seen.append((encode, encode(g, cache=cache)))
             return seen[-1][1]
 
         pe.encode = recording

@@ -17,10 +17,12 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from geo_pe.reps.groups import Group, as_generator
 
@@ -28,6 +30,7 @@ __all__ = [
     "DEFAULT_TOLERANCES",
     "action_of",
     "assert_equivariant",
+    "count_host_syncs",
     "equivariance_error",
     "invariant",
     "tolerance",
@@ -166,3 +169,42 @@ def assert_equivariant(
                 f"max |f(g.x) - g.f(x)| = {diff.max().item():.3e} "
                 f"(atol={a_tol:g}, rtol={r_tol:g}, dtype={e.dtype})"
             )
+
+
+# Tensor calls that wait for the device: a value read on the host, or an output whose size depends on data.
+HOST_SYNCS = frozenset(
+    [
+        "__bool__",
+        "__int__",
+        "__float__",
+        "__index__",
+        "item",
+        "tolist",
+        "nonzero",
+        "argwhere",
+        "masked_select",
+        "unique",
+    ]
+)
+
+
+class _SyncCounter(TorchFunctionMode):
+    def __init__(self, found: list[str]):
+        super().__init__()
+        self.found = found
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in HOST_SYNCS:
+            self.found.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def count_host_syncs() -> Iterator[list[str]]:
+    """Record the tensor calls in the block that would wait for a GPU (``bool(t)``, ``.item()``,
+    ``.tolist()``, ``nonzero``, ...), on any device: a CPU-side stand-in for
+    ``torch.cuda.set_sync_debug_mode``. Yields the list of their names, filled as they happen."""
+    found: list[str] = []
+    with _SyncCounter(found):
+        yield found

@@ -177,7 +177,7 @@ class GeoTransformerForEquivariantRegression(_WithHead):
     # --- the head ---------------------------------------------------------------------------------------
     def _head(self, out, attention_mask, labels, positions) -> EquivariantRegressionOutput:
         c = self.config
-        pe = out.last_hidden_state[..., c.scalar_size :]
+        pe = out.last_hidden_state[..., self.model.scalar_size :]
         invariants = out.invariants
         if c.equivariant_level == "sequence":
             pe, invariants = _pool(pe, attention_mask), _pool(invariants, attention_mask)

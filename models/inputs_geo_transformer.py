@@ -62,12 +62,22 @@ class GeoTransformerInputs:
                     "GeoTransformerModel for the shapes per group)"
                 )
             if mask is not None and batch == (B, T):  # padding may hold anything: use a valid element
-                neutral = space.sample((), generator=0, dtype=g.dtype if g.is_floating_point() else None)
                 keep = mask.reshape(B, T, *([1] * (g.dim() - 2)))
-                g = torch.where(keep, g, neutral.to(device=g.device, dtype=g.dtype))
-            with input_validation(self.config.validate_inputs):
+                g = torch.where(keep, g, self._neutral_element(attr, space, g))
+            with input_validation(
+                self.config.validate_inputs and value_checks_enabled()
+            ):  # never re-enabled here
                 out[attr] = space.validate(g, name)  # values once here; the encodings trust them
         return out
+
+    def _neutral_element(self, attribute: str, space, like: torch.Tensor) -> torch.Tensor:
+        """A fixed valid element of ``space`` for padded tokens, drawn once per attribute and dtype (not
+        once per forward: a generator per call is a graph break under torch.compile)."""
+        cache = self.__dict__.setdefault("_neutral_elements", {})
+        key = (attribute, like.dtype)
+        if key not in cache:
+            cache[key] = space.sample((), generator=0, dtype=like.dtype if like.is_floating_point() else None)
+        return cache[key].to(device=like.device, dtype=like.dtype)
 
     def _pair_geometry(self, positions: dict, mask: torch.Tensor | None):
         """The `PairGeometry` attention reads: radial functions (``distance_bias``) and offsets x_j - x_i
@@ -110,7 +120,9 @@ class GeoTransformerInputs:
         NaN on a padded token, which attention would then carry to valid ones as 0 * NaN)."""
         c = self.config
         key_mask = None
-        if mask is not None and not (c.validate_inputs and bool(mask.all())):  # no sync when not validating
+        # dropping an all-ones mask needs a look at its values: only where value checks may run (eager,
+        # validating), never under torch.compile or in the trainer's steps
+        if mask is not None and not (c.validate_inputs and value_checks_enabled() and bool(mask.all())):
             key_mask = mask[:, None, None, :]
         if not c.causal:
             return key_mask, False

@@ -516,6 +516,7 @@ class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
             Trivial(config.scalar_size, trivial_groups),
             Trivial(config.intermediate_size, trivial_groups),
         )
+        self.scalar_size = config.scalar_size  # an int: the forward never re-derives it from the spec
         self.embed_tokens = nn.Embedding(config.vocab_size, config.scalar_size) if config.vocab_size else None
         self.embed_features = (
             nn.Linear(config.feature_size, config.scalar_size, bias=True) if config.feature_size else None
@@ -584,10 +585,10 @@ class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
     # --- inputs ------------------------------------------------------------------------------------------
     def token_invariants(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., scalars + PE blocks)``: the scalars and the norm of every PE block (invariant)."""
-        s = x[..., : self.config.scalar_size]
+        s = x[..., : self.scalar_size]
         if not self.block_sizes:
             return s
-        p = x[..., self.config.scalar_size :]
+        p = x[..., self.scalar_size :]
         index = self.norm.block_index  # the block of every PE channel
         wide = p.to(compute_dtype(p))  # under CUDA autocast pow runs in float32 whatever p is: say so here
         squares = torch.zeros(*p.shape[:-1], len(self.block_sizes), dtype=wide.dtype, device=p.device)

@@ -155,6 +155,11 @@ class TrainArguments:
     num_threads: int = 1
     # None: the launcher's; bf16 autocast (CPU too); fp16 autocast with loss scaling (CUDA only)
     mixed_precision: Literal["no", "bf16", "fp16"] | None = None
+    # torch.compile the model for the training steps (evaluation stays eager); batches keep one size, and
+    # the dataset task's fixed_length keeps the token axis static too
+    compile: bool = False
+    # auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere
+    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune"] = "auto"
 
     def __post_init__(self):
         check_types(self)
@@ -266,6 +271,8 @@ HELP = {
     "plot": "draw curves.png at the end (needs matplotlib)",
     "data_cache_dir": "where datasets caches the built task data",
     "num_threads": "intra-op threads per process (0: torch's default); the same under every launcher",
+    "compile": "torch.compile the model for training steps (evaluation stays eager); checked before the run",
+    "compile_mode": "torch.compile mode; auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere",
     "mixed_precision": "no; bf16: autocast to bfloat16 (on CPU too); fp16: autocast to float16 with loss "
     "scaling (CUDA only); group elements and encodings stay float32; null: what the launcher says",
 }

@@ -333,6 +333,8 @@ class Trainer:
     def step(self) -> None:
         """One optimizer step on the global batch of this step (this process's share)."""
         acc, args, state = self.accelerator, self.args, self.state
+        if args.compile:  # CUDA graphs (reduce-overhead): a new step may reuse the last step's buffers
+            torch.compiler.cudagraph_mark_step_begin()
         if not self.model.training:  # after an evaluation only: a walk over every module costs 2 ms
             self.model.train()
         indices = shard(self.batches.indices(state.global_step), acc.process_index, acc.num_processes)
@@ -383,7 +385,7 @@ class Trainer:
         else:
             out = self.model(**inputs, labels=labels)
             loss = out.loss
-        parts = {"loss": out.loss.detach(), **parts}
+        parts = {"loss": out.loss.detach().clone(), **parts}  # a copy: CUDA graphs reuse the output
         if self.phase.index > 0 and args.phase2_pull > 0:
             strength = self.pull(state.global_step - state.phase_start)
             penalty = symmetry_penalty(self.raw_model, toward=args.phase2_pull_toward)

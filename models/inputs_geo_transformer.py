@@ -74,10 +74,11 @@ class GeoTransformerInputs:
         """A fixed valid element of ``space`` for padded tokens, drawn once per attribute and dtype (not
         once per forward: a generator per call is a graph break under torch.compile)."""
         cache = self.__dict__.setdefault("_neutral_elements", {})
-        key = (attribute, like.dtype)
+        key = (attribute, like.dtype, like.device)  # kept on the device: no copy from the host per forward
         if key not in cache:
-            cache[key] = space.sample((), generator=0, dtype=like.dtype if like.is_floating_point() else None)
-        return cache[key].to(device=like.device, dtype=like.dtype)
+            neutral = space.sample((), generator=0, dtype=like.dtype if like.is_floating_point() else None)
+            cache[key] = neutral.to(device=like.device, dtype=like.dtype)
+        return cache[key]
 
     def _pair_geometry(self, positions: dict, mask: torch.Tensor | None):
         """The `PairGeometry` attention reads: radial functions (``distance_bias``) and offsets x_j - x_i

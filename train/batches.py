@@ -43,10 +43,15 @@ def shard(indices: torch.Tensor, rank: int, world: int) -> torch.Tensor:
 
 
 def to_device(batch: T, device: torch.device | str) -> T:
-    """Move a batch (tensors, nested dicts of tensors) to ``device``."""
+    """Move a batch (tensors, nested dicts of tensors) to ``device``. To a GPU through pinned memory and
+    asynchronously: a copy from pageable memory makes the host wait for the device at every step."""
     if isinstance(batch, dict):
         return {k: to_device(v, device) for k, v in batch.items()}
-    return batch.to(device) if isinstance(batch, torch.Tensor) else batch
+    if not isinstance(batch, torch.Tensor):
+        return batch
+    if torch.device(device).type == "cuda" and batch.device.type == "cpu":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)
 
 
 class Split:

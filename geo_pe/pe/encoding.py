@@ -28,7 +28,7 @@ import torch
 
 from geo_pe._checks import full_precision
 from geo_pe.reps.base import DirectSum, Representation, TensorProduct
-from geo_pe.reps.lie import SE3Rep, SO2Rep, SO3Rep, SphereRep, TranslationRep
+from geo_pe.reps.lie import SE3Rep, SO2Rep, SO3Rep, SphereRep, TranslationRep, _constant
 from geo_pe.reps.wigner import wigner_D_all
 
 __all__ = ["X_LAYOUTS", "Encoding", "EncodingPlan", "Segment", "apply_encoding"]
@@ -155,7 +155,7 @@ class EncodingPlan:
                 if frequencies:
                     theta = rep.element(positions, name)
                     dtype = torch.float64 if theta.dtype == torch.float64 else torch.float32
-                    m = torch.tensor(frequencies, dtype=dtype, device=theta.device)
+                    m = _constant(frequencies, dtype, theta.device)
                     angles.append(theta.to(dtype)[..., None] * m)
                 else:
                     rep.element(positions, name)  # validate even when every frequency is 0

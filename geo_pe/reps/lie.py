@@ -68,6 +68,18 @@ ROTATION_J = (
 )  # commutes with every R(t): the complex structure of 2x2 rotation blocks
 
 
+
+_CONSTANTS: dict = {}
+
+
+def _constant(values, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``torch.tensor(values)`` on ``device``, made once per (values, dtype, device): building it per call
+    would copy it from the host in every forward, a host sync on a GPU. ``values`` must be hashable."""
+    key = (values, dtype, torch.device(device))
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(values, dtype=dtype, device=device)
+    return _CONSTANTS[key]
+
 def _rotation_J() -> torch.Tensor:
     return torch.tensor(ROTATION_J, dtype=torch.float64, device="cpu")
 
@@ -255,7 +267,7 @@ class TranslationRep(AttributeRep):
             if self.learnable:
                 w = self.learned_frequencies.to(dtype)
             else:
-                w = torch.tensor(self._values, dtype=dtype, device=x.device)
+                w = _constant(self._values, dtype, x.device)
             x = x.to(dtype)
             if self.ndim == 1:
                 return x[..., None] * w[:, 0]

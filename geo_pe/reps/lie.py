@@ -68,7 +68,6 @@ ROTATION_J = (
 )  # commutes with every R(t): the complex structure of 2x2 rotation blocks
 
 
-
 _CONSTANTS: dict = {}
 
 
@@ -79,6 +78,7 @@ def _constant(values, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     if key not in _CONSTANTS:
         _CONSTANTS[key] = torch.tensor(values, dtype=dtype, device=device)
     return _CONSTANTS[key]
+
 
 def _rotation_J() -> torch.Tensor:
     return torch.tensor(ROTATION_J, dtype=torch.float64, device="cpu")

@@ -20,6 +20,17 @@ def data_cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("datasets"))
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Accelerate keeps one state per process, fixed by the first Accelerator: start each run afresh
+    (another precision than the earlier tests'), and leave it fresh for the tests after."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def check_run(out, results):
     first, second = results["phases"]
     assert (first["ended_at_step"], second["ended_at_step"]) == (4, 8)

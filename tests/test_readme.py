@@ -1,4 +1,5 @@
-"""Every python example in the README runs, and .ci/run runs exactly the README's test command."""
+"""Every python example in the README and in docs/*.md runs, and .ci/run runs exactly the README's test
+command."""
 
 import contextlib
 import io
@@ -39,6 +40,17 @@ def test_python_examples_run_and_print_what_they_say():
             assert line in printed, f"README promises {line!r}, printed {printed}"
             checked += 1
     assert checked >= 2
+
+
+def test_python_examples_of_the_docs_pages_run():
+    pages = sorted((ROOT / "docs").glob("*.md"))
+    ran = 0
+    for page in pages:
+        for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S):
+            with contextlib.redirect_stdout(io.StringIO()):
+                exec(compile(block, page.name, "exec"), {})
+            ran += 1
+    assert ran >= 1
 
 
 def test_ci_runs_the_readme_test_command():

@@ -160,11 +160,13 @@ class GeoRMSNorm(nn.Module):
         return (wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self._rms(x[..., : self.scalar_size]) * self.weight.to(x.dtype)
         if self.block_weight is None:
-            return s
+            return self._rms(x) * self.weight.to(x.dtype)
+        # split, not two slices: its backward is one cat, where each slice's allocates and fills a zero
+        # tensor of the whole state
+        s, p = x.split((self.scalar_size, self.pe_width), dim=-1)
         gains = self.block_weight.to(x.dtype)[self.block_index]
-        return torch.cat((s, self._rms(x[..., self.scalar_size :]) * gains), dim=-1)
+        return torch.cat((self._rms(s) * self.weight.to(x.dtype), self._rms(p) * gains), dim=-1)
 
 
 class GeoMLP(nn.Module):
@@ -198,14 +200,14 @@ class GeoMLP(nn.Module):
             self.block_index = block_index(self.block_sizes, self.pe_gate.weight.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = x[..., : self.scalar_size] if self.pe_width else x
+        s, p = x.split((self.scalar_size, self.pe_width), dim=-1) if self.pe_width else (x, None)
         y = self.down_proj(self.act_fn(self.gate_proj(s)) * self.up_proj(s))
         if not self.pe_width:
             return y
         if self.pe_proj is None:
             return torch.cat((y, y.new_zeros(*y.shape[:-1], self.pe_width)), dim=-1)
         gates = torch.sigmoid(self.pe_gate(s))[..., self.block_index]
-        return torch.cat((y, self.pe_proj(x[..., self.scalar_size :]) * gates), dim=-1)
+        return torch.cat((y, self.pe_proj(p) * gates), dim=-1)
 
 
 class GeoAttention(nn.Module):
@@ -238,7 +240,8 @@ class GeoAttention(nn.Module):
         r = self.relative_heads
         if r == self.num_heads:
             return apply(x, enc)
-        return torch.cat((apply(x[:, :r], enc), x[:, r:]), dim=1)
+        relative, rest = x.split((r, self.num_heads - r), dim=1)
+        return torch.cat((apply(relative, enc), rest), dim=1)
 
     def _scalar_identity_scales(self) -> list[torch.Tensor] | None:
         """The four scalars b of q, k, v, o when all are ``b I`` without bias (phase I), else None."""
@@ -585,10 +588,9 @@ class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
     # --- inputs ------------------------------------------------------------------------------------------
     def token_invariants(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., scalars + PE blocks)``: the scalars and the norm of every PE block (invariant)."""
-        s = x[..., : self.scalar_size]
         if not self.block_sizes:
-            return s
-        p = x[..., self.scalar_size :]
+            return x
+        s, p = x.split((self.scalar_size, x.shape[-1] - self.scalar_size), dim=-1)
         index = self.norm.block_index  # the block of every PE channel
         wide = p.to(compute_dtype(p))  # under CUDA autocast pow runs in float32 whatever p is: say so here
         squares = torch.zeros(*p.shape[:-1], len(self.block_sizes), dtype=wide.dtype, device=p.device)

@@ -333,8 +333,10 @@ def apply_encoding(
     """
     pieces = []
     orthogonal_transpose = transpose != inverse  # what rho^-1, rho^-T are for orthogonal blocks
-    for seg in segments:
-        part = x[..., seg.start : seg.stop]
+    # one split (its backward is one cat) instead of a slice per segment (each slice's backward fills a
+    # zero tensor of the whole of x)
+    parts = x.split([seg.stop - seg.start for seg in segments], dim=-1)
+    for seg, part in zip(segments, parts, strict=True):
         if seg.kind == "identity":
             pieces.append(part)
         elif seg.kind == "rotation":

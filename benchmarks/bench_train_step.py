@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import io
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -38,27 +37,14 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _machine import machine  # noqa: E402
+
 from benchmarks.published.egnn import EGNN  # noqa: E402
 from benchmarks.published.nbody import make_split, write_parquet  # noqa: E402
 from train import load_config  # noqa: E402
 from train.loop import Trainer  # noqa: E402
 
 SIZES = {"train": 600, "validation": 100, "test": 100}  # enough batches of 100; the step ignores the rest
-
-
-def machine(device: str) -> dict:
-    info = {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads()}
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    info["cpu"] = cpu
-    info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-    return info
 
 
 def synchronize(device: str) -> None:

@@ -58,10 +58,10 @@ class EquivariantStructure(nn.Module):
                 if b.J is not None:
                     self.register_buffer(f"J{i}", b.J.to(torch.get_default_dtype()), persistent=False)
             self.num_maps = sum(b.num_maps for b in self.blocks)
-            rows, cols, values = self._scatter_plan()
-            self.register_buffer("scatter_rows", rows, persistent=False)
-            self.register_buffer("scatter_cols", cols, persistent=False)
-            self.register_buffer("scatter_values", values, persistent=False)
+            source, values = self._gather_plan()
+            self.register_buffer("gather_source", source, persistent=False)
+            self.register_buffer("gather_values", values, persistent=False)
+            self.unit_values = bool((values[values != 0] == 1).all())  # real-type blocks only
         elif self.kind == "orbits":
             self.register_buffer("pattern", orbit_pattern(self.rep_out, self.rep_in), persistent=False)
             self.num_maps = int(self.pattern.max()) + 1 if self.pattern.numel() else 0
@@ -73,12 +73,14 @@ class EquivariantStructure(nn.Module):
             self.register_buffer("basis", basis.to(torch.get_default_dtype()), persistent=False)
             self.num_maps = basis.shape[0]
 
-    def _scatter_plan(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Where each coefficient lands in the flattened weight: ``W.flatten()[rows] += c[cols] * values``.
+    def _gather_plan(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """For every entry of the flattened weight, the coefficient it reads and its factor:
+        ``W.flatten() = [c ; 0][source] * values`` (index ``num_maps`` reads the appended zero).
 
         Block by block W = M (x) I (+ N (x) J): coefficient (o, c) of M fills the d entries of the identity
-        in the block (o, c), and of N the nonzero entries of J. Computed once, so `expand` is one gather
-        and one scatter instead of an eye, a kron and a slice assignment per block and per call."""
+        in the block (o, c), and of N the nonzero entries of J (which never meet the identity's). Computed
+        once, so `expand` is one gather (and one product for complex-type blocks) instead of an eye, a
+        kron and a slice assignment per block and per call."""
         n = self.shape[1]
         rows, cols, values = [], [], []
         start = 0
@@ -97,10 +99,15 @@ class EquivariantStructure(nn.Module):
                 cols.append(index.expand_as(flat).flatten())
                 values.append(matrix[a, e].expand_as(flat).flatten())
             start += b.num_maps
-        if not rows:
-            empty = torch.zeros(0, dtype=torch.long)
-            return empty, empty, torch.zeros(0, dtype=torch.get_default_dtype())
-        return torch.cat(rows), torch.cat(cols), torch.cat(values).to(torch.get_default_dtype())
+        size = self.shape[0] * self.shape[1]
+        source = torch.full((size,), self.num_maps, dtype=torch.long)
+        factors = torch.zeros(size, dtype=torch.get_default_dtype())
+        if rows:
+            rows_, cols_ = torch.cat(rows), torch.cat(cols)
+            assert rows_.unique().numel() == rows_.numel(), "Schur blocks never share an entry"
+            source[rows_] = cols_
+            factors[rows_] = torch.cat(values).to(factors.dtype)
+        return source, factors
 
     def _choose(self, structure: str) -> str:
         if structure in ("auto", "schur"):
@@ -156,9 +163,10 @@ class EquivariantStructure(nn.Module):
             return coefficients[self.pattern]
         if self.kind == "basis":
             return torch.einsum("k,kmn->mn", coefficients, self.basis.to(coefficients.dtype))
-        entries = coefficients[self.scatter_cols] * self.scatter_values.to(coefficients.dtype)
-        W = coefficients.new_zeros(self.shape[0] * self.shape[1])
-        return W.index_add(0, self.scatter_rows, entries).view(self.shape)
+        W = torch.cat((coefficients, coefficients.new_zeros(1)))[self.gather_source]
+        if not self.unit_values:  # complex-type blocks: J's entries are +-1
+            W = W * self.gather_values.to(coefficients.dtype)
+        return W.view(self.shape)
 
     def linear(self, x: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
         """``x W^T``, the faster way: one GEMM with the expanded weight when ``x`` has at least as many rows

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -62,7 +61,6 @@ def nbody_trainer(files: dict, out: Path, *extra: str) -> Trainer:
     with contextlib.redirect_stdout(io.StringIO()):
         trainer = Trainer(load_config(args))
         trainer.start()
-    trainer.progress, trainer.steps_this_process, trainer.window = tqdm(disable=True), 0, []
     return trainer
 
 
@@ -155,7 +153,6 @@ def main() -> None:
                        str(work / "quickstart"), "--report_to", "none", "--plot", "false"]  # fmt: skip
     quick = Trainer(load_config(quickstart_args))
     quick.start()
-    quick.progress, quick.steps_this_process, quick.window = tqdm(disable=True), 0, []
     timed(quick.step, 3, device)
     quickstart = timed(quick.step, args.quickstart_steps, device)
 

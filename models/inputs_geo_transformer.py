@@ -64,9 +64,8 @@ class GeoTransformerInputs:
             if mask is not None and batch == (B, T):  # padding may hold anything: use a valid element
                 keep = mask.reshape(B, T, *([1] * (g.dim() - 2)))
                 g = torch.where(keep, g, self._neutral_element(attr, space, g))
-            with input_validation(
-                self.config.validate_inputs and value_checks_enabled()
-            ):  # never re-enabled here
+            checks = self.config.validate_inputs and value_checks_enabled()  # on only if on outside too
+            with input_validation(checks):
                 out[attr] = space.validate(g, name)  # values once here; the encodings trust them
         return out
 

@@ -89,8 +89,9 @@ def phase_plan(args: TrainArguments) -> list[Phase]:
 
 
 # --- pieces ------------------------------------------------------------------------------------------------
-def make_accelerator(args: TrainArguments) -> Accelerator:
-    """CPU processes (gloo) when no accelerator device is present, whatever ``accelerate launch`` says."""
+def make_accelerator(args: TrainArguments, sharded: bool = False) -> Accelerator:
+    """CPU processes (gloo) when no accelerator device is present, whatever ``accelerate launch`` says;
+    fp16 (a CUDA loss scaler) only on CUDA and without sharding."""
     has_device = torch.cuda.is_available() or (
         getattr(torch, "xpu", None) is not None and torch.xpu.is_available()
     )
@@ -101,6 +102,8 @@ def make_accelerator(args: TrainArguments) -> Accelerator:
             "mixed_precision: fp16 needs a CUDA GPU (its loss scaler is CUDA's); use bf16 or no on this "
             "machine"
         )
+    if precision == "fp16" and sharded:
+        raise ConfigError("mixed_precision: fp16 is not supported with FSDP (its loss scaler); use bf16")
     log_with = trackers_for(args.report_to)
     return Accelerator(
         cpu=not has_device,
@@ -207,10 +210,7 @@ class Trainer:
         self.plan = phase_plan(args)
         self.pull = pull_schedule(args)
         self.sharding = ShardingPlan.from_launcher()  # FSDP2 from the launcher: the trainer shards itself
-        precision = args.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION")
-        if self.sharding is not None and precision == "fp16":
-            raise ConfigError("mixed_precision: fp16 is not supported with FSDP (its loss scaler); use bf16")
-        self.accelerator = make_accelerator(args)
+        self.accelerator = make_accelerator(args, sharded=self.sharding is not None)
         check_compiler(args)
         acc = self.accelerator
         if args.batch_size % acc.num_processes:
@@ -231,6 +231,9 @@ class Trainer:
         self.log = JsonlLog(self.out / "log.jsonl", enabled=acc.is_main_process)
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.state = TrainerState(num_processes=acc.num_processes)
+        # what step() updates; train() resets them and shows a progress bar (benchmarks step directly)
+        self.steps_this_process, self.window, self.started = 0, [], time.perf_counter()
+        self.progress = tqdm(disable=True)
 
     @property
     def phase(self) -> Phase:
@@ -284,14 +287,11 @@ class Trainer:
         if self.state.finished:
             self.accelerator.print(f"resume: the run in {self.out} is finished")
             return False
-        model = build_model(self.config, self.task)
-        optimizer = make_optimizer(model, self.args)
-        for phase in self.plan[1 : self.state.phase_index + 1]:  # the switches the run went through
-            switch_phase(model, phase, self.args)
-            optimizer = rebuild_optimizer(optimizer, model, lr_multiplier=phase.lr_multiplier)
-        if self.sharding is not None:  # the optimizer is built on the sharded parameters
-            model = self.shard(model)
-            optimizer = make_optimizer(model, self.args, self.phase.lr_multiplier)
+        model = self.rebuild_current_phase()  # the switches the run went through
+        if self.state.phase_index > 0:
+            freeze_rest(model, self.args)
+        model = self.shard(model)  # sharded runs: the optimizer is built on the sharded parameters
+        optimizer = make_optimizer(model, self.args, self.phase.lr_multiplier)  # state: the checkpoint's
         self.prepare(model, optimizer, make_scheduler(optimizer, self.args, self.phase))
         if self.sharding is not None:
             load_sharded(checkpoint_dir, self.model, self.raw_optimizer)

@@ -28,7 +28,7 @@ import torch
 
 from geo_pe._checks import full_precision
 from geo_pe.reps.base import DirectSum, Representation, TensorProduct
-from geo_pe.reps.lie import SE3Rep, SO2Rep, SO3Rep, SphereRep, TranslationRep, _constant
+from geo_pe.reps.lie import SE3Rep, SO2Rep, SO3Rep, SphereRep, TranslationRep, device_constant
 from geo_pe.reps.wigner import wigner_D_all
 
 __all__ = ["X_LAYOUTS", "Encoding", "EncodingPlan", "Segment", "apply_encoding"]
@@ -155,20 +155,16 @@ class EncodingPlan:
                 if frequencies:
                     theta = rep.element(positions, name)
                     dtype = torch.float64 if theta.dtype == torch.float64 else torch.float32
-                    m = _constant(frequencies, dtype, theta.device)
+                    m = device_constant(frequencies, dtype, theta.device)
                     angles.append(theta.to(dtype)[..., None] * m)
                 else:
                     rep.element(positions, name)  # validate even when every frequency is 0
-            elif kind == "so3":
-                keys = [("so3", rep.attribute, l) for l in rep.degrees]
-                if cache is None or any(k not in cache for k in keys):
-                    by_degree = wigner_D_all(rep.element(positions, name), max(rep.degrees))
-                    found = {("so3", rep.attribute, l): D for l, D in enumerate(by_degree)}
-                    if cache is not None:
-                        cache.update(found)
-                else:
-                    found = cache
-                matrices.extend(found[k] for k in keys)
+            elif kind == "so3":  # wigner_D_all gives every degree up to the highest: keep them all
+
+                def every_degree(rep=rep):
+                    return enumerate(wigner_D_all(rep.element(positions, name), max(rep.degrees)))
+
+                matrices.extend(_cached(cache, "so3", rep, every_degree))
                 inverses.extend(None for _ in rep.degrees)
             elif kind == "se3":
                 blocks, inverse_blocks = rep.blocks_and_inverses(positions, name)
@@ -178,14 +174,11 @@ class EncodingPlan:
                     inv if h else None for inv, h in zip(inverse_blocks, homogeneous, strict=True)
                 )
             elif kind == "sphere":
-                keys = [("sphere", rep.attribute, l) for l in rep.degrees]
-                if cache is None or any(k not in cache for k in keys):
-                    found = dict(zip(keys, rep.harmonics(positions, name), strict=True))
-                    if cache is not None:
-                        cache.update(found)
-                else:
-                    found = cache
-                harmonics.extend(found[k] for k in keys)
+
+                def each_degree(rep=rep):
+                    return zip(rep.degrees, rep.harmonics(positions, name), strict=True)
+
+                harmonics.extend(_cached(cache, "sphere", rep, each_degree))
             else:
                 blocks = rep.blocks(positions)
                 matrices.extend(blocks)
@@ -200,6 +193,19 @@ class EncodingPlan:
                 cos, sin = torch.cos(theta), torch.sin(theta)
                 cis = torch.complex(cos, sin)
         return Encoding(cos, sin, cis, tuple(matrices), tuple(harmonics), tuple(inverses))
+
+
+def _cached(cache: dict | None, kind: str, rep, compute) -> list[torch.Tensor]:
+    """The blocks of ``rep``'s degrees, from ``cache`` (keys ``(kind, attribute, degree)``) when all are
+    there, else from ``compute()`` (pairs ``(degree, block)``), which then fills the cache."""
+    keys = [(kind, rep.attribute, l) for l in rep.degrees]
+    if cache is None or any(k not in cache for k in keys):
+        found = {(kind, rep.attribute, l): block for l, block in compute()}
+        if cache is not None:
+            cache.update(found)
+    else:
+        found = cache
+    return [found[k] for k in keys]
 
 
 def _orthogonal(rep: Representation) -> bool:

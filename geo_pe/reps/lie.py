@@ -71,7 +71,7 @@ ROTATION_J = (
 _CONSTANTS: dict = {}
 
 
-def _constant(values, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def device_constant(values, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``torch.tensor(values)`` on ``device``, made once per (values, dtype, device): building it per call
     would copy it from the host in every forward, a host sync on a GPU. ``values`` must be hashable."""
     key = (values, dtype, torch.device(device))
@@ -267,7 +267,7 @@ class TranslationRep(AttributeRep):
             if self.learnable:
                 w = self.learned_frequencies.to(dtype)
             else:
-                w = _constant(self._values, dtype, x.device)
+                w = device_constant(self._values, dtype, x.device)
             x = x.to(dtype)
             if self.ndim == 1:
                 return x[..., None] * w[:, 0]

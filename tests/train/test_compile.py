@@ -42,8 +42,6 @@ def test_a_training_step_makes_no_host_sync(tmp_path, data_cache):
     GPU each would stall the queue; benchmarks.gpu checks with CUDA's sync debug mode)."""
     trainer = Trainer(load_config(tiny(tmp_path / "run", data_cache, *QUIET)))
     trainer.start()
-    trainer.steps_this_process, trainer.window = 0, []
-    trainer.progress = type("Silent", (), {"update": lambda self, n: None})()
     trainer.step()  # the first step builds the optimizer state
     with count_host_syncs() as syncs:
         trainer.step()

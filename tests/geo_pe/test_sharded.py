@@ -45,3 +45,32 @@ def test_fsdp2_phase_switch_on_two_processes_matches_the_unsharded_switch(tmp_pa
     trained = load_file(tmp_path / "phase_two.safetensors")
     moved = max(float((trained[k] - switched[k]).abs().max()) for k in switched)
     assert moved > 1e-3 and all(torch.isfinite(torch.tensor(result["losses"])))
+
+
+def test_carried_optimizer_state_is_what_rebuild_optimizer_keeps():
+    """Unsharded, where `rebuild_optimizer` is the reference: carrying by name keeps the state of exactly
+    the parameters that survive the switch (norms, MLP, head), and not of the replaced coefficients."""
+    from geo_pe.phases import carry_optimizer_state, rebuild_optimizer
+
+    config = GeoTransformerConfig(
+        feature_size=3, hidden_size=24, num_attention_heads=4, pe_absolute="so2:1x1+1x2",
+        pe_relative="so2:1x1+1x2+2x0", phase_history=["equivariant"], num_labels=3,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = GeoTransformerForSequenceClassification(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    loss = model(
+        features=torch.randn(4, 5, 3), positions=torch.rand(4, 5) * 6, labels=torch.tensor([0, 1, 2, 0])
+    ).loss
+    loss.backward()
+    optimizer.step()
+    old_parameters = dict(model.named_parameters())
+    model.set_phase("free")
+    reference = rebuild_optimizer(optimizer, model)
+    carried = carry_optimizer_state(old_parameters, optimizer, model, torch.optim.AdamW(model.parameters()))
+    names = {id(p): n for n, p in model.named_parameters()}
+    kept = {names[id(p)] for p in reference.state}
+    assert kept and kept == {names[id(p)] for p in carried.state}
+    assert not any("weight_param.value" in n for n in kept)  # the freed weights start afresh
+    for p in reference.state:
+        assert carried.state[p]["exp_avg"] is reference.state[p]["exp_avg"]

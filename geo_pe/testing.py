@@ -28,8 +28,11 @@ from geo_pe.reps.groups import Group, as_generator
 
 __all__ = [
     "DEFAULT_TOLERANCES",
+    "ROUNDING_TOLERANCES",
     "action_of",
+    "assert_close_to_rounding",
     "assert_equivariant",
+    "assert_same_weights",
     "count_host_syncs",
     "equivariance_error",
     "invariant",
@@ -44,12 +47,42 @@ DEFAULT_TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
     torch.float16: (1e-2, 1e-2),
 }
 
+# (atol, rtol) by dtype for the same arithmetic summed in another order: BLAS picks its kernels by memory
+# alignment (tensors loaded from a file are views at the file's offsets) and by thread count. A few units
+# in the last place, far below what a wrong formula or a lost weight would give.
+ROUNDING_TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
+    torch.float64: (1e-13, 1e-12),
+    torch.float32: (1e-6, 1e-5),
+    torch.bfloat16: (1e-2, 1e-2),
+    torch.float16: (1e-3, 1e-3),
+}
+
 Action = Callable[[Any, Any], Any]
 
 
 def tolerance(dtype: torch.dtype) -> tuple[float, float]:
     """Default ``(atol, rtol)`` for results of ``dtype``."""
     return DEFAULT_TOLERANCES.get(dtype, DEFAULT_TOLERANCES[torch.float32])
+
+
+def assert_close_to_rounding(actual: torch.Tensor, expected: torch.Tensor, msg: str | None = None) -> None:
+    """``actual`` equals ``expected`` up to summation order (``ROUNDING_TOLERANCES`` of its dtype).
+
+    For one computation reached along two paths that may sum in another order: a model and its reloaded
+    copy, a chunked and a whole pass. Bit-for-bit equality is only promised along the same code path on
+    storage of the same alignment; compare weights with ``assert_same_weights`` instead.
+    """
+    atol, rtol = ROUNDING_TOLERANCES.get(actual.dtype, ROUNDING_TOLERANCES[torch.float32])
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol, msg=msg)
+
+
+def assert_same_weights(model: torch.nn.Module, other: torch.nn.Module) -> None:
+    """Both modules hold the same parameters and buffers (saved or rebuilt) bit for bit, under equal names."""
+    for kind in ("named_parameters", "named_buffers"):
+        mine, theirs = dict(getattr(model, kind)()), dict(getattr(other, kind)())
+        assert mine.keys() == theirs.keys(), f"{kind}: {sorted(mine.keys() ^ theirs.keys())} differ"
+        for name, value in mine.items():
+            assert theirs[name].dtype == value.dtype and torch.equal(theirs[name], value), f"{name} differs"
 
 
 def invariant(g: Any, y: Any) -> Any:

@@ -8,7 +8,7 @@ import torch
 from geo_pe import quaternion as Q
 from geo_pe.reps import L1_PERMUTATION, spherical_harmonics, wigner_D, wigner_D_all, wigner_D_from_matrix
 from geo_pe.reps import wigner as W
-from geo_pe.testing import tolerance
+from geo_pe.testing import assert_close_to_rounding, tolerance
 
 DEGREES = list(range(17))
 
@@ -183,7 +183,7 @@ def test_chunked_recursion_matches_a_single_pass(monkeypatch):
     whole = wigner_D_all(q, 6)
     monkeypatch.setattr(W, "_CACHE_FLOATS", 1)  # forces chunks of 256 rotations
     for a, b in zip(whole, wigner_D_all(q, 6), strict=True):
-        torch.testing.assert_close(a, b, atol=0, rtol=0)
+        assert_close_to_rounding(b, a)  # another batch shape may take another vectorised kernel
 
 
 def test_shapes_and_dtypes():

@@ -4,8 +4,8 @@ Importing this package registers the model with ``AutoConfig``, ``AutoModel``,
 ``AutoModelForSequenceClassification`` and ``AutoModelForTokenClassification``, and marks the classes
 for ``register_for_auto_class`` so that a saved folder also loads with ``trust_remote_code=True``.
 HF has no Auto class for sequence regression or equivariant outputs: load
-`GeoTransformerForSequenceRegression` and `GeoTransformerForEquivariantRegression` by name (or
-``AutoModelForSequenceClassification`` with ``num_labels=1``, which HF treats as regression).
+`GeoTransformerForSequenceRegression` and `GeoTransformerForEquivariantRegression` by name, or their
+folders with ``AutoModel`` and ``trust_remote_code=True`` (the folder's ``auto_map`` names the head there).
 """
 
 from transformers import (
@@ -58,3 +58,5 @@ GeoTransformerConfig.register_for_auto_class()
 GeoTransformerModel.register_for_auto_class("AutoModel")
 GeoTransformerForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 GeoTransformerForTokenClassification.register_for_auto_class("AutoModelForTokenClassification")
+GeoTransformerForSequenceRegression.register_for_auto_class("AutoModel")
+GeoTransformerForEquivariantRegression.register_for_auto_class("AutoModel")

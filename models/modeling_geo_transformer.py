@@ -404,8 +404,12 @@ class GeoTransformerPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
 
     def save_pretrained(self, *args, **kwargs) -> None:
-        """As `transformers.PreTrainedModel.save_pretrained`; ``config.json``'s ``auto_map`` names every
-        Auto class, so the folder loads with any of them under ``trust_remote_code=True``."""
+        """As `transformers.PreTrainedModel.save_pretrained`, with the source files of every class.
+
+        ``config.json``'s ``auto_map`` names every Auto class, so the folder loads with any of them under
+        ``trust_remote_code=True``. Heads that HF has no Auto class for (sequence and equivariant
+        regression) are named under ``AutoModel``: their folders load with it, as the head.
+        """
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
         return super().save_pretrained(*args, **kwargs)
 
@@ -413,6 +417,7 @@ class GeoTransformerPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, *args, **kwargs) -> GeoTransformerPreTrainedModel:
         """As `transformers.PreTrainedModel.from_pretrained`; a truncated weights file, or random-subspace
         weights saved with another subspace than the config describes, raise ``ValueError``."""
+        _refuse_another_heads_folder(cls, args, kwargs)
         try:
             loaded = super().from_pretrained(*args, **kwargs)
         except SafetensorError as err:
@@ -478,7 +483,7 @@ class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
     * ``positions``: the group elements, a tensor for a single attribute or a dict ``{attribute: tensor}``;
       per attribute ``(B, T)`` for R^1 positions (integers welcome; default ``arange(T)``), ``(B, T, n)``
       for R^n, ``(B, T)`` angles for SO(2), ``(B, T, 4)`` quaternions for SO(3), ``(B, T, 3)`` directions
-      for S^2 (see the README's table of group elements). Padded tokens may hold anything;
+      for S^2 (see the table of group elements in docs/model.md). Padded tokens may hold anything;
     * ``attention_mask`` ``(B, T)``: 1 for tokens, 0 for padding;
     * ``memory`` ``(B, S, hidden)``, ``memory_positions``, ``memory_attention_mask`` ``(B, S)``: states
       that keys and values also read in every layer (cross-attention to an encoder's output, e.g.
@@ -731,6 +736,25 @@ def _pool(invariants: torch.Tensor, attention_mask: torch.Tensor | None) -> torc
         return invariants.sum(1) / max(invariants.shape[1], 1)
     weights = attention_mask.to(invariants.dtype)[..., None]
     return (invariants * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+def _refuse_another_heads_folder(cls: type, args: tuple, kwargs: dict) -> None:
+    """Under ``trust_remote_code``, transformers maps an Auto class to the first remote class a process
+    loads for this config's code and hands every later folder to it. A remote class that the folder's
+    ``auto_map`` does not name is such a leftover: name the mismatch instead of loading an equivariant
+    head into the encoder or into another head. (The installed classes load any folder.)"""
+    config = kwargs.get("config")
+    if not cls.__module__.startswith("transformers_modules") or config is None:
+        return
+    named = {str(target).rsplit(".", 1)[-1] for target in (getattr(config, "auto_map", None) or {}).values()}
+    if named and cls.__name__ not in named:
+        source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        saved = (getattr(config, "architectures", None) or ["another class"])[0]
+        raise ValueError(
+            f"pretrained_model_name_or_path: {source!s} holds a {saved}, but this process already mapped the "
+            f"Auto class to {cls.__name__} when it loaded another folder by remote code; load it with "
+            f"{saved}.from_pretrained from the installed geo-pe, or in a fresh process"
+        )
 
 
 class _WithHead(GeoTransformerPreTrainedModel):

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from geo_pe.pe import absolute_block_sizes
-from geo_pe.phases import PHASES, PROJECTIONS
-from geo_pe.reps import IrrepsSpec
+# A saved folder carries this file and the modeling files, which build on the geo-pe library. Under
+# trust_remote_code, transformers would suggest `pip install geo_pe`, a package that does not exist;
+# imports inside ``try`` are not scanned, so a missing library gets this line instead.
+try:
+    from geo_pe.pe import absolute_block_sizes
+    from geo_pe.phases import PHASES, PROJECTIONS
+    from geo_pe.reps import IrrepsSpec
+except ModuleNotFoundError as missing:
+    raise ModuleNotFoundError(
+        "this geo transformer needs the geo-pe library (import name geo_pe), which is not installed: "
+        "pip install a clone of the geo-pe repository (pip install ./geo-pe), then load the folder again"
+    ) from missing
 
 __all__ = ["GeoTransformerConfig"]
 

@@ -1,0 +1,218 @@
+"""The geo transformer's inputs: group elements validated once at the door (padding replaced), point
+attributes centred on their valid centroid, the attention mask (padding, causal order) and the memory of
+cross-attention. A mixin of `GeoTransformerModel`, kept apart so that the modeling file stays readable."""
+
+from __future__ import annotations
+
+import torch
+
+from geo_pe._checks import input_validation, value_checks_enabled
+from geo_pe.reps.groups import Translations
+
+__all__ = ["GeoTransformerInputs"]
+
+
+class GeoTransformerInputs:
+    """Input handling of `GeoTransformerModel` (reads ``config``, ``attribute_spaces``, ``relative_pe``)."""
+
+    def _positions(self, positions, B: int, T: int, mask: torch.Tensor | None, device, reference: str):
+        attributes = self.attribute_spaces
+        if not attributes:
+            if positions is not None:
+                raise ValueError(
+                    "positions: this model has no positional encoding (pe_absolute and "
+                    "pe_relative are None), so it cannot use them"
+                )
+            return None
+        if positions is None:
+            if all(g == Translations(1) for g in attributes.values()):
+                index = torch.arange(T, device=device).expand(B, T)
+                positions = {a: index for a in attributes}
+            else:
+                raise ValueError(
+                    f"positions: the model's encodings read {sorted(attributes)}; pass a tensor per attribute"
+                )
+        if isinstance(positions, torch.Tensor):
+            if len(attributes) != 1:
+                raise ValueError(f"positions: expected a dict with keys {sorted(attributes)}, got a tensor")
+            positions = {next(iter(attributes)): positions}
+        if not isinstance(positions, dict):
+            raise ValueError(
+                f"positions: expected a tensor or a dict of tensors, got {type(positions).__name__}"
+            )
+        if set(positions) != set(attributes):
+            raise ValueError(
+                f"positions: expected the keys {sorted(attributes)} (the attributes of the model's "
+                f"encodings), got {sorted(positions)}"
+            )
+        out = {}
+        for attr, space in attributes.items():
+            name, g = f"positions[{attr!r}]", positions[attr]
+            if not isinstance(g, torch.Tensor):
+                raise ValueError(
+                    f"{name}: expected a tensor of {space.name} elements, got {type(g).__name__}"
+                )
+            with input_validation(False):  # the element shape first, before any value is read
+                space.validate(g, name)
+            batch = tuple(space.batch_shape(g)) if g.dim() >= 1 else tuple(g.shape)
+            if batch not in ((B, T), (T,)):
+                raise ValueError(
+                    f"{name}: expected {space.name} elements with batch shape ({B}, {T}) or ({T},) (the "
+                    f"batch and tokens of {reference}), got a tensor of shape {tuple(g.shape)} (see "
+                    "GeoTransformerModel for the shapes per group)"
+                )
+            if mask is not None and batch == (B, T):  # padding may hold anything: use a valid element
+                keep = mask.reshape(B, T, *([1] * (g.dim() - 2)))
+                g = torch.where(keep, g, self._neutral_element(attr, space, g))
+            checks = self.config.validate_inputs and value_checks_enabled()  # on only if on outside too
+            with input_validation(checks):
+                out[attr] = space.validate(g, name)  # values once here; the encodings trust them
+        return out
+
+    def _neutral_element(self, attribute: str, space, like: torch.Tensor) -> torch.Tensor:
+        """A fixed valid element of ``space`` for padded tokens, drawn once per attribute and dtype (not
+        once per forward: a generator per call is a graph break under torch.compile)."""
+        cache = self.__dict__.setdefault("_neutral_elements", {})
+        key = (attribute, like.dtype, like.device)  # kept on the device: no copy from the host per forward
+        if key not in cache:
+            neutral = space.sample((), generator=0, dtype=like.dtype if like.is_floating_point() else None)
+            cache[key] = neutral.to(device=like.device, dtype=like.dtype)
+        return cache[key]
+
+    def _pair_geometry(self, positions: dict, mask: torch.Tensor | None):
+        """The `PairGeometry` attention reads: radial functions (``distance_bias``) and offsets x_j - x_i
+        (``relative_point_values``, in D_1's (y, z, x) order, zero on padded pairs) of the centred points,
+        once per forward."""
+        from .modeling_geo_transformer import PairGeometry
+
+        c, dtype = self.config, self.dtype
+        basis = self._pair_distance_basis(positions, mask).to(dtype) if c.distance_bias else None
+        offsets = None
+        if c.relative_point_values:
+            offsets = {}
+            for attr in c.point_attributes:
+                x = positions[attr]
+                offset = (x[:, None, :] - x[:, :, None])[..., [1, 2, 0]]  # x_j - x_i in D_1's (y, z, x)
+                if mask is not None:
+                    offset = offset * (mask[:, :, None] & mask[:, None, :])[..., None].to(offset.dtype)
+                offsets[attr] = offset
+        return PairGeometry(basis, offsets)
+
+    def _pair_distance_basis(self, positions: dict, mask: torch.Tensor | None) -> torch.Tensor:
+        """``(B, T, T, points x distance_bias)``: Gaussian radial functions of |x_i - x_j| for each point
+        attribute, centres evenly on [0, distance_bias_max], width their spacing; zero on padded pairs."""
+        c = self.config
+        features = []
+        for attr in c.point_attributes:
+            x = positions[attr]
+            distance = torch.linalg.vector_norm(x[:, :, None] - x[:, None, :], dim=-1)
+            centres = torch.linspace(0, c.distance_bias_max, c.distance_bias, dtype=x.dtype, device=x.device)
+            width = c.distance_bias_max / (c.distance_bias - 1)
+            features.append(torch.exp(-(((distance[..., None] - centres) / width) ** 2)))
+        basis = torch.cat(features, dim=-1)
+        if mask is not None:
+            basis = basis * (mask[:, :, None] & mask[:, None, :])[..., None].to(basis.dtype)
+        return basis
+
+    def _attention_mask(self, mask: torch.Tensor | None, T: int, device) -> tuple[torch.Tensor | None, bool]:
+        """``(attn_mask (B, 1, 1 or T, T) or None, is_causal)``: padded keys are hidden; with ``causal``,
+        later keys too, and every token always sees itself, so no row is empty (an empty row would give
+        NaN on a padded token, which attention would then carry to valid ones as 0 * NaN)."""
+        c = self.config
+        key_mask = None
+        # dropping an all-ones mask needs a look at its values: only where value checks may run (eager,
+        # validating), never under torch.compile or in the trainer's steps
+        if mask is not None and not (c.validate_inputs and value_checks_enabled() and bool(mask.all())):
+            key_mask = mask[:, None, None, :]
+        if not c.causal:
+            return key_mask, False
+        if key_mask is None:
+            return None, True
+        allowed = torch.ones(T, T, dtype=torch.bool, device=device).tril()
+        return (key_mask & allowed) | torch.eye(T, dtype=torch.bool, device=device), False
+
+    def _memory(self, memory, memory_positions, memory_mask, positions, mask, B: int, T: int):
+        """Validate the memory (B, S, hidden) that keys and values also read (cross-attention to an
+        encoder's states, or cached tokens), its group elements and mask. Returns ``(memory, key encoding
+        of [memory ; tokens], attention mask (B, 1, T, S + T))``: every token sees the valid memory and,
+        without ``causal``, the valid tokens; with it, itself and the tokens before it."""
+        c = self.config
+        if not isinstance(memory, torch.Tensor) or memory.dim() != 3 or memory.shape[0] != B:
+            shape = tuple(memory.shape) if isinstance(memory, torch.Tensor) else type(memory).__name__
+            raise ValueError(f"memory: expected states of shape ({B}, S, {c.hidden_size}), got {shape}")
+        if memory.shape[-1] != c.hidden_size:
+            raise ValueError(
+                f"memory: expected states of width hidden_size={c.hidden_size}, got {memory.shape[-1]}"
+            )
+        if c.point_attributes:
+            raise ValueError("memory: models with point_attributes centre each set on its own; not supported")
+        S = memory.shape[1]
+        if memory_mask is not None and memory_mask.shape != (B, S):
+            raise ValueError(
+                f"memory_attention_mask: expected shape ({B}, {S}), got {tuple(memory_mask.shape)}"
+            )
+        memory_keep = None if memory_mask is None else memory_mask.bool()
+        key_encoding = None
+        if self.relative_pe is not None:
+            at = self._positions(memory_positions, B, S, memory_keep, memory.device, "memory")
+            joined = {
+                a: torch.cat((self._batched(at[a], a, B), self._batched(positions[a], a, B)), 1) for a in at
+            }
+            with input_validation(False):
+                key_encoding = self.relative_pe.encode(joined)
+        elif memory_positions is not None:
+            raise ValueError("memory_positions: this model has no relative encoding to read them")
+        own = torch.ones(B, T, dtype=torch.bool, device=memory.device) if mask is None else mask
+        seen = (
+            torch.ones(B, S, dtype=torch.bool, device=memory.device) if memory_keep is None else memory_keep
+        )
+        keys = torch.cat((seen, own), dim=1)[:, None, None, :]  # (B, 1, 1, S + T)
+        if not c.causal:
+            return memory.to(self.dtype), key_encoding, keys
+        order = torch.ones(T, T, dtype=torch.bool, device=memory.device).tril()
+        allowed = torch.cat((torch.ones(T, S, dtype=torch.bool, device=memory.device), order), dim=1)
+        itself = torch.cat(
+            (
+                torch.zeros(T, S, dtype=torch.bool, device=memory.device),
+                torch.eye(T, dtype=torch.bool, device=memory.device),
+            ),
+            dim=1,
+        )
+        return memory.to(self.dtype), key_encoding, (keys & allowed) | itself
+
+    def _batched(self, g: torch.Tensor, attribute: str, B: int) -> torch.Tensor:
+        """Elements of batch shape (T,) or (B, T) as (B, T, ...)."""
+        batch = self.attribute_spaces[attribute].batch_shape(g)
+        return g.expand(B, *g.shape) if len(batch) == 1 else g
+
+    def _center_points(
+        self, positions, B: int, T: int, mask: torch.Tensor | None
+    ) -> tuple[dict, torch.Tensor]:
+        """Centre each point attribute on the centroid of its valid tokens: ``(positions with the
+        centred points, distances (B, T, points))``. Padded points may hold anything."""
+        if not isinstance(positions, dict):
+            raise ValueError(
+                f"positions: expected a dict with the point attributes {self.config.point_attributes}"
+            )
+        positions, distances = dict(positions), []
+        keep = torch.ones(B, T, 1, dtype=torch.bool) if mask is None else mask[..., None]
+        for attr in self.config.point_attributes:
+            name, x = f"positions[{attr!r}]", positions.get(attr)
+            if not isinstance(x, torch.Tensor) or x.shape != (B, T, 3) or not x.is_floating_point():
+                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise ValueError(f"{name}: expected points of shape ({B}, {T}, 3), got {shape}")
+            keep = keep.to(x.device)
+            x = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+            count = keep.sum(1, keepdim=True).clamp_min(1).to(x.dtype)
+            centred = x - x.sum(1, keepdim=True) / count
+            distance = torch.linalg.vector_norm(centred, dim=-1) * keep[..., 0]
+            if self.config.validate_inputs and value_checks_enabled():
+                if not bool(torch.isfinite(x).all()):
+                    raise ValueError(f"{name}: expected finite points on valid tokens")
+                if bool(((distance == 0) & keep[..., 0]).any()):  # also a set of one point
+                    raise ValueError(
+                        f"{name}: a point lies at the centroid of its set, where its direction is undefined"
+                    )
+            positions[attr] = centred
+            distances.append(distance)
+        return positions, torch.stack(distances, dim=-1)

@@ -86,7 +86,7 @@ def load_table(path: str, key: str, cache_dir: str | None = None) -> Dataset:
                     f"{key}: unknown format {p.suffix!r} of {path}; expected one of {sorted(FORMATS)} "
                     "or a save_to_disk folder"
                 )
-            if p.stat().st_size == 0 or (kind == "parquet" and _parquet_rows(p) == 0):
+            if p.stat().st_size == 0 or (kind == "parquet" and _parquet_rows(p, key) == 0):
                 raise ConfigError(f"{key}: {path} is empty (no rows)")
             reader = {"parquet": Dataset.from_parquet, "json": Dataset.from_json, "csv": Dataset.from_csv}
             loaded = reader[kind](str(p), cache_dir=cache_dir)
@@ -101,13 +101,18 @@ def load_table(path: str, key: str, cache_dir: str | None = None) -> Dataset:
     return loaded
 
 
-def _parquet_rows(path: Path) -> int | None:
+def _parquet_rows(path: Path, key: str) -> int:
+    """The row count from the parquet footer; a truncated or foreign file is named before any reader
+    logs its own complaint."""
     import pyarrow.parquet as pq
 
     try:
         return pq.read_metadata(path).num_rows
-    except Exception:  # not a parquet file: the reader says why
-        return None
+    except Exception as err:
+        raise ConfigError(
+            f"{key}: cannot read {path} ({type(err).__name__}: {' '.join(str(err).split())}); the parquet "
+            "file is truncated or corrupt"
+        ) from None
 
 
 # --- columns ---------------------------------------------------------------------------------------------
@@ -148,6 +153,20 @@ def _owners(rows: int, counts: list[np.ndarray]) -> list[np.ndarray]:
     for level in counts:
         owners.append(np.repeat(owners[-1], np.maximum(level, 0)))
     return owners
+
+
+def _at_centroid(points: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Which of the ``points`` (entries, 3), grouped into sets by ``rows``, lie at their set's centroid
+    (within 1e-6 of the set's size): the model reads each point's direction from the centroid."""
+    points = points.astype(np.float64)
+    starts = np.unique(rows, return_inverse=True)[1]
+    count = np.bincount(starts).astype(np.float64)
+    total = np.zeros((len(count), 3))
+    np.add.at(total, starts, points)
+    distance = np.linalg.norm(points - (total / count[:, None])[starts], axis=-1)
+    size = np.zeros(len(count))
+    np.maximum.at(size, starts, distance)
+    return distance <= 1e-6 * np.maximum(size[starts], 1e-30)
 
 
 def read_column(array: pa.Array, column: Column, width: int | None = None):
@@ -225,7 +244,7 @@ TARGET_WHAT = {
 
 @register_task
 class FileDataset(Task):
-    """Your own data from files, with a column mapping (see the module docstring and the README)."""
+    """Your own data from files, with a column mapping (see the module docstring and docs/own_data.md)."""
 
     name = "dataset"
 
@@ -361,8 +380,13 @@ class FileDataset(Task):
     def _column_max(self, name: str, per_token: bool, key: str) -> int:
         path, train = self.open()["train"]
         column = train.data.column(name)
-        if per_token:
+        if per_token and (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):
             column = pc.list_flatten(column)
+        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+            raise ConfigError(
+                f"{name}: expected numbers in split 'train' ({path}) to infer {key} from, got {column.type} "
+                f"values; give class labels as integers 0 .. num_labels - 1"
+            )
         try:
             top = pc.max(column).as_py()
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -593,6 +617,14 @@ class FileDataset(Task):
             elif isinstance(space, Sphere) and attribute not in self._points:
                 flag(
                     np.linalg.norm(flat, axis=-1) == 0, lambda i: f"zero direction (attribute {attribute!r})"
+                )
+            elif isinstance(space, Sphere) and len(flat):
+                flag(
+                    _at_centroid(flat, rows),
+                    lambda i: (
+                        f"a point of attribute {attribute!r} lies at the centroid of its row's points, "
+                        "where its direction is undefined (so does the point of a row of one)"
+                    ),
                 )
         return out
 

@@ -306,6 +306,11 @@ class Trainer:
             self.best_weights = {} if gathered_elsewhere else load_file(str(best))  # process 0 broadcasts
         self.log.truncate_after(self.state.global_step)  # records of steps redone after the checkpoint
         self.log.write({"kind": "event", "event": "resumed", "step": self.state.global_step})
+        phase = self.plan[self.state.phase_index]
+        self.accelerator.print(
+            f"resumed from step {self.state.global_step} ({checkpoint_dir.name}, phase "
+            f"{self.state.phase_index + 1}: {phase.name})"
+        )
         return True
 
     def announce(self) -> None:

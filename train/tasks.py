@@ -34,7 +34,7 @@ from transformers.utils import ModelOutput
 
 from geo_pe import quaternion
 from models import GeoTransformerForSequenceClassification, GeoTransformerForSequenceRegression
-from train.validation import check_range, check_types
+from train.validation import ConfigError, check_range, check_types
 
 __all__ = ["TASKS", "Motifs", "RotatedDigits", "RotorChain", "Task", "register_task"]
 
@@ -155,8 +155,9 @@ def _load_digits():
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise ImportError(
-            "task rotated_digits: needs scikit-learn for its bundled digits; pip install 'geo-pe[train]'"
+        raise ConfigError(
+            "task: rotated_digits needs scikit-learn for its bundled digits; pip install 'geo-pe[train]' "
+            "(or pip install scikit-learn)"
         ) from None
     return load_digits()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -180,6 +181,13 @@ def corrupt(rows: dict, column: str, row: int, value) -> dict:
     return out
 
 
+def at_centroid(points: list) -> list:
+    """The points with the last moved to the centroid of the others."""
+    points = np.array(points, dtype=np.float64)
+    points[-1] = points[:-1].mean(0)
+    return points.tolist()
+
+
 def particle_rows(particle_files: Path, split: str = "train") -> dict:
     return pq.read_table(particle_files / f"{split}.parquet").to_pydict()
 
@@ -203,6 +211,14 @@ def particle_rows(particle_files: Path, split: str = "train") -> dict:
         (
             lambda r: corrupt(r, "velocity", 9, [[0.0, 0.0, 0.0]] * len(r["charge"][9])),
             r"^velocity: split 'train' \(.*\), row 9: zero direction \(attribute 'velocity'\)",
+        ),
+        (  # every particle of system 4 at one place: each lies at the centroid the model centres on
+            lambda r: corrupt(r, "position", 4, [[1.0, 2.0, 3.0]] * len(r["charge"][4])),
+            r"^position: split 'train' \(.*\), row 4: a point of attribute 'position' lies at the centroid",
+        ),
+        (  # the last particle at the centroid of the others, so at the centroid of all
+            lambda r: corrupt(r, "position", 6, at_centroid(r["position"][6])),
+            r"^position: split 'train' \(.*\), row 6: a point of attribute 'position' lies at the centroid",
         ),
     ],
 )
@@ -334,8 +350,8 @@ def test_two_processes_predict_in_row_order(particle_files, tmp_path):
 
 
 def test_the_particles_example_runs_end_to_end_from_the_command_line(tmp_path):
-    """The README walk-through in quick mode: write the files, train from the YAML alone, evaluate and
-    predict, each a command a user types (run from the folder that holds data/)."""
+    """The walk-through of docs/own_data.md in quick mode: write the files, train from the YAML alone,
+    evaluate and predict, each a command a user types (run from the folder that holds data/)."""
     quick = ["--phase1_steps", "4", "--phase2_steps", "4", "--eval_steps", "4", "--save_steps", "4",
              "--report_to", "none", "--plot", "false"]  # fmt: skip
     commands = [
@@ -358,3 +374,28 @@ def test_the_particles_example_runs_end_to_end_from_the_command_line(tmp_path):
     assert metrics["rows"] == 16 and metrics["mse"] >= 0
     lines = (tmp_path / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 16 and set(json.loads(lines[0])) == {"system", "prediction"}
+
+
+def test_unreadable_files_and_text_labels_are_one_line_with_status_2(tmp_path, capfd):
+    """A truncated parquet (named before pyarrow or datasets print anything) and class labels given as
+    strings without num_labels: one ``error:`` line on stderr, status 2, nothing written."""
+    from train.cli import main
+
+    good = write_rows(tmp_path / "rows.parquet", angle_rows(20))
+    truncated = tmp_path / "truncated.parquet"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    words = write_rows(tmp_path / "words.parquet", {**angle_rows(20), "label": ["cat", "dog"] * 10})
+    cases = {
+        truncated: r"^error: train_file: cannot read .*truncated.parquet \(ArrowInvalid: .*\); "
+        r"the parquet file is truncated or corrupt$",
+        words: r"^error: label: expected numbers in split 'train' \(.*words.parquet\) to infer target "
+        r"from, got string values; give class labels as integers 0 \.\. num_labels - 1$",
+    }
+    capfd.readouterr()
+    for path, message in cases.items():
+        assert main(angle_config(path, tmp_path / "run")) == 2
+        out, err = capfd.readouterr()
+        # datasets' progress bar may come first (the conversion to Arrow); nothing else does
+        lines = [line for line in err.replace("\r", "\n").splitlines() if line and "examples/s]" not in line]
+        assert out == "" and len(lines) == 1 and re.match(message, lines[0]), err
+    assert not (tmp_path / "run").exists()

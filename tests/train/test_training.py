@@ -79,13 +79,15 @@ def test_quickstart_tiny_trains_both_phases_and_saves_a_loadable_model(tmp_path,
     assert seconds[0] >= 0 and all(a < b for a, b in itertools.pairwise(seconds))
 
 
-def test_resume_after_the_switch_ends_with_the_same_weights(tmp_path, data_cache):
+def test_resume_after_the_switch_ends_with_the_same_weights(tmp_path, data_cache, capsys):
     whole, split = tmp_path / "whole", tmp_path / "split"
     train(load_config(tiny(whole, data_cache)))
     stopped = train(load_config(tiny(split, data_cache, "--stop_after_steps", "9")))
     assert stopped == {"status": "stopped", "step": 9}  # stopped in phase II, after the switch at 6
     assert (split / "checkpoints" / "step_00000009").is_dir()
+    capsys.readouterr()
     train(load_config(tiny(split, data_cache, "--resume")))
+    assert "resumed from step 9 (step_00000009, phase 2: free)" in capsys.readouterr().out
     a, b = weights(whole / "model"), weights(split / "model")
     assert a.keys() == b.keys()
     for key in a:

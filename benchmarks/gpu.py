@@ -18,7 +18,8 @@ is recorded in the JSON with its error and the next section runs):
   phase II against HF's LlamaModel of the same shape, bf16 autocast, 8 layers, hidden 512, 16 x 1,024;
 * the peak GPU memory of every in-process section.
 
-Times are CUDA-event medians after warm-up; every figure in the README's GPU table comes from this file.
+Times are CUDA-event medians after warm-up; every figure in the GPU table of docs/training_on_gpus.md
+comes from this file.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Write a small particle dataset to parquet: charged particles under Coulomb forces, and how far each
-moves. It is the data of the README's walk-through of training on your own files:
+moves. It is the data of the walk-through in docs/own_data.md:
 
     python examples/particles.py --out data/particles            # train/validation/test .parquet
     geo-pe-train --config examples/particles.yaml                # two-phase training, from the files

@@ -117,7 +117,7 @@ class TrainArguments:
     phase1_constraint: Literal["scalar_identity", "equivariant", "free", "residual"] = "equivariant"
     phase2: Literal["free", "subspace", "residual", "equivariant", "none"] = "free"  # equivariant: control
     phase2_steps: int = 600
-    # 1.0: in the experiments (README "Experiments and results") 0.1x left phase II unable to learn
+    # 1.0: in the experiments (docs/experiments.md) 0.1x left phase II unable to learn
     # what the symmetry hides (digits +-45 at 300 images: 65.0 % vs 79.3 % at 1x)
     phase2_lr_multiplier: float = 1.0
     subspace_dim: int | None = None

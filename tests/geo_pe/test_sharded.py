@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -16,6 +17,7 @@ from models import GeoTransformerConfig, GeoTransformerForSequenceClassification
 SCRIPT = Path(__file__).with_name("sharded_switch_script.py")
 
 
+@pytest.mark.slow  # two processes: the default run launches one pair (test_fsdp)
 def test_fsdp2_phase_switch_on_two_processes_matches_the_unsharded_switch(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(SCRIPT), str(tmp_path)]  # fmt: skip

@@ -8,16 +8,11 @@ import torch
 from safetensors.torch import load_file
 
 from geo_pe.testing import count_host_syncs
-from tests.train.test_training import tiny
+from tests.train.conftest import tiny
 from train import ConfigError, load_config, train
 from train.loop import Trainer
 
 QUIET = ("--plot", "false", "--attention_dropout", "0", "--classifier_dropout", "0")
-
-
-@pytest.fixture(scope="module")
-def data_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("datasets"))
 
 
 def test_compiled_training_matches_eager_training(tmp_path, data_cache):

@@ -332,6 +332,7 @@ def test_train_resume_evaluate_and_predict_from_files(particle_files, tmp_path, 
     assert "exists; pass --overwrite" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two processes: the default run launches one pair (test_fsdp)
 def test_two_processes_predict_in_row_order(particle_files, tmp_path):
     run = tmp_path / "run"
     train(load_config(particle_args(particle_files, run)))
@@ -349,27 +350,21 @@ def test_two_processes_predict_in_row_order(particle_files, tmp_path):
         np.testing.assert_allclose(np.array(x), np.array(y), atol=1e-6)
 
 
-def test_the_particles_example_runs_end_to_end_from_the_command_line(tmp_path):
+def test_the_particles_example_runs_end_to_end_from_the_command_line(tmp_path, monkeypatch):
     """The walk-through of docs/own_data.md in quick mode: write the files, train from the YAML alone,
-    evaluate and predict, each a command a user types (run from the folder that holds data/)."""
+    evaluate and predict, each the entry point of a command a user types (run from the folder that holds
+    data/; in this process: the console scripts themselves are run by test_cli and the particles tests)."""
+    from train.cli import main as train_main
+
+    monkeypatch.chdir(tmp_path)
     quick = ["--phase1_steps", "4", "--phase2_steps", "4", "--eval_steps", "4", "--save_steps", "4",
              "--report_to", "none", "--plot", "false"]  # fmt: skip
-    commands = [
-        [sys.executable, str(ROOT / "examples" / "particles.py"), "--out", "data/particles",
-         "--train", "64", "--validation", "16", "--test", "16", "--steps", "20"],
-        ["geo-pe-train", "--config", str(EXAMPLE), *quick],
-        ["geo-pe-evaluate", "runs/particles", "--data", "data/particles/test.parquet"],
-        ["geo-pe-predict", "runs/particles", "--data", "data/particles/test.parquet",
-         "--output", "predictions.jsonl"],
-    ]  # fmt: skip
-    bin_dir = Path(sys.executable).parent
-    for command in commands:
-        if not command[0].startswith("/"):
-            command[0] = str(bin_dir / command[0])
-        completed = subprocess.run(
-            command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False
-        )
-        assert completed.returncode == 0, completed.stderr[-2000:]
+    particles.main(["--out", "data/particles", "--train", "64", "--validation", "16", "--test", "16",
+                    "--steps", "20"])  # fmt: skip
+    assert train_main(["--config", str(EXAMPLE), *quick]) == 0
+    assert evaluate_main(["runs/particles", "--data", "data/particles/test.parquet"]) == 0
+    output = ["--output", "predictions.jsonl"]
+    assert predict_main(["runs/particles", "--data", "data/particles/test.parquet", *output]) == 0
     metrics = json.loads((tmp_path / "runs" / "particles" / "evaluation_test.json").read_text())
     assert metrics["rows"] == 16 and metrics["mse"] >= 0
     lines = (tmp_path / "predictions.jsonl").read_text().splitlines()

@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
+from tests.train.conftest import tiny
 from tests.train.test_files import particle_args, particle_files  # noqa: F401  (a fixture)
-from tests.train.test_training import tiny
 from train import ConfigError, load_config, train
 from train.inference import evaluate_main, predict_main
 from train.monitor import read_log

@@ -16,33 +16,12 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSequenceClassification
 
 from geo_pe.phases import PhasedLinear
+from tests.train.conftest import tiny
 from train import CheckpointError, ConfigError, load_config, train
 from train.__main__ import main
 from train.monitor import read_log
 
 ROOT = Path(__file__).resolve().parents[2]
-QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
-
-
-@pytest.fixture(scope="module")
-def data_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("datasets"))
-
-
-def tiny(output_dir, data_cache, *extra) -> list[str]:
-    """The quickstart config in a tiny mode: a small model, a few steps per phase."""
-    return [
-        "--config", QUICKSTART,
-        "--output_dir", str(output_dir),
-        "--data_cache_dir", data_cache,
-        "--hidden_size", "32", "--num_attention_heads", "4",
-        "--pe_absolute", "so2:2x1+1x2", "--pe_relative", "so2:2x1+2x2",
-        "--phase1_steps", "6", "--phase2_steps", "6",
-        "--batch_size", "32", "--eval_batch_size", "64",
-        "--eval_steps", "3", "--save_steps", "4", "--logging_steps", "2",
-        "--report_to", "none",
-        *extra,
-    ]  # fmt: skip
 
 
 def weights(path) -> dict[str, torch.Tensor]:
@@ -51,7 +30,7 @@ def weights(path) -> dict[str, torch.Tensor]:
 
 def test_quickstart_tiny_trains_both_phases_and_saves_a_loadable_model(tmp_path, data_cache):
     out = tmp_path / "run"
-    results = train(load_config(tiny(out, data_cache)))
+    results = train(load_config(tiny(out, data_cache, "--plot", "true")))
     first, second = results["phases"]
     assert (first["phase"], second["phase"]) == ("equivariant", "free")
     assert first["equivariance_error"] < 1e-5  # phase I: invariant up to float32 rounding
@@ -99,9 +78,24 @@ def test_resume_after_the_switch_ends_with_the_same_weights(tmp_path, data_cache
     assert "resumed" in events
 
 
-def test_resume_skips_half_written_and_refuses_corrupt_checkpoints(tmp_path, data_cache, capsys):
-    out = tmp_path / "run"
-    train(load_config(tiny(out, data_cache, "--stop_after_steps", "5", "--save_total_limit", "0")))
+STOPPED = ("--stop_after_steps", "5", "--save_total_limit", "0")
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory, data_cache) -> Path:
+    """One tiny run stopped after step 5 with every checkpoint kept; tests resume their own copies."""
+    out = tmp_path_factory.mktemp("stopped") / "run"
+    assert train(load_config(tiny(out, data_cache, *STOPPED))) == {"status": "stopped", "step": 5}
+    return out
+
+
+def copy_of(run: Path, to: Path) -> Path:
+    shutil.copytree(run, to)
+    return to
+
+
+def test_resume_skips_half_written_and_refuses_corrupt_checkpoints(tmp_path, data_cache, capsys, stopped_run):
+    out = copy_of(stopped_run, tmp_path / "run")
     checkpoints = out / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step_00000004", "step_00000005"]
     (checkpoints / "step_00000007.partial").mkdir()  # killed while writing: never used
@@ -269,11 +263,10 @@ def test_resume_by_absolute_path_from_elsewhere_and_after_a_move(tmp_path, data_
     assert results["phases"][-1]["ended_at_step"] == 12
 
 
-def test_resume_refuses_another_number_of_processes(tmp_path, data_cache):
+def test_resume_refuses_another_number_of_processes(tmp_path, data_cache, stopped_run):
     from train import checkpoint as ckpt
 
-    out = tmp_path / "run"
-    train(load_config(tiny(out, data_cache, "--stop_after_steps", "5")))
+    out = copy_of(stopped_run, tmp_path / "run")
     latest = ckpt.find_latest(out / "checkpoints")
     state = json.loads((latest / ckpt.STATE).read_text())
     assert state["num_processes"] == 1
@@ -332,6 +325,7 @@ def test_evaluation_keeps_every_tensor_on_the_model_device(tmp_path, data_cache)
     )
 
 
+@pytest.mark.slow  # two processes: the default run launches one pair (test_fsdp)
 def test_two_processes_match_one_process(tmp_path, data_cache):
     """Same global batch: 2 gloo processes (geo-pe-train --num_processes 2, which checks the config and
     then runs accelerate launch) reach the weights of 1 process.

@@ -9,15 +9,10 @@ import pytest
 import torch
 
 from geo_pe.amp import cuda_autocast_lists
+from tests.train.conftest import tiny
 from tests.train.test_files import particle_args, particle_files  # noqa: F401  (a fixture)
-from tests.train.test_training import tiny
 from train import ConfigError, load_config, train
 from train.monitor import read_log
-
-
-@pytest.fixture(scope="module")
-def data_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("datasets"))
 
 
 @pytest.fixture(autouse=True)

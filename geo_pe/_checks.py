@@ -1,42 +1,43 @@
 """Input validation shared by the library: clear `ValueError`s that name the argument.
 
 Value checks (finite, non-zero) read tensor data, which costs a device sync and cannot be traced by
-`torch.compile`. They therefore run only in eager mode and can be switched off globally with
-`set_input_validation(False)` once a pipeline is known to be sound. Shape checks always run.
+`torch.compile`. They therefore run only in eager mode and can be switched off with
+`set_input_validation(False)` (or the `input_validation` context manager) once a pipeline is known to be
+sound. The switch is context-local, like torch's grad mode: it holds for the current thread (or asyncio
+task) and what it calls, never for another thread. Shape checks always run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Iterator, Sequence
 
 import torch
 
-_VALIDATE = True
+_VALIDATE: contextvars.ContextVar[bool] = contextvars.ContextVar("geo_pe_input_validation", default=True)
 
 
 def set_input_validation(enabled: bool) -> None:
-    """Turn the value checks (finite, non-zero norms) on or off for the whole library."""
-    global _VALIDATE
-    _VALIDATE = bool(enabled)
+    """Turn the value checks (finite, non-zero norms) on or off in the current context."""
+    _VALIDATE.set(bool(enabled))
 
 
 @contextlib.contextmanager
 def input_validation(enabled: bool) -> Iterator[None]:
-    """Context manager form of `set_input_validation`."""
-    previous = _VALIDATE
-    set_input_validation(enabled)
+    """Value checks on or off inside the block (context manager form of `set_input_validation`)."""
+    token = _VALIDATE.set(bool(enabled))
     try:
         yield
     finally:
-        set_input_validation(previous)
+        _VALIDATE.reset(token)
 
 
 def value_checks_enabled() -> bool:
     """True when data-dependent checks may run (enabled, eager mode, not tracing)."""
-    if not _VALIDATE:
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
-    return not (torch.compiler.is_compiling() or torch.jit.is_tracing())
+    return _VALIDATE.get()
 
 
 def check_tensor(x: object, name: str) -> torch.Tensor:

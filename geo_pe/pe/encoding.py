@@ -26,8 +26,9 @@ from typing import NamedTuple
 
 import torch
 
-from geo_pe._checks import full_precision
+from geo_pe._checks import full_precision, input_validation, value_checks_enabled
 from geo_pe.reps.base import DirectSum, Representation, TensorProduct
+from geo_pe.reps.groups import GroupElements
 from geo_pe.reps.lie import SE3Rep, SO2Rep, SO3Rep, SphereRep, TranslationRep, device_constant
 from geo_pe.reps.wigner import wigner_D_all
 
@@ -143,7 +144,16 @@ class EncodingPlan:
 
         ``cache``: a dict shared by several plans that encode the same ``positions`` in one forward (an
         absolute and a relative PE): the Wigner matrices and harmonics of an attribute are computed once
-        per degree and reused (keys ``(kind, attribute, degree)``)."""
+        per degree and reused (keys ``(kind, attribute, degree)``).
+
+        `GroupElements` (from `geo_pe.reps.validate_elements`) were checked when they were made: their
+        values are not read again on the way (no host sync); anything else is validated here."""
+        if isinstance(positions, GroupElements) and value_checks_enabled():  # (never under torch.compile)
+            with input_validation(False):
+                return self._encode(positions, name, cache)
+        return self._encode(positions, name, cache)
+
+    def _encode(self, positions, name: str, cache: dict | None) -> Encoding:
         angles: list[torch.Tensor] = []
         matrices: list[torch.Tensor] = []
         inverses: list[torch.Tensor | None] = []

@@ -25,7 +25,18 @@ from geo_pe.reps.finite import (
     outer_product,
     symmetric,
 )
-from geo_pe.reps.groups import SE3, SO2, SO3, Group, ProductGroup, Space, Sphere, Translations
+from geo_pe.reps.groups import (
+    SE3,
+    SO2,
+    SO3,
+    Group,
+    GroupElements,
+    ProductGroup,
+    Space,
+    Sphere,
+    Translations,
+    validate_elements,
+)
 from geo_pe.reps.lie import (
     AttributeRep,
     SE3Rep,
@@ -59,6 +70,7 @@ __all__ = [
     "DirectSum",
     "FactorRep",
     "Group",
+    "GroupElements",
     "Irrep",
     "IrrepsSpec",
     "PermutationGroup",
@@ -91,6 +103,7 @@ __all__ = [
     "share_rotation",
     "spherical_harmonics",
     "symmetric",
+    "validate_elements",
     "wigner_D",
     "wigner_D_all",
     "wigner_D_from_matrix",

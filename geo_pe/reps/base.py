@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from geo_pe.reps.groups import Element, Group, ProductGroup
+from geo_pe.reps.groups import Element, Group, GroupElements, ProductGroup
 
 __all__ = ["TRIVIAL", "DirectSum", "Irrep", "Representation", "TensorPower", "TensorProduct"]
 
@@ -337,9 +337,12 @@ class TensorPower(Representation):
 
 
 def element_of(g: Element, attribute: str, group: Group, name: str = "g") -> torch.Tensor:
-    """The element of ``attribute`` in ``g`` (a dict of attributes, or a bare tensor), validated."""
+    """The element of ``attribute`` in ``g`` (a dict of attributes, or a bare tensor), validated; the
+    elements of `GroupElements` were validated when it was made and are returned as they are."""
     if isinstance(g, Mapping):
         if attribute not in g:
             raise ValueError(f"{name}: no group element for attribute {attribute!r}; got keys {sorted(g)}")
+        if isinstance(g, GroupElements):
+            return g[attribute]
         return group.validate(g[attribute], f"{name}[{attribute!r}]")
     return group.validate(g, name)

@@ -22,6 +22,7 @@ that acts on it, ``acting_group``, and how: ``act(h, x)`` (left multiplication f
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -35,10 +36,22 @@ from geo_pe._checks import (
     check_floating,
     check_tensor,
     check_trailing_shape,
+    input_validation,
     value_checks_enabled,
 )
 
-__all__ = ["SO2", "SO3", "Group", "ProductGroup", "Space", "Sphere", "Translations", "as_generator"]
+__all__ = [
+    "SO2",
+    "SO3",
+    "Group",
+    "GroupElements",
+    "ProductGroup",
+    "Space",
+    "Sphere",
+    "Translations",
+    "as_generator",
+    "validate_elements",
+]
 
 Element = torch.Tensor | Mapping[str, torch.Tensor]
 
@@ -354,3 +367,29 @@ class ProductGroup(Group):
     def batch_shape(self, g):
         shapes = [G.batch_shape(g[k]) for k, G in self.factors.items()]
         return torch.broadcast_shapes(*shapes)
+
+
+class GroupElements(dict):
+    """Group elements by attribute, validated and in canonical form (unit quaternions and directions,
+    floating-point positions): what `validate_elements` returns. The encodings read them as they are,
+    without checking again; a plain dict or tensor is validated wherever it is read."""
+
+
+def validate_elements(
+    spaces: Mapping[str, Space], elements: Mapping[str, torch.Tensor], name: str = "positions", *, values=True
+) -> GroupElements:
+    """Validate ``elements[attribute]`` as elements of ``spaces[attribute]`` once, for every attribute.
+
+    Shapes are always checked; the values (finite, non-zero) when ``values`` and the context allow it
+    (`geo_pe.set_input_validation`, eager mode). Returns the canonical elements as `GroupElements`;
+    errors name ``name[attribute]``.
+    """
+    missing = [attribute for attribute in spaces if attribute not in elements]
+    if missing:
+        raise ValueError(f"{name}: no group elements for attribute(s) {missing}; got keys {sorted(elements)}")
+    out = GroupElements()
+    # switch the values off only where they would run (never under torch.compile, where they do not)
+    with input_validation(False) if not values and value_checks_enabled() else contextlib.nullcontext():
+        for attribute, space in spaces.items():
+            out[attribute] = space.validate(elements[attribute], f"{name}[{attribute!r}]")
+    return out

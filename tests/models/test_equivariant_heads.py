@@ -296,7 +296,7 @@ def test_distance_bias_reads_pairwise_distances():
     model = cloud_model("position", "token", torch.float64, distance_bias=5)
     points = torch.randn(2, 4, 3, dtype=torch.float64)
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
-    basis = model.model._pair_distance_basis({"direction": points}, mask.bool())
+    basis = model.model.inputs.pair_distance_basis({"direction": points}, mask.bool())
     centres = torch.linspace(0, 5.0, 5, dtype=torch.float64)
     for b in range(2):
         for i in range(4):
@@ -304,7 +304,7 @@ def test_distance_bias_reads_pairwise_distances():
                 d = float((points[b, i] - points[b, j]).norm())
                 expected = torch.exp(-(((d - centres) / 1.25) ** 2)) * float(mask[b, i] * mask[b, j])
                 torch.testing.assert_close(basis[b, i, j], expected)
-    reflected = model.model._pair_distance_basis({"direction": -points}, mask.bool())
+    reflected = model.model.inputs.pair_distance_basis({"direction": -points}, mask.bool())
     torch.testing.assert_close(reflected, basis)
     inputs = {"features": torch.rand(2, 4, 1, dtype=torch.float64), "positions": {"direction": 3 + points},
               "attention_mask": mask}  # fmt: skip
@@ -323,7 +323,7 @@ def test_relative_point_values_are_weighted_offsets():
     assert start == model.config.scalar_size  # s2:1x1 is the first block after the scalars
     points = torch.randn(2, 4, 3, dtype=torch.float64)
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]).bool()
-    pairs = model.model._pair_geometry({"direction": points}, mask)
+    pairs = model.model.inputs.pair_geometry({"direction": points}, mask, model.dtype)
     weights = torch.rand(2, 3, 4, 4, dtype=torch.float64) * mask[:, None, None, :]
     weights = weights / weights.sum(-1, keepdim=True)
     update = attention._point_values(weights, pairs.offsets)

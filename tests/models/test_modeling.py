@@ -17,6 +17,7 @@ from transformers import (
     AutoModelForTokenClassification,
 )
 
+import geo_pe
 from geo_pe.reps.groups import ProductGroup
 from geo_pe.testing import (
     action_of,
@@ -617,6 +618,35 @@ def test_without_validation_the_forward_never_syncs_with_the_host():
     validating = GeoTransformerForSequenceClassification(make_config("t1xso3-absolute+gta")).to("meta")
     with pytest.raises((RuntimeError, NotImplementedError)):  # validation reads values
         validating(**meta)
+
+
+def test_each_quaternion_is_checked_once_per_forward_and_the_flag_stays_where_it_was(monkeypatch):
+    """The model validates its group elements at the door and hands the encodings `GroupElements`: one
+    value check of the quaternions per forward, though both encodings and four layers read them; the
+    context's validation switch is left as it was, and a switch turned off in another thread is not seen
+    here."""
+    import threading
+
+    from geo_pe import quaternion as Q
+    from geo_pe._checks import value_checks_enabled
+
+    model = GeoTransformerForSequenceClassification(make_config("t1xso3-absolute+gta")).eval()
+    x = inputs(model.model, torch.float32)
+    reads = []
+    check_norm = Q._check_norm
+    monkeypatch.setattr(
+        Q, "_check_norm", lambda norm, name: (reads.append(value_checks_enabled()), check_norm(norm, name))[1]
+    )
+    model(**x)
+    assert reads.count(True) == 1, reads
+    assert value_checks_enabled()
+    off = threading.Thread(target=geo_pe.set_input_validation, args=(False,))
+    off.start()
+    off.join()
+    assert value_checks_enabled()  # context-local: another thread's switch does not reach this one
+    x["positions"]["orientation"][0, 1] = 0.0
+    with pytest.raises(ValueError, match=r"positions\['orientation'\]: expected non-zero finite quaternions"):
+        model(**x)
 
 
 AUTO_CLASSES = {

@@ -236,10 +236,9 @@ class GeoAttention(nn.Module):
     def _scalar_identity_scales(self) -> list[torch.Tensor] | None:
         """The four scalars b of q, k, v, o when all are ``b I`` without bias (phase I), else None."""
         projections = (self.q_proj, self.k_proj, self.v_proj, self.o_proj)
-        if all(
-            isinstance(p.weight_param, ScalarIdentityWeight) and p.bias_param is None for p in projections
-        ):
-            return [p.weight_param.scale for p in projections]
+        scales = [p.weight_param.identity_multiple() for p in projections]
+        if all(b is not None for b in scales) and all(p.bias_param is None for p in projections):
+            return scales
         return None
 
     def forward(

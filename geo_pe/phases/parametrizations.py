@@ -88,6 +88,11 @@ class WeightParametrization(nn.Module):
     def weight(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def identity_multiple(self) -> torch.Tensor | None:
+        """The scalar ``b`` ``(1,)`` when the weight is ``b I`` by construction, else None: layers that
+        compose several such weights may fold them into one multiplication."""
+        return None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x W^T`` (matrices) for ``x`` ``(..., in)``."""
         return F.linear(x, self.weight().to(x.dtype))
@@ -136,6 +141,9 @@ class ScalarIdentityWeight(WeightParametrization):
 
     def weight(self) -> torch.Tensor:
         return self.scale * torch.eye(self.shape[0], dtype=self.scale.dtype, device=self.scale.device)
+
+    def identity_multiple(self) -> torch.Tensor:
+        return self.scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale.to(x.dtype) * x

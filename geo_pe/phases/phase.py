@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -37,8 +37,6 @@ from geo_pe.phases.parametrizations import (
 from geo_pe.phases.projections import RandomSubspace
 
 __all__ = ["PHASES", "PhaseReport", "phase_param_groups", "rebuild_optimizer", "select_layers", "set_phase"]
-
-PHASES = ("scalar_identity", "equivariant", "free", "subspace", "residual")
 
 
 @dataclass
@@ -111,6 +109,133 @@ def _clear_subspace_caches(module, args):
             m.begin_forward()
 
 
+# --- the phases: one builder each, from the weights at the switch to the new parametrisations -------------
+Built = dict[str, tuple[WeightParametrization, WeightParametrization | None]]
+
+
+@dataclass
+class _Switch:
+    """What a phase builder reads: the chosen layers, their weights and biases at the switch, and the
+    options of `set_phase`. Builders that make random subspaces append them to ``subspaces``."""
+
+    chosen: list[tuple[str, PhasedLinear]]
+    before: dict[str, tuple[torch.Tensor, torch.Tensor | None]]
+    reps: object
+    structure: str
+    free_weight_decay: float
+    subspace_dim: int | None
+    projection: str
+    seed: int
+    shared_subspace: bool
+    rebuild: bool  # build only, leave the values as constructed (a saved model's structure)
+    subspaces: list[RandomSubspace] = field(default_factory=list)
+
+
+_BUILDERS: dict[str, Callable[[_Switch], Built]] = {}
+_REMEMBERING: set[str] = set()
+
+
+def _phase(name: str, *, remembers: bool = False):
+    """Register the builder of phase ``name``; ``remembers``: its weights keep the weights at the switch."""
+
+    def register(builder: Callable[[_Switch], Built]) -> Callable[[_Switch], Built]:
+        _BUILDERS[name] = builder
+        if remembers:
+            _REMEMBERING.add(name)
+        return builder
+
+    return register
+
+
+def _per_layer(switch: _Switch, make) -> Built:
+    """``make(name, layer, W, b) -> (weight, bias)`` for every chosen layer, placed like its weight and
+    loaded from it (projected where the phase constrains it)."""
+    built = {}
+    for name, layer in switch.chosen:
+        W, b = switch.before[name]
+        weight, bias = make(name, layer, W, b)
+        weight = weight.to(device=W.device, dtype=W.dtype)
+        bias = None if bias is None else bias.to(device=b.device, dtype=b.dtype)
+        if not switch.rebuild:
+            weight.load(W)
+            if bias is not None:
+                bias.load(b)
+        built[name] = (weight, bias)
+    return built
+
+
+def _free_bias(b: torch.Tensor | None) -> FreeWeight | None:
+    return FreeWeight(b) if b is not None else None
+
+
+@_phase("scalar_identity")
+def _scalar_identity(switch: _Switch) -> Built:
+    def make(name, layer, W, b):
+        if W.shape[0] != W.shape[1]:
+            raise ValueError(f"layers: {name!r} is not square ({tuple(W.shape)}); W = b I needs in = out")
+        return ScalarIdentityWeight(W.shape[0]), _free_bias(b)
+
+    return _per_layer(switch, make)
+
+
+@_phase("equivariant")
+def _equivariant(switch: _Switch) -> Built:
+    def make(name, layer, W, b):
+        layer.reps = rep_in, rep_out = _reps_for(name, layer, switch.reps)
+        bias = InvariantBias(rep_out) if b is not None else None
+        return EquivariantWeight(rep_in, rep_out, switch.structure), bias
+
+    return _per_layer(switch, make)
+
+
+@_phase("free", remembers=True)
+def _free(switch: _Switch) -> Built:
+    return _per_layer(switch, lambda name, layer, W, b: (FreeWeight(W), _free_bias(b)))
+
+
+@_phase("subspace", remembers=True)
+def _subspace(switch: _Switch) -> Built:
+    """w_t + A theta: one theta shared by every weight and bias (Li et al. 2018), or one per tensor."""
+    if switch.subspace_dim is None:
+        raise ValueError("subspace_dim: the subspace phase needs the dimension d of theta")
+    tensors = [t for W_b in switch.before.values() for t in W_b if t is not None]
+    if switch.shared_subspace:
+        D, first = sum(t.numel() for t in tensors), tensors[0]
+        shared = RandomSubspace(D, min(switch.subspace_dim, D), switch.projection, switch.seed)
+        switch.subspaces.append(shared.to(first.device, first.dtype))
+    built, start = {}, 0
+    for i, (name, W_b) in enumerate(switch.before.items()):
+        made = []
+        for t in W_b:
+            if t is None:
+                made.append(None)
+            elif switch.shared_subspace:  # owned (saved, moved) by the first tensor, referenced by the others
+                made.append(SubspaceWeight(t, switch.subspaces[0], start, owned=start == 0))
+                start += t.numel()
+            else:
+                d, own_seed = min(switch.subspace_dim, t.numel()), switch.seed + 1000 * i + len(made)
+                own = RandomSubspace(t.numel(), d, switch.projection, own_seed)
+                switch.subspaces.append(own.to(t.device, t.dtype))
+                made.append(SubspaceWeight(t, switch.subspaces[-1], 0, owned=True))
+        built[name] = (made[0], made[1])
+    return built
+
+
+@_phase("residual", remembers=True)
+def _residual(switch: _Switch) -> Built:
+    """Equivariant plus a free part under a much larger weight decay (Finzi et al. 2021)."""
+
+    def make(name, layer, W, b):
+        layer.reps = rep_in, rep_out = _reps_for(name, layer, switch.reps)
+        weight = ResidualPathwayWeight(rep_in, rep_out, switch.structure, switch.free_weight_decay)
+        return weight, _free_bias(b)
+
+    return _per_layer(switch, make)
+
+
+PHASES = tuple(_BUILDERS)
+
+
 def set_phase(
     model: nn.Module,
     phase: str,
@@ -156,68 +281,20 @@ def set_phase(
     def snapshot(t):  # contiguous, so that a weight rebuilt from it runs the same GEMM as after loading
         return None if t is None else t.detach().clone(memory_format=torch.contiguous_format)
 
-    before = {name: (snapshot(layer.weight), snapshot(layer.bias)) for name, layer in chosen}
-    subspaces: list[RandomSubspace] = []
-    new: dict[str, tuple[WeightParametrization, WeightParametrization | None]] = {}
-    if phase == "subspace":
-        if subspace_dim is None:
-            raise ValueError("subspace_dim: the subspace phase needs the dimension d of theta")
-        tensors = [
-            (name, key, t)
-            for name, (W, b) in before.items()
-            for key, t in (("w", W), ("b", b))
-            if t is not None
-        ]
-        if shared_subspace:
-            D = sum(t.numel() for _, _, t in tensors)
-            first = tensors[0][2]
-            shared = RandomSubspace(D, min(subspace_dim, D), projection, seed).to(first.device, first.dtype)
-            subspaces.append(shared)
-        start = 0
-        for i, (name, W_b) in enumerate(before.items()):
-            made = []
-            for t in W_b:
-                if t is None:
-                    made.append(None)
-                    continue
-                if shared_subspace:  # owned (saved, moved) by the first tensor, referenced by the others
-                    made.append(SubspaceWeight(t, shared, start, owned=start == 0))
-                    start += t.numel()
-                else:
-                    own = RandomSubspace(
-                        t.numel(), min(subspace_dim, t.numel()), projection, seed + 1000 * i + len(made)
-                    )
-                    subspaces.append(own.to(t.device, t.dtype))
-                    made.append(SubspaceWeight(t, own, 0, owned=True))
-            new[name] = (made[0], made[1])
-    else:
-        for name, layer in chosen:
-            W, b = before[name]
-            if phase == "free":
-                weight, bias = FreeWeight(W), (FreeWeight(b) if b is not None else None)
-            elif phase == "scalar_identity":
-                if W.shape[0] != W.shape[1]:
-                    raise ValueError(
-                        f"layers: {name!r} is not square ({tuple(W.shape)}); W = b I needs in = out"
-                    )
-                weight, bias = ScalarIdentityWeight(W.shape[0]), (FreeWeight(b) if b is not None else None)
-            else:
-                rep_in, rep_out = _reps_for(name, layer, reps)
-                layer.reps = (rep_in, rep_out)
-                if phase == "equivariant":
-                    weight = EquivariantWeight(rep_in, rep_out, structure)
-                    bias = InvariantBias(rep_out) if b is not None else None
-                else:
-                    weight = ResidualPathwayWeight(rep_in, rep_out, structure, free_weight_decay)
-                    bias = FreeWeight(b) if b is not None else None
-            weight = weight.to(device=W.device, dtype=W.dtype)
-            if bias is not None:
-                bias = bias.to(device=b.device, dtype=b.dtype)
-            if not rebuild:
-                weight.load(W)
-                if bias is not None:
-                    bias.load(b)
-            new[name] = (weight, bias)
+    switch = _Switch(
+        chosen=chosen,
+        before={name: (snapshot(layer.weight), snapshot(layer.bias)) for name, layer in chosen},
+        reps=reps,
+        structure=structure,
+        free_weight_decay=free_weight_decay,
+        subspace_dim=subspace_dim,
+        projection=projection,
+        seed=seed,
+        shared_subspace=shared_subspace,
+        rebuild=rebuild,
+    )
+    before, subspaces = switch.before, switch.subspaces
+    new = _BUILDERS[phase](switch)
 
     # check the function is unchanged before touching the model
     worst = float("nan") if rebuild else 0.0
@@ -239,7 +316,7 @@ def set_phase(
     for name, layer in chosen:
         weight, bias = new[name]
         W, b = before[name]
-        if phase in ("free", "subspace", "residual"):
+        if phase in _REMEMBERING:  # these keep the weights at the switch (anchors of pulls and penalties)
             weight.remember(layer.weight_param, W)
             if bias is not None and layer.bias_param is not None:
                 bias.remember(layer.bias_param, b)

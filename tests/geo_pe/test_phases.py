@@ -392,3 +392,20 @@ def test_rebuild_optimizer_keeps_the_weight_decay_the_groups_were_built_with():
     set_phase(model, "free")
     assert all(g["weight_decay"] == 0.0 for g in rebuild_optimizer(opt, model).param_groups)
     assert all(g["weight_decay"] == 0.5 for g in rebuild_optimizer(opt, model, weight_decay=0.5).param_groups)
+
+
+def test_a_phase_has_one_name_from_the_yaml_to_the_parametrization():
+    """The names a run config accepts are set_phase's, and each phase's parametrization carries the name
+    it was registered under (what `PhasedLinear.phase` and a model's phase_history report)."""
+    import typing
+
+    from geo_pe.phases import PHASES
+    from train.config import TrainArguments
+
+    hints = typing.get_type_hints(TrainArguments)
+    for key in ("phase1_constraint", "phase2"):
+        assert set(typing.get_args(hints[key])) - {"none"} <= set(PHASES), key
+    for phase in PHASES:
+        model = nn.Sequential(nn.Linear(REP.dim, REP.dim))
+        set_phase(model, phase, reps=(REP, REP), subspace_dim=5, project=True)
+        assert model[0].weight_param.phase == model[0].phase == phase

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import inspect
 import typing
 import warnings
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ import yaml
 from transformers import HfArgumentParser
 
 import train.files  # noqa: F401  (registers the dataset task)
+from models import GeoTransformerConfig
 from train.tasks import TASKS, Task
 from train.validation import NULLS, ConfigError, check_range, check_types
 
@@ -61,31 +63,84 @@ RESUMABLE = {
 }
 
 
+def _arg(default, help: str):
+    """A key of the run config: its default and what ``--help`` says of it."""
+    return field(default=default, metadata={"help": help})
+
+
+def _model_arg(name: str, help: str):
+    """A model key, whose default is `GeoTransformerConfig`'s: one place for the model's defaults."""
+    return _arg(inspect.signature(GeoTransformerConfig).parameters[name].default, help)
+
+
 @dataclass
 class ModelArguments:
     """The geo transformer's shape and encodings (the task fixes features and labels)."""
 
-    hidden_size: int = 64
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    head_dim: int | None = None
-    intermediate_size: int | None = None
-    pe_absolute: str | None = None
-    pe_relative: str | None = "so2:2x1+2x2+2x3+2x4"
-    pe_relative_mode: Literal["rotary", "gta"] = "rotary"
-    pair_layout: Literal["interleaved", "half"] = "interleaved"
-    attention_dropout: float = 0.0
-    classifier_dropout: float = 0.0
-    initializer_range: float = 0.02
-    phase_layers: Literal["attention", "all"] = "attention"
-    pe_gate: bool = False  # gated nonlinearity on the PE channels in every MLP (equivariant in phase I)
-    causal: bool = False  # each token attends to itself and the tokens before it
-    shared_rotations: list[str] | None = None  # e.g. ["position+velocity"]: one rotation turns both
-    point_attributes: list[str] | None = None  # s2 attributes given as points in R^3 (centred by the model)
-    output_attribute: str | None = None  # the rotation attribute equivariant outputs turn with
-    distance_bias: int = 0  # radial functions of pairwise point distances biasing every head's logits
-    distance_bias_max: float = 5.0  # the largest distance they resolve
-    relative_point_values: bool = False  # attention moves offsets x_j - x_i into the vector channels
+    hidden_size: int = _model_arg(
+        "hidden_size", "width of the token state: invariant scalars plus the channels of pe_absolute"
+    )
+    num_hidden_layers: int = _model_arg("num_hidden_layers", "number of transformer layers")
+    num_attention_heads: int = _model_arg(
+        "num_attention_heads",
+        "attention heads; they must tile hidden_size and not cut a block of pe_absolute",
+    )
+    head_dim: int | None = _model_arg(
+        "head_dim", "channels per head (default hidden_size / num_attention_heads)"
+    )
+    intermediate_size: int | None = _model_arg(
+        "intermediate_size", "SwiGLU width on the scalars (default about 8/3 of their width)"
+    )
+    pe_absolute: str | None = _model_arg(
+        "pe_absolute",
+        "irreps spec of the absolute encoding gamma(g) concatenated to the scalars, or null; what phase "
+        "II may use to break the symmetry",
+    )
+    pe_relative: str | None = _model_arg(
+        "pe_relative", "irreps spec of the relative encoding (its dimension is head_dim), or null"
+    )
+    pe_relative_mode: Literal["rotary", "gta"] = _model_arg(
+        "pe_relative_mode", "rotary (queries and keys) or gta (also values and outputs)"
+    )
+    pair_layout: Literal["interleaved", "half"] = _model_arg(
+        "pair_layout", "interleaved or half: where the two components of each SO(2) pair sit in a head"
+    )
+    attention_dropout: float = _model_arg("attention_dropout", "dropout on the attention weights")
+    classifier_dropout: float = _model_arg("classifier_dropout", "dropout before the output head")
+    initializer_range: float = _model_arg("initializer_range", "standard deviation of the initial weights")
+    phase_layers: Literal["attention", "all"] = _model_arg(
+        "phase_layers",
+        "which layers the phases constrain: attention (q, k, v, o, and the PE gate's map) or all (also "
+        "the MLP)",
+    )
+    pe_gate: bool = _model_arg(
+        "pe_gate", "gate the PE channels in every MLP: an equivariant map scaled by sigmoids of the scalars"
+    )
+    causal: bool = _model_arg("causal", "causal attention: each token sees itself and the tokens before it")
+    shared_rotations: list[str] | None = _model_arg(  # noqa: RUF009 (None: nothing mutable is shared)
+        "shared_rotations", "attributes turned by one global rotation, joined by + (e.g. position+velocity)"
+    )
+    point_attributes: list[str] | None = _model_arg(  # noqa: RUF009 (None: nothing mutable is shared)
+        "point_attributes",
+        "s2 attributes given as points in R^3: the model centres them on the valid centroid",
+    )
+    output_attribute: str | None = _model_arg(
+        "output_attribute", "the rotation attribute that equivariant outputs (vectors, matrices) turn with"
+    )
+    distance_bias: int = _model_arg(
+        "distance_bias",
+        "Gaussian radial functions of the distances between point_attributes' points, an additive bias of"
+        " every head's attention logits (0: off); invariant, so equivariance holds",
+    )
+    distance_bias_max: float = _model_arg(
+        "distance_bias_max",
+        "the largest pairwise distance the radial functions resolve, in the points' units",
+    )
+    relative_point_values: bool = _model_arg(
+        "relative_point_values",
+        "each head averages the offsets x_j - x_i between points with its weights into the vector "
+        "channels that turn with them (EGNN's coordinate message, with attention weights)",
+    )
 
     def __post_init__(self):
         check_types(self)
@@ -100,66 +155,109 @@ class ModelArguments:
 class TrainArguments:
     """Optimisation, the two-phase schedule, evaluation, checkpoints and logging."""
 
-    output_dir: str = "runs/quickstart"
-    overwrite_output_dir: bool = False
-    seed: int = 0
-    batch_size: int = 64  # global: split across processes
-    eval_batch_size: int = 128
-    learning_rate: float = 3e-3
-    weight_decay: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    max_grad_norm: float = 1.0
-    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "cosine"
-    warmup_steps: int = 0
+    output_dir: str = _arg(
+        "runs/quickstart", "where the run writes model/, log.jsonl, results.json, curves.png and checkpoints/"
+    )
+    overwrite_output_dir: bool = _arg(False, "delete a run already in output_dir and start over")
+    seed: int = _arg(0, "seed of the initialisation, the batches, the subspace and the random group elements")
+    # global: split across processes
+    batch_size: int = _arg(64, "global batch size, split evenly across processes")
+    eval_batch_size: int = _arg(128, "batch size of evaluation")
+    learning_rate: float = _arg(3e-3, "AdamW learning rate of phase I (phase II: times phase2_lr_multiplier)")
+    weight_decay: float = _arg(0.0, "AdamW weight decay")
+    adam_beta1: float = _arg(0.9, "AdamW beta1")
+    adam_beta2: float = _arg(0.999, "AdamW beta2")
+    max_grad_norm: float = _arg(1.0, "gradient clipping norm (0: off)")
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = _arg(
+        "cosine", "learning-rate schedule of each phase (built anew at the switch)"
+    )
+    warmup_steps: int = _arg(0, "warm-up steps at the start of each phase")
     # the phase schedule
-    phase1_steps: int = 600
-    phase1_constraint: Literal["scalar_identity", "equivariant", "free", "residual"] = "equivariant"
-    phase2: Literal["free", "subspace", "residual", "equivariant", "none"] = "free"  # equivariant: control
-    phase2_steps: int = 600
+    phase1_steps: int = _arg(600, "steps of phase I")
+    phase1_constraint: Literal["scalar_identity", "equivariant", "free", "residual"] = _arg(
+        "equivariant",
+        "phase I: equivariant (the commutant), scalar_identity (W = b I), or free / residual (baselines)",
+    )
+    # equivariant: control
+    phase2: Literal["free", "subspace", "residual", "equivariant", "none"] = _arg(
+        "free", "phase II: free, subspace (random affine subspace), residual, equivariant (control) or none"
+    )
+    phase2_steps: int = _arg(600, "steps of phase II, counted from where phase I really ended")
     # 1.0: in the experiments (docs/experiments.md) 0.1x left phase II unable to learn
     # what the symmetry hides (digits +-45 at 300 images: 65.0 % vs 79.3 % at 1x)
-    phase2_lr_multiplier: float = 1.0
-    subspace_dim: int | None = None
-    subspace_projection: Literal["fastfood", "sparse", "dense", "identity"] = "fastfood"
-    shared_subspace: bool = True
-    phase2_pull: float = 0.0  # weight of the pull toward symmetry at the start of phase II
-    phase2_pull_end: float = 0.0
-    phase2_pull_decay: Literal["constant", "linear", "cosine", "exponential"] = "cosine"
-    phase2_pull_toward: Literal["subspace", "anchor"] = "subspace"
+    phase2_lr_multiplier: float = _arg(1.0, "phase II learning rate as a multiple of learning_rate")
+    subspace_dim: int | None = _arg(None, "dimension of the random subspace of phase2: subspace")
+    subspace_projection: Literal["fastfood", "sparse", "dense", "identity"] = _arg(
+        "fastfood", "the random projection of the subspace: fastfood, sparse, dense or identity"
+    )
+    shared_subspace: bool = _arg(True, "one subspace coordinate vector for all layers (else one per layer)")
+    # weight of the pull toward symmetry at the start of phase II
+    phase2_pull: float = _arg(0.0, "weight of the pull toward symmetry at the start of phase II (0: off)")
+    phase2_pull_end: float = _arg(0.0, "weight of the pull at the end of phase II")
+    phase2_pull_decay: Literal["constant", "linear", "cosine", "exponential"] = _arg(
+        "cosine", "how the pull decays: constant, linear, cosine, exponential (both weights > 0)"
+    )
+    phase2_pull_toward: Literal["subspace", "anchor"] = _arg(
+        "subspace", "pull toward the symmetric subspace or toward the weights at the switch (anchor)"
+    )
     # phase II trains only the phase-controlled layers; the rest keeps its values at the switch, so the
     # whole update lies in the subspace (Larsen et al.'s threshold dimension)
-    phase2_freeze_rest: bool = False
-    equivariance_loss_weight: float = 0.0  # soft-equivariance baseline (any phase)
-    augment: bool = False  # a random global transformation of every training example
+    phase2_freeze_rest: bool = _arg(False, "phase II trains only the phase-controlled layers")
+    # soft-equivariance baseline (any phase)
+    equivariance_loss_weight: float = _arg(0.0, "weight of the soft-equivariance loss (0: off)")
+    # a random global transformation of every training example
+    augment: bool = _arg(False, "apply a random global group element to each training example")
     # evaluation and model selection
-    eval_steps: int = 100
-    equivariance_samples: int = 4
-    early_stopping_patience: int = 0  # evaluations without improvement; 0 = off
-    switch_patience: int = 0  # phase I only: switch after so many stalled evaluations; 0 = the above
-    load_best_model_at_end: bool = True
+    eval_steps: int = _arg(100, "evaluate (validation metric, equivariance error) every so many steps")
+    equivariance_samples: int = _arg(4, "random group elements per equivariance measurement")
+    # evaluations without improvement; 0 = off
+    early_stopping_patience: int = _arg(
+        0, "end a phase after so many evaluations without improvement (0: off)"
+    )
+    # phase I only: switch after so many stalled evaluations; 0 = the above
+    switch_patience: int = _arg(
+        0,
+        "adaptive switching: end phase I after so many evaluations without improvement (0: "
+        "early_stopping_patience)",
+    )
+    load_best_model_at_end: bool = _arg(
+        True, "end each phase on its best validation weights and save the best phase"
+    )
     # checkpoints
-    save_steps: int = 200
-    save_total_limit: int = 2
-    resume: bool = False
-    stop_after_steps: int | None = (
-        None  # end this process after so many steps (checkpointed), e.g. for queues
+    save_steps: int = _arg(200, "write a checkpoint every so many steps")
+    save_total_limit: int = _arg(2, "checkpoints kept (0: all)")
+    resume: bool = _arg(False, "continue the run in output_dir from its newest complete checkpoint")
+    # end this process after so many steps (checkpointed), e.g. for queues
+    stop_after_steps: int | None = _arg(
+        None, "end this process after so many steps, with a checkpoint (for job queues)"
     )
     # watching
-    logging_steps: int = 20
-    report_to: Literal["auto", "none", "tensorboard", "trackio"] = "auto"
-    plot: bool = True
-    data_cache_dir: str | None = None
+    logging_steps: int = _arg(20, "log the training loss every so many steps")
+    report_to: Literal["auto", "none", "tensorboard", "trackio"] = _arg(
+        "auto", "Accelerate trackers: auto (tensorboard or trackio when installed), none, or one of them"
+    )
+    plot: bool = _arg(True, "draw curves.png at the end (needs matplotlib)")
+    data_cache_dir: str | None = _arg(None, "where datasets caches the built task data")
     # intra-op threads per process, set by the trainer whatever the launcher: 1 is what accelerate launch
     # sets, and small models step fastest so (2 threads were 4.3x slower on 2 cores); 0 = torch's default
-    num_threads: int = 1
+    num_threads: int = _arg(
+        1, "intra-op threads per process (0: torch's default); the same under every launcher"
+    )
     # None: the launcher's; bf16 autocast (CPU too); fp16 autocast with loss scaling (CUDA only)
-    mixed_precision: Literal["no", "bf16", "fp16"] | None = None
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = _arg(
+        None,
+        "no; bf16: autocast to bfloat16 (on CPU too); fp16: autocast to float16 with loss scaling (CUDA "
+        "only); group elements and encodings stay float32; null: what the launcher says",
+    )
     # torch.compile the model for the training steps (evaluation stays eager); batches keep one size, and
     # the dataset task's fixed_length keeps the token axis static too
-    compile: bool = False
+    compile: bool = _arg(
+        False, "torch.compile the model for training steps (evaluation stays eager); checked before the run"
+    )
     # auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere
-    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune"] = "auto"
+    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune"] = _arg(
+        "auto", "torch.compile mode; auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere"
+    )
 
     def __post_init__(self):
         check_types(self)
@@ -197,85 +295,6 @@ class TrainArguments:
     @property
     def total_steps(self) -> int:
         return self.phase1_steps + (self.phase2_steps if self.phase2 != "none" else 0)
-
-
-# What ``--help`` says of each key (kept beside the dataclasses; a test checks that none is missing).
-HELP = {
-    # model
-    "hidden_size": "width of the token state: invariant scalars plus the channels of pe_absolute",
-    "num_hidden_layers": "number of transformer layers",
-    "num_attention_heads": "attention heads; they must tile hidden_size and not cut a block of pe_absolute",
-    "head_dim": "channels per head (default hidden_size / num_attention_heads)",
-    "intermediate_size": "SwiGLU width on the scalars (default about 8/3 of their width)",
-    "pe_absolute": "irreps spec of the absolute encoding gamma(g) concatenated to the scalars, or null; "
-    "what phase II may use to break the symmetry",
-    "pe_relative": "irreps spec of the relative encoding (its dimension is head_dim), or null",
-    "pe_relative_mode": "rotary (queries and keys) or gta (also values and outputs)",
-    "pair_layout": "interleaved or half: where the two components of each SO(2) pair sit in a head",
-    "attention_dropout": "dropout on the attention weights",
-    "classifier_dropout": "dropout before the output head",
-    "initializer_range": "standard deviation of the initial weights",
-    "phase_layers": "which layers the phases constrain: attention (q, k, v, o, and the PE gate's map) or all "
-    "(also the MLP)",
-    "pe_gate": "gate the PE channels in every MLP: an equivariant map scaled by sigmoids of the scalars",
-    "causal": "causal attention: each token sees itself and the tokens before it",
-    "shared_rotations": "attributes turned by one global rotation, joined by + (e.g. position+velocity)",
-    "point_attributes": "s2 attributes given as points in R^3: the model centres them on the valid centroid",
-    "output_attribute": "the rotation attribute that equivariant outputs (vectors, matrices) turn with",
-    "distance_bias": "Gaussian radial functions of the distances between point_attributes' points, an "
-    "additive bias of every head's attention logits (0: off); invariant, so equivariance holds",
-    "relative_point_values": "each head averages the offsets x_j - x_i between points with its weights into "
-    "the vector channels that turn with them (EGNN's coordinate message, with attention weights)",
-    "distance_bias_max": "the largest pairwise distance the radial functions resolve, in the points' units",
-    # training
-    "output_dir": "where the run writes model/, log.jsonl, results.json, curves.png and checkpoints/",
-    "overwrite_output_dir": "delete a run already in output_dir and start over",
-    "seed": "seed of the initialisation, the batches, the subspace and the random group elements",
-    "batch_size": "global batch size, split evenly across processes",
-    "eval_batch_size": "batch size of evaluation",
-    "learning_rate": "AdamW learning rate of phase I (phase II: times phase2_lr_multiplier)",
-    "weight_decay": "AdamW weight decay",
-    "adam_beta1": "AdamW beta1",
-    "adam_beta2": "AdamW beta2",
-    "max_grad_norm": "gradient clipping norm (0: off)",
-    "lr_scheduler": "learning-rate schedule of each phase (built anew at the switch)",
-    "warmup_steps": "warm-up steps at the start of each phase",
-    "phase1_steps": "steps of phase I",
-    "phase1_constraint": "phase I: equivariant (the commutant), scalar_identity (W = b I), or free / "
-    "residual (baselines)",
-    "phase2": "phase II: free, subspace (random affine subspace), residual, equivariant (control) or none",
-    "phase2_steps": "steps of phase II, counted from where phase I really ended",
-    "phase2_lr_multiplier": "phase II learning rate as a multiple of learning_rate",
-    "subspace_dim": "dimension of the random subspace of phase2: subspace",
-    "subspace_projection": "the random projection of the subspace: fastfood, sparse, dense or identity",
-    "shared_subspace": "one subspace coordinate vector for all layers (else one per layer)",
-    "phase2_pull": "weight of the pull toward symmetry at the start of phase II (0: off)",
-    "phase2_pull_end": "weight of the pull at the end of phase II",
-    "phase2_pull_decay": "how the pull decays: constant, linear, cosine, exponential (both weights > 0)",
-    "phase2_pull_toward": "pull toward the symmetric subspace or toward the weights at the switch (anchor)",
-    "phase2_freeze_rest": "phase II trains only the phase-controlled layers",
-    "equivariance_loss_weight": "weight of the soft-equivariance loss (0: off)",
-    "augment": "apply a random global group element to each training example",
-    "eval_steps": "evaluate (validation metric, equivariance error) every so many steps",
-    "equivariance_samples": "random group elements per equivariance measurement",
-    "early_stopping_patience": "end a phase after so many evaluations without improvement (0: off)",
-    "switch_patience": "adaptive switching: end phase I after so many evaluations without improvement "
-    "(0: early_stopping_patience)",
-    "load_best_model_at_end": "end each phase on its best validation weights and save the best phase",
-    "save_steps": "write a checkpoint every so many steps",
-    "save_total_limit": "checkpoints kept (0: all)",
-    "resume": "continue the run in output_dir from its newest complete checkpoint",
-    "stop_after_steps": "end this process after so many steps, with a checkpoint (for job queues)",
-    "logging_steps": "log the training loss every so many steps",
-    "report_to": "Accelerate trackers: auto (tensorboard or trackio when installed), none, or one of them",
-    "plot": "draw curves.png at the end (needs matplotlib)",
-    "data_cache_dir": "where datasets caches the built task data",
-    "num_threads": "intra-op threads per process (0: torch's default); the same under every launcher",
-    "compile": "torch.compile the model for training steps (evaluation stays eager); checked before the run",
-    "compile_mode": "torch.compile mode; auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere",
-    "mixed_precision": "no; bf16: autocast to bfloat16 (on CPU too); fp16: autocast to float16 with loss "
-    "scaling (CUDA only); group elements and encodings stay float32; null: what the launcher says",
-}
 
 
 @dataclass
@@ -400,13 +419,14 @@ def make_parser(task_name: str, defaults: dict | None = None) -> _Parser:
         f"{', '.join(sorted(TASKS))}). Command-line values override the file.",
     )
     data_keys = {f.name for f in dataclasses.fields(classes[0])}
+    keys = {f.name for cls in classes[1:] for f in dataclasses.fields(cls)}
     for action in parser._actions:
         if action.type is dict:  # mappings on the command line are YAML (or JSON): --positions '{a: b}'
             action.type = _mapping
         if action.dest in data_keys:
             action.help = f"task {task_name}: data option (default %(default)s)"
-        elif action.dest in HELP:
-            action.help = f"{HELP[action.dest]} (default %(default)s)"
+        elif action.dest in keys and action.help:  # the key's field(metadata={"help": ...})
+            action.help = f"{action.help} (default %(default)s)"
     if defaults:
         parser.set_defaults(**defaults)
     return parser

@@ -125,13 +125,21 @@ def test_abbreviated_keys_are_refused_with_the_close_matches(argv, close):
         load_config(["--config", str(QUICKSTART), *argv])
 
 
-def test_every_model_and_training_key_has_help():
-    from train.config import HELP, ModelArguments, TrainArguments, make_parser
+def test_every_model_and_training_key_has_help_and_model_defaults_come_from_the_config():
+    import inspect
 
-    keys = [f.name for cls in (ModelArguments, TrainArguments) for f in dataclasses.fields(cls)]
-    assert sorted(set(keys) - set(HELP)) == []
+    from models import GeoTransformerConfig
+    from train.config import ModelArguments, TrainArguments, make_parser
+
+    fields = [f for cls in (ModelArguments, TrainArguments) for f in dataclasses.fields(cls)]
+    assert [f.name for f in fields if not f.metadata.get("help")] == []
     described = {a.dest: a.help for a in make_parser("rotated_digits")._actions}
-    assert all(described[k] and described[k].startswith(HELP[k]) for k in keys)
+    for f in fields:
+        assert described[f.name] == f"{f.metadata['help']} (default %(default)s)", f.name
+    # one place for the model's defaults: the config's signature
+    signature = inspect.signature(GeoTransformerConfig).parameters
+    for f in dataclasses.fields(ModelArguments):
+        assert f.default == signature[f.name].default, f.name
 
 
 def test_yaml_errors_name_the_file(tmp_path):

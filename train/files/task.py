@@ -1,36 +1,9 @@
-"""The ``dataset`` task: your own files, read through `datasets` and described by a column mapping.
-
-    task: dataset
-    data:
-      train_file: particles_train.parquet     # parquet, .jsonl/.json, .csv, or a save_to_disk folder
-      validation_file: particles_val.parquet  # optional: else validation_fraction of train_file
-      features: [charge, speed]               # per-token numbers (a list per row, or a list of lists)
-      positions: {position: position, velocity: velocity}   # attribute -> column, per token
-      target: displacement
-      target_kind: vector                     # class, scalar, vector, matrix, symmetric_matrix or position
-      target_level: token                     # token or sequence
-
-One row is one example (a set or sequence of tokens). Per-token columns hold a list per row, one entry
-per token: a number, or a list of numbers (a direction, a quaternion, a pose, several features); a
-plain number per row is one token (CSV cells hold numbers only, so CSV files have one token per row).
-``sequence_features`` are numbers per row, repeated on every token. Rows may have different numbers of
-tokens: batches are padded and their attention masks built (``fixed_length`` requires one length).
-
-Every row is checked before training, chunk by chunk, and the first bad row of each column is named (the
-column, the split, the file and the row): missing columns, wrong element shapes, ragged lengths, NaN or
-infinite values, zero quaternions and directions, labels out of range, empty splits. Bad rows are never
-dropped silently: ``skip_bad_rows: true`` drops them and reports how many.
-
-The data stay memory-mapped: the splits are Arrow tables (``select`` keeps an index mapping, no copy), and
-each batch is read and padded when it is drawn (`ArrowSplit`).
-"""
+"""The ``dataset`` task itself: the column mapping, the model it needs, splits and metrics (see the
+package docstring)."""
 
 from __future__ import annotations
 
-import math
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -48,198 +21,13 @@ from models import (
     GeoTransformerForSequenceRegression,
     GeoTransformerForTokenClassification,
 )
+from train.files.checks import RowChecks
+from train.files.collation import ArrowSplit, collate_rows
+from train.files.reading import TARGET_SHAPES, TARGET_WHAT, Column, load_table, nested_levels
 from train.tasks import Task, register_task
 from train.validation import ConfigError, check_range, check_types
 
-__all__ = ["ArrowSplit", "FileDataset", "load_table"]
-
-FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
-CHUNK_ROWS = 65_536  # rows per validation chunk: memory stays flat however long the file
-TARGET_SHAPES = {
-    "class": (),
-    "scalar": (),
-    "vector": (3,),
-    "matrix": (3, 3),
-    "symmetric_matrix": (3, 3),
-    "position": (3,),
-}
-
-
-def load_table(path: str, key: str, cache_dir: str | None = None) -> Dataset:
-    """A memory-mapped `Dataset` from a parquet, JSON lines, CSV file or a ``save_to_disk`` folder;
-    `ConfigError` naming ``key`` when the file is missing or unreadable."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise ConfigError(f"{key}: no such file or folder {path!r}")
-    try:
-        if p.is_dir():
-            if not (p / "dataset_info.json").is_file():
-                raise ConfigError(
-                    f"{key}: {path} is a folder but not one written by Dataset.save_to_disk "
-                    "(no dataset_info.json); give a parquet, .jsonl or .csv file"
-                )
-            loaded = Dataset.load_from_disk(str(p))
-        else:
-            kind = FORMATS.get(p.suffix.lower())
-            if kind is None:
-                raise ConfigError(
-                    f"{key}: unknown format {p.suffix!r} of {path}; expected one of {sorted(FORMATS)} "
-                    "or a save_to_disk folder"
-                )
-            if p.stat().st_size == 0 or (kind == "parquet" and _parquet_rows(p, key) == 0):
-                raise ConfigError(f"{key}: {path} is empty (no rows)")
-            reader = {"parquet": Dataset.from_parquet, "json": Dataset.from_json, "csv": Dataset.from_csv}
-            loaded = reader[kind](str(p), cache_dir=cache_dir)
-    except ConfigError:
-        raise
-    except Exception as err:  # a corrupt or malformed file: say which and why, in one line
-        raise ConfigError(
-            f"{key}: cannot read {path} ({type(err).__name__}: {' '.join(str(err).split())})"
-        ) from None
-    if not isinstance(loaded, Dataset):
-        raise ConfigError(f"{key}: {path} holds a DatasetDict; save one split per folder")
-    return loaded
-
-
-def _parquet_rows(path: Path, key: str) -> int:
-    """The row count from the parquet footer; a truncated or foreign file is named before any reader
-    logs its own complaint."""
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_metadata(path).num_rows
-    except Exception as err:
-        raise ConfigError(
-            f"{key}: cannot read {path} ({type(err).__name__}: {' '.join(str(err).split())}); the parquet "
-            "file is truncated or corrupt"
-        ) from None
-
-
-# --- columns ---------------------------------------------------------------------------------------------
-@dataclass
-class Column:
-    """A mapped column: ``role`` in the model inputs, one entry per token or per row, each of ``shape``
-    (None: any fixed width, read from the first row)."""
-
-    name: str
-    role: str  # features, sequence_features, input_ids, positions.<attribute>, target
-    per_token: bool
-    shape: tuple[int, ...] | None
-    what: str  # what one entry is, for the messages
-
-
-def _levels(array: pa.Array) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Numbers (float64, nulls as NaN) and the list lengths at each nesting level (nulls as -1)."""
-    counts = []
-    while (
-        pa.types.is_list(array.type)
-        or pa.types.is_large_list(array.type)
-        or pa.types.is_fixed_size_list(array.type)
-    ):
-        lengths = pc.list_value_length(array).fill_null(-1).to_numpy(zero_copy_only=False)
-        counts.append(lengths.astype(np.int64))
-        array = array.flatten()
-    if not (
-        pa.types.is_integer(array.type) or pa.types.is_floating(array.type) or pa.types.is_boolean(array.type)
-    ):
-        raise TypeError(f"expected numbers, got values of type {array.type}")
-    numbers = array.to_numpy(zero_copy_only=False)
-    return np.asarray(numbers, dtype=np.float64), counts
-
-
-def _owners(rows: int, counts: list[np.ndarray]) -> list[np.ndarray]:
-    """For each nesting level, the row each item of that level belongs to (level 0: the rows)."""
-    owners = [np.arange(rows)]
-    for level in counts:
-        owners.append(np.repeat(owners[-1], np.maximum(level, 0)))
-    return owners
-
-
-def _at_centroid(points: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Which of the ``points`` (entries, 3), grouped into sets by ``rows``, lie at their set's centroid
-    (within 1e-6 of the set's size): the model reads each point's direction from the centroid."""
-    points = points.astype(np.float64)
-    starts = np.unique(rows, return_inverse=True)[1]
-    count = np.bincount(starts).astype(np.float64)
-    total = np.zeros((len(count), 3))
-    np.add.at(total, starts, points)
-    distance = np.linalg.norm(points - (total / count[:, None])[starts], axis=-1)
-    size = np.zeros(len(count))
-    np.maximum.at(size, starts, distance)
-    return distance <= 1e-6 * np.maximum(size[starts], 1e-30)
-
-
-def read_column(array: pa.Array, column: Column, width: int | None = None):
-    """``(values (entries, *shape), tokens per row or None, bad rows {row: reason}, row of each entry)``.
-
-    An entry is a token's value (per-token columns) or a row's. ``width``: the entry width when
-    ``column.shape`` is None (features: a number or a list of ``width`` numbers). Bad rows are reported
-    and left out of ``values``; their token counts are -1.
-    """
-    numbers, counts = _levels(array)
-    rows = len(array)
-    single = column.per_token and not counts  # plain numbers in a per-token column: one token per row
-    depth = int(column.per_token and not single)
-    entry_depth = len(counts) - depth
-    if column.shape is None:
-        shape: tuple[int, ...] = (width or 1,) if entry_depth == 1 else ()
-        allowed = entry_depth in (0, 1)
-    else:
-        shape = column.shape
-        allowed = entry_depth == len(shape) or (len(shape) == 2 and entry_depth == 1)  # 3x3 or 9 numbers
-    if not allowed:
-        one = {0: "a number", 1: f"a list of {math.prod(shape)} numbers", 2: "a 3x3 list of lists"}[
-            len(shape)
-        ]
-        where = "a list per row (one entry per token) of entries, each" if column.per_token else "per row"
-        raise ConfigError(
-            f"{column.name}: expected {where} {one} ({column.what}); the column holds {array.type}"
-        )
-    extents = list(shape) if entry_depth == len(shape) else [math.prod(shape)]
-    owners = _owners(rows, counts)
-    bad: dict[int, str] = {}
-    if counts:
-        for r in np.flatnonzero(counts[0] < 0):
-            bad.setdefault(int(r), "missing value")
-    for k, extent in enumerate(extents):
-        level = depth + k
-        for item in np.flatnonzero(counts[level] != extent):
-            got = counts[level][item]
-            reason = (
-                "missing value"
-                if got < 0
-                else f"an entry has {got} numbers where {column.what} needs {extent}"
-            )
-            bad.setdefault(int(owners[level][item]), reason)
-    finite = np.isfinite(numbers)
-    if not finite.all():
-        for r in np.unique(owners[-1][~finite]):
-            bad.setdefault(int(r), "NaN, infinite or missing value")
-    tokens = counts[0].copy() if depth else (np.ones(rows, dtype=np.int64) if single else None)
-    entry_rows = owners[depth]
-    if bad:
-        keep = np.ones(rows, dtype=bool)
-        keep[list(bad)] = False
-        numbers = numbers[keep[owners[-1]]]
-        entry_rows = entry_rows[keep[entry_rows]]
-        if tokens is not None:
-            tokens[~keep] = -1
-    size = math.prod(shape)
-    values = numbers.reshape(len(entry_rows), *shape)
-    if size == 0:
-        values = numbers.reshape(len(entry_rows), 0)
-    return values, tokens, bad, entry_rows
-
-
-# --- the task ----------------------------------------------------------------------------------------------
-TARGET_WHAT = {
-    "class": "a class index",
-    "scalar": "a number",
-    "vector": "a 3-vector",
-    "matrix": "a 3x3 matrix",
-    "symmetric_matrix": "a symmetric 3x3 matrix",
-    "position": "a 3-vector position",
-}
+__all__ = ["FileDataset"]
 
 
 @register_task
@@ -464,7 +252,7 @@ class FileDataset(Task):
         for column in self.columns(with_target=False):
             if column.role in ("features", "sequence_features"):
                 try:
-                    _, counts = _levels(first.column(column.name).combine_chunks())
+                    _, counts = nested_levels(first.column(column.name).combine_chunks())
                 except TypeError as err:
                     raise ConfigError(f"{column.name}: {err} ({path}, row 0)") from None
                 depth = int(column.per_token)
@@ -521,166 +309,21 @@ class FileDataset(Task):
         return DatasetDict(splits)
 
     def check(self, table: Dataset, path: str, split_names: list[str], assignment=None) -> np.ndarray | None:
-        """Check every row of ``table`` chunk by chunk; raise `ConfigError` at the first bad one, or with
-        ``skip_bad_rows`` return the rows to keep (None: all good). ``assignment`` gives each row's split."""
-        o = self.options
-        columns = [c for c in self.columns() if c.name in table.column_names]
-        bad: dict[int, tuple[str, str]] = {}
-        view = table.with_format("arrow")
-        for start in range(0, len(table), CHUNK_ROWS):
-            chunk = view[start : start + CHUNK_ROWS]
-            tokens_of: dict[str, np.ndarray] = {}
-            for column in columns:
-                try:
-                    values, tokens, found, rows = read_column(
-                        chunk.column(column.name).combine_chunks(), column, self._widths.get(column.name)
-                    )
-                except TypeError as err:
-                    raise ConfigError(f"{column.name}: {err} ({path})") from None
-                for r, reason in {**self._meaning(column, values, rows), **found}.items():
-                    bad.setdefault(start + r, (column.name, reason))
-                if tokens is not None:
-                    tokens_of[column.name] = tokens
-            reference_name, reference = next(iter(tokens_of.items()), (None, None))
-            for name, tokens in tokens_of.items():
-                for r in np.flatnonzero((tokens >= 0) & (reference >= 0) & (tokens != reference)):
-                    reason = f"{tokens[r]} tokens but {reference_name!r} has {reference[r]} (ragged row)"
-                    bad.setdefault(start + int(r), (name, reason))
-                if o.fixed_length is not None:
-                    for r in np.flatnonzero((tokens >= 0) & (tokens != o.fixed_length)):
-                        reason = f"{tokens[r]} tokens where fixed_length is {o.fixed_length}"
-                        bad.setdefault(start + int(r), (name, reason))
-                for r in np.flatnonzero(tokens == 0):
-                    bad.setdefault(start + int(r), (name, "no tokens"))
-        if not bad:
-            return None
-        rows = sorted(bad)
-        first = rows[0]
-        split = split_names[int(assignment[first])] if assignment is not None else split_names[0]
-        column, reason = bad[first]
-        message = f"{column}: split {split!r} ({path}), row {first}: {reason}"
-        if not o.skip_bad_rows:
-            more = f"; {len(rows) - 1} more bad row(s)" if len(rows) > 1 else ""
-            raise ConfigError(f"{message}{more} (skip_bad_rows: true drops them and reports how many)")
-        warnings.warn(
-            f"skip_bad_rows: dropped {len(rows)} of {len(table)} rows of {path} (first: {message})",
-            stacklevel=2,
+        """Check every row of ``table`` (`RowChecks`); the rows to keep with ``skip_bad_rows``."""
+        checks = RowChecks(
+            self.options, self.columns(), self._widths, self._num_labels, self._spaces, self._points
         )
-        keep = np.ones(len(table), dtype=bool)
-        keep[rows] = False
-        return keep
-
-    def _meaning(self, column: Column, values: np.ndarray, rows: np.ndarray) -> dict[int, str]:
-        """Checks that need the column's meaning: labels and ids in range, non-zero quaternions and
-        directions. ``rows``: the chunk row of each entry."""
-        o = self.options
-        out: dict[int, str] = {}
-
-        def flag(wrong: np.ndarray, describe) -> None:
-            for i in np.flatnonzero(wrong):
-                out.setdefault(int(rows[i]), describe(i))
-
-        flat = values.reshape(len(values), -1)
-        if column.role == "target" and o.target_kind == "class":
-            labels = flat[:, 0]
-            wrong = (labels != np.round(labels)) | (labels < 0) | (labels >= self._num_labels)
-            flag(
-                wrong,
-                lambda i: (
-                    f"label {labels[i]:g} out of range: expected an integer in [0, {self._num_labels}) "
-                    "(num_labels)"
-                ),
-            )
-        if column.role == "target" and o.target_kind == "symmetric_matrix":
-            matrices = flat.reshape(-1, 3, 3)
-            asymmetry = np.abs(matrices - matrices.transpose(0, 2, 1)).max(axis=(1, 2))
-            scale = np.abs(matrices).max(axis=(1, 2))
-            flag(
-                asymmetry > 1e-5 * np.maximum(scale, 1.0),
-                lambda i: f"the matrix is not symmetric (|M - M^T| up to {asymmetry[i]:.3g}); use matrix",
-            )
-        if column.role == "input_ids":
-            ids = flat[:, 0]
-            top = o.vocab_size if o.vocab_size is not None else math.inf
-            flag(
-                (ids < 0) | (ids >= top) | (ids != np.round(ids)),
-                lambda i: f"token id {ids[i]:g} out of range [0, {top}) (vocab_size)",
-            )
-        if column.role.startswith("positions.") and self._spaces is not None:
-            attribute = column.role.split(".", 1)[1]
-            space = self._spaces.get(attribute)
-            if isinstance(space, (SO3, SE3)):
-                flag(
-                    np.linalg.norm(flat[:, :4], axis=-1) == 0,
-                    lambda i: f"zero quaternion (attribute {attribute!r})",
-                )
-            elif isinstance(space, Sphere) and attribute not in self._points:
-                flag(
-                    np.linalg.norm(flat, axis=-1) == 0, lambda i: f"zero direction (attribute {attribute!r})"
-                )
-            elif isinstance(space, Sphere) and len(flat):
-                flag(
-                    _at_centroid(flat, rows),
-                    lambda i: (
-                        f"a point of attribute {attribute!r} lies at the centroid of its row's points, "
-                        "where its direction is undefined (so does the point of a row of one)"
-                    ),
-                )
-        return out
+        return checks.check(table, path, split_names, assignment)
 
     def split(self, dataset: Dataset) -> ArrowSplit:
         return ArrowSplit(dataset, self)
 
     # --- batches --------------------------------------------------------------------------------------
     def collate(self, table: pa.Table) -> dict[str, torch.Tensor]:
-        """Padded tensors of a batch of rows: features, input_ids, positions, attention_mask, labels."""
+        """Padded tensors of a batch of rows (`collate_rows`)."""
         o = self.options
         columns = [c for c in self.columns() if c.name in table.column_names]
-        read, tokens = {}, None
-        for column in columns:
-            values, counts, found, _ = read_column(
-                table.column(column.name).combine_chunks(), column, self._widths.get(column.name)
-            )
-            if found:
-                row, reason = next(iter(found.items()))
-                raise ValueError(
-                    f"{column.name}: row {row} of the batch: {reason} (the data changed after checking?)"
-                )
-            read[column.name] = values
-            if counts is not None:
-                tokens = counts
-        batch = len(table)
-        tokens = np.ones(batch, dtype=np.int64) if tokens is None else tokens
-        length = o.fixed_length or max(int(tokens.max(initial=0)), 1)
-        mask = np.arange(length)[None, :] < tokens[:, None]
-
-        def pad(values: np.ndarray, fill=0, dtype=np.float32) -> torch.Tensor:
-            out = np.full((batch, length, *values.shape[1:]), fill, dtype=dtype)
-            out[mask] = values
-            return torch.from_numpy(out)
-
-        out: dict = {"attention_mask": torch.from_numpy(mask.astype(np.int64))}
-        parts = []
-        for column in columns:
-            values = read[column.name]
-            if column.role == "features":
-                parts.append(pad(values.reshape(len(values), -1)))
-            elif column.role == "sequence_features":
-                per_row = torch.from_numpy(values.reshape(batch, -1).astype(np.float32))
-                parts.append(per_row[:, None, :].expand(batch, length, -1))
-            elif column.role == "input_ids":
-                out["input_ids"] = pad(values, 0, np.int64)
-            elif column.role.startswith("positions."):
-                out.setdefault("positions", {})[column.role.split(".", 1)[1]] = pad(values)
-            elif column.role == "target":
-                integer = o.target_kind == "class"
-                if column.per_token:
-                    out["labels"] = pad(values, -100, np.int64) if integer else pad(values)
-                else:
-                    out["labels"] = torch.from_numpy(values.astype(np.int64 if integer else np.float32))
-        if parts:
-            out["features"] = torch.cat(parts, dim=-1)
-        return out
+        return collate_rows(table, columns, self._widths, o.fixed_length, o.target_kind == "class")
 
     def predictions(self, out: ModelOutput, inputs: dict | None = None) -> torch.Tensor:
         """Per-token outputs are zero on padded tokens (what the model puts there is no prediction)."""
@@ -764,22 +407,3 @@ def _element(space, attribute: str) -> tuple[tuple[int, ...], str]:
     if isinstance(space, Sphere):
         return (3,), f"a 3-vector (attribute {attribute!r})"
     return tuple(space.sample((1,)).shape[1:]), f"attribute {attribute!r}"
-
-
-class ArrowSplit:
-    """A split read from its memory-mapped table one batch at a time: ``split[indices]`` is the padded
-    batch of those rows (`FileDataset.collate`)."""
-
-    def __init__(self, dataset: Dataset, task: FileDataset):
-        self.dataset, self.task = dataset.with_format("arrow"), task
-        self.size = len(dataset)
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, index) -> dict[str, torch.Tensor]:
-        if isinstance(index, slice):
-            rows = list(range(*index.indices(self.size)))
-        else:
-            rows = torch.as_tensor(index).reshape(-1).tolist()
-        return self.task.collate(self.dataset[rows])

@@ -372,17 +372,23 @@ def test_the_particles_example_runs_end_to_end_from_the_command_line(tmp_path, m
 
 
 def test_unreadable_files_and_text_labels_are_one_line_with_status_2(tmp_path, capfd):
-    """A truncated parquet (named before pyarrow or datasets print anything) and class labels given as
-    strings without num_labels: one ``error:`` line on stderr, status 2, nothing written."""
+    """A truncated parquet (named before pyarrow or datasets print anything), one whose data pages are
+    garbled (named with the reader's own reason, not datasets' wrapper) and class labels given as strings
+    without num_labels: one ``error:`` line on stderr, status 2, nothing written."""
     from train.cli import main
 
     good = write_rows(tmp_path / "rows.parquet", angle_rows(20))
     truncated = tmp_path / "truncated.parquet"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    garbled = tmp_path / "garbled.parquet"  # the first half overwritten: pages (and metadata) unreadable
+    data = bytearray(good.read_bytes())
+    data[8 : len(data) // 2] = bytes(len(data) // 2 - 8)
+    garbled.write_bytes(bytes(data))
     words = write_rows(tmp_path / "words.parquet", {**angle_rows(20), "label": ["cat", "dog"] * 10})
     cases = {
         truncated: r"^error: train_file: cannot read .*truncated.parquet \(ArrowInvalid: .*\); "
         r"the parquet file is truncated or corrupt$",
+        garbled: r"^error: train_file: cannot read .*garbled.parquet \(\w+: .+\)",
         words: r"^error: label: expected numbers in split 'train' \(.*words.parquet\) to infer target "
         r"from, got string values; give class labels as integers 0 \.\. num_labels - 1$",
     }

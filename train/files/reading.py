@@ -56,6 +56,8 @@ def load_table(path: str, key: str, cache_dir: str | None = None) -> Dataset:
     except ConfigError:
         raise
     except Exception as err:  # a corrupt or malformed file: say which and why, in one line
+        while err.__cause__ is not None or err.__context__ is not None:  # datasets wraps the reader's error
+            err = err.__cause__ or err.__context__
         raise ConfigError(
             f"{key}: cannot read {path} ({type(err).__name__}: {' '.join(str(err).split())})"
         ) from None

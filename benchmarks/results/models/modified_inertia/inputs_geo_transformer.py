@@ -1,21 +1,57 @@
 """The geo transformer's inputs: group elements validated once at the door (padding replaced), point
-attributes centred on their valid centroid, the attention mask (padding, causal order) and the memory of
-cross-attention. A mixin of `GeoTransformerModel`, kept apart so that the modeling file stays readable."""
+attributes centred on their valid centroid, the geometry of point pairs, the attention mask (padding,
+causal order) and the memory of cross-attention. `GeoTransformerInputs` owns what it reads (the config,
+the attribute spaces of the encodings, the relative encoding); `GeoTransformerModel` holds one."""
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from geo_pe._checks import input_validation, value_checks_enabled
+import torch
+from torch import nn
+
+from geo_pe._checks import value_checks_enabled
+from geo_pe.reps import GroupElements, Space, validate_elements
 from geo_pe.reps.groups import Translations
 
-__all__ = ["GeoTransformerInputs"]
+from .configuration_geo_transformer import GeoTransformerConfig
+
+__all__ = ["GeoTransformerInputs", "PairGeometry"]
+
+
+@dataclass
+class PairGeometry:
+    """What attention reads about token pairs (self-attention only): ``basis`` (B, T, T, features), the
+    radial functions of their distances, and ``offsets`` {point attribute: (B, T, T, 3)}, x_j - x_i in
+    D_1's (y, z, x) component order."""
+
+    basis: torch.Tensor | None = None
+    offsets: dict[str, torch.Tensor] | None = None
 
 
 class GeoTransformerInputs:
-    """Input handling of `GeoTransformerModel` (reads ``config``, ``attribute_spaces``, ``relative_pe``)."""
+    """The input step of `GeoTransformerModel`: checks every input once, names the argument of a bad one,
+    and hands the layers validated group elements (`geo_pe.reps.GroupElements`), which the encodings read
+    without checking again."""
 
-    def _positions(self, positions, B: int, T: int, mask: torch.Tensor | None, device, reference: str):
+    def __init__(
+        self, config: GeoTransformerConfig, spaces: Mapping[str, Space], relative_pe: nn.Module | None
+    ):
+        self.config = config
+        self.attribute_spaces = dict(spaces)
+        self.relative_pe = relative_pe
+        self._neutral_elements: dict = {}
+
+    def validates_values(self) -> bool:
+        """Whether value checks (finite, non-zero) run: the config allows them and the context does
+        (eager, `geo_pe.set_input_validation`)."""
+        return bool(self.config.validate_inputs) and value_checks_enabled()
+
+    def positions(
+        self, positions, B: int, T: int, mask: torch.Tensor | None, device, reference: str
+    ) -> GroupElements | None:
+        """The group elements per attribute, validated, padding replaced by a valid element."""
         attributes = self.attribute_spaces
         if not attributes:
             if positions is not None:
@@ -45,16 +81,17 @@ class GeoTransformerInputs:
                 f"positions: expected the keys {sorted(attributes)} (the attributes of the model's "
                 f"encodings), got {sorted(positions)}"
             )
+        for attr, space in attributes.items():
+            if not isinstance(positions[attr], torch.Tensor):
+                raise ValueError(
+                    f"positions[{attr!r}]: expected a tensor of {space.name} elements, got "
+                    f"{type(positions[attr]).__name__}"
+                )
+        shaped = validate_elements(attributes, positions, values=False)  # shapes first, before any value
         out = {}
         for attr, space in attributes.items():
             name, g = f"positions[{attr!r}]", positions[attr]
-            if not isinstance(g, torch.Tensor):
-                raise ValueError(
-                    f"{name}: expected a tensor of {space.name} elements, got {type(g).__name__}"
-                )
-            with input_validation(False):  # the element shape first, before any value is read
-                space.validate(g, name)
-            batch = tuple(space.batch_shape(g)) if g.dim() >= 1 else tuple(g.shape)
+            batch = tuple(space.batch_shape(shaped[attr])) if g.dim() >= 1 else tuple(g.shape)
             if batch not in ((B, T), (T,)):
                 raise ValueError(
                     f"{name}: expected {space.name} elements with batch shape ({B}, {T}) or ({T},) (the "
@@ -64,29 +101,26 @@ class GeoTransformerInputs:
             if mask is not None and batch == (B, T):  # padding may hold anything: use a valid element
                 keep = mask.reshape(B, T, *([1] * (g.dim() - 2)))
                 g = torch.where(keep, g, self._neutral_element(attr, space, g))
-            checks = self.config.validate_inputs and value_checks_enabled()  # on only if on outside too
-            with input_validation(checks):
-                out[attr] = space.validate(g, name)  # values once here; the encodings trust them
-        return out
+            out[attr] = g
+        # the values once, here: the encodings read GroupElements without checking again
+        return validate_elements(attributes, out, values=self.validates_values())
 
     def _neutral_element(self, attribute: str, space, like: torch.Tensor) -> torch.Tensor:
         """A fixed valid element of ``space`` for padded tokens, drawn once per attribute and dtype (not
         once per forward: a generator per call is a graph break under torch.compile)."""
-        cache = self.__dict__.setdefault("_neutral_elements", {})
+        cache = self._neutral_elements
         key = (attribute, like.dtype, like.device)  # kept on the device: no copy from the host per forward
         if key not in cache:
             neutral = space.sample((), generator=0, dtype=like.dtype if like.is_floating_point() else None)
             cache[key] = neutral.to(device=like.device, dtype=like.dtype)
         return cache[key]
 
-    def _pair_geometry(self, positions: dict, mask: torch.Tensor | None):
-        """The `PairGeometry` attention reads: radial functions (``distance_bias``) and offsets x_j - x_i
-        (``relative_point_values``, in D_1's (y, z, x) order, zero on padded pairs) of the centred points,
-        once per forward."""
-        from .modeling_geo_transformer import PairGeometry
-
-        c, dtype = self.config, self.dtype
-        basis = self._pair_distance_basis(positions, mask).to(dtype) if c.distance_bias else None
+    def pair_geometry(self, positions: dict, mask: torch.Tensor | None, dtype: torch.dtype) -> PairGeometry:
+        """The `PairGeometry` attention reads: radial functions (``distance_bias``, in ``dtype``) and
+        offsets x_j - x_i (``relative_point_values``, in D_1's (y, z, x) order, zero on padded pairs) of
+        the centred points, once per forward."""
+        c = self.config
+        basis = self.pair_distance_basis(positions, mask).to(dtype) if c.distance_bias else None
         offsets = None
         if c.relative_point_values:
             offsets = {}
@@ -98,7 +132,7 @@ class GeoTransformerInputs:
                 offsets[attr] = offset
         return PairGeometry(basis, offsets)
 
-    def _pair_distance_basis(self, positions: dict, mask: torch.Tensor | None) -> torch.Tensor:
+    def pair_distance_basis(self, positions: dict, mask: torch.Tensor | None) -> torch.Tensor:
         """``(B, T, T, points x distance_bias)``: Gaussian radial functions of |x_i - x_j| for each point
         attribute, centres evenly on [0, distance_bias_max], width their spacing; zero on padded pairs."""
         c = self.config
@@ -114,7 +148,7 @@ class GeoTransformerInputs:
             basis = basis * (mask[:, :, None] & mask[:, None, :])[..., None].to(basis.dtype)
         return basis
 
-    def _attention_mask(self, mask: torch.Tensor | None, T: int, device) -> tuple[torch.Tensor | None, bool]:
+    def attention_mask(self, mask: torch.Tensor | None, T: int, device) -> tuple[torch.Tensor | None, bool]:
         """``(attn_mask (B, 1, 1 or T, T) or None, is_causal)``: padded keys are hidden; with ``causal``,
         later keys too, and every token always sees itself, so no row is empty (an empty row would give
         NaN on a padded token, which attention would then carry to valid ones as 0 * NaN)."""
@@ -122,7 +156,7 @@ class GeoTransformerInputs:
         key_mask = None
         # dropping an all-ones mask needs a look at its values: only where value checks may run (eager,
         # validating), never under torch.compile or in the trainer's steps
-        if mask is not None and not (c.validate_inputs and value_checks_enabled() and bool(mask.all())):
+        if mask is not None and not (self.validates_values() and bool(mask.all())):
             key_mask = mask[:, None, None, :]
         if not c.causal:
             return key_mask, False
@@ -131,7 +165,7 @@ class GeoTransformerInputs:
         allowed = torch.ones(T, T, dtype=torch.bool, device=device).tril()
         return (key_mask & allowed) | torch.eye(T, dtype=torch.bool, device=device), False
 
-    def _memory(self, memory, memory_positions, memory_mask, positions, mask, B: int, T: int):
+    def memory(self, memory, memory_positions, memory_mask, positions, mask, B: int, T: int, dtype):
         """Validate the memory (B, S, hidden) that keys and values also read (cross-attention to an
         encoder's states, or cached tokens), its group elements and mask. Returns ``(memory, key encoding
         of [memory ; tokens], attention mask (B, 1, T, S + T))``: every token sees the valid memory and,
@@ -154,12 +188,11 @@ class GeoTransformerInputs:
         memory_keep = None if memory_mask is None else memory_mask.bool()
         key_encoding = None
         if self.relative_pe is not None:
-            at = self._positions(memory_positions, B, S, memory_keep, memory.device, "memory")
-            joined = {
-                a: torch.cat((self._batched(at[a], a, B), self._batched(positions[a], a, B)), 1) for a in at
-            }
-            with input_validation(False):
-                key_encoding = self.relative_pe.encode(joined)
+            at = self.positions(memory_positions, B, S, memory_keep, memory.device, "memory")
+            joined = GroupElements(  # both parts were validated
+                {a: torch.cat((self._batched(at[a], a, B), self._batched(positions[a], a, B)), 1) for a in at}
+            )
+            key_encoding = self.relative_pe.encode(joined)
         elif memory_positions is not None:
             raise ValueError("memory_positions: this model has no relative encoding to read them")
         own = torch.ones(B, T, dtype=torch.bool, device=memory.device) if mask is None else mask
@@ -168,7 +201,7 @@ class GeoTransformerInputs:
         )
         keys = torch.cat((seen, own), dim=1)[:, None, None, :]  # (B, 1, 1, S + T)
         if not c.causal:
-            return memory.to(self.dtype), key_encoding, keys
+            return memory.to(dtype), key_encoding, keys
         order = torch.ones(T, T, dtype=torch.bool, device=memory.device).tril()
         allowed = torch.cat((torch.ones(T, S, dtype=torch.bool, device=memory.device), order), dim=1)
         itself = torch.cat(
@@ -178,14 +211,14 @@ class GeoTransformerInputs:
             ),
             dim=1,
         )
-        return memory.to(self.dtype), key_encoding, (keys & allowed) | itself
+        return memory.to(dtype), key_encoding, (keys & allowed) | itself
 
     def _batched(self, g: torch.Tensor, attribute: str, B: int) -> torch.Tensor:
         """Elements of batch shape (T,) or (B, T) as (B, T, ...)."""
         batch = self.attribute_spaces[attribute].batch_shape(g)
         return g.expand(B, *g.shape) if len(batch) == 1 else g
 
-    def _center_points(
+    def center_points(
         self, positions, B: int, T: int, mask: torch.Tensor | None
     ) -> tuple[dict, torch.Tensor]:
         """Centre each point attribute on the centroid of its valid tokens: ``(positions with the
@@ -206,7 +239,7 @@ class GeoTransformerInputs:
             count = keep.sum(1, keepdim=True).clamp_min(1).to(x.dtype)
             centred = x - x.sum(1, keepdim=True) / count
             distance = torch.linalg.vector_norm(centred, dim=-1) * keep[..., 0]
-            if self.config.validate_inputs and value_checks_enabled():
+            if self.validates_values():
                 if not bool(torch.isfinite(x).all()):
                     raise ValueError(f"{name}: expected finite points on valid tokens")
                 if bool(((distance == 0) & keep[..., 0]).any()):  # also a set of one point

@@ -29,7 +29,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 from transformers.utils import ModelOutput
 
-from geo_pe._checks import compute_dtype, input_validation, value_checks_enabled
+from geo_pe._checks import compute_dtype
 from geo_pe.pe import GTAPE, AbsolutePE, Encoding, RotaryPE
 from geo_pe.phases import (
     EquivariantWeight,
@@ -48,7 +48,7 @@ from geo_pe.reps import DirectSum, Representation, Trivial, share_rotation
 from geo_pe.reps.groups import Translations
 
 from .configuration_geo_transformer import GeoTransformerConfig
-from .inputs_geo_transformer import GeoTransformerInputs
+from .inputs_geo_transformer import GeoTransformerInputs, PairGeometry
 
 __all__ = [
     "GeoTransformerForSequenceClassification",
@@ -90,16 +90,6 @@ class SequenceRegressionOutput(ModelOutput):
     predictions: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
-
-
-@dataclass
-class PairGeometry:
-    """What attention reads about token pairs (self-attention only): ``basis`` (B, T, T, features), the
-    radial functions of their distances, and ``offsets`` {point attribute: (B, T, T, 3)}, x_j - x_i in
-    D_1's (y, z, x) component order."""
-
-    basis: torch.Tensor | None = None
-    offsets: dict[str, torch.Tensor] | None = None
 
 
 def point_value_channels(config: GeoTransformerConfig, embedding_rep) -> dict[str, list[int]]:
@@ -246,10 +236,9 @@ class GeoAttention(nn.Module):
     def _scalar_identity_scales(self) -> list[torch.Tensor] | None:
         """The four scalars b of q, k, v, o when all are ``b I`` without bias (phase I), else None."""
         projections = (self.q_proj, self.k_proj, self.v_proj, self.o_proj)
-        if all(
-            isinstance(p.weight_param, ScalarIdentityWeight) and p.bias_param is None for p in projections
-        ):
-            return [p.weight_param.scale for p in projections]
+        scales = [p.weight_param.identity_multiple() for p in projections]
+        if all(b is not None for b in scales) and all(p.bias_param is None for p in projections):
+            return scales
         return None
 
     def forward(
@@ -476,7 +465,7 @@ def _weight_or_bias_init(tensor: torch.Tensor, std: float) -> None:
         init.zeros_(tensor)
 
 
-class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
+class GeoTransformerModel(GeoTransformerPreTrainedModel):
     """The encoder. Inputs (batch B, tokens T):
 
     * ``input_ids`` ``(B, T)`` and/or ``features`` ``(B, T, feature_size)``: invariant token inputs;
@@ -512,6 +501,7 @@ class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
         for pe in (self.absolute_pe, self.relative_pe):
             if pe is not None:
                 self.attribute_spaces.update(pe.rep.attribute_groups)
+        self.inputs = GeoTransformerInputs(config, self.attribute_spaces, self.relative_pe)
         trivial_groups = groups or {"position": Translations(1)}
         if self.absolute_pe is not None:
             embedding = self.embedding_rep = self.absolute_pe.embedding_rep
@@ -660,7 +650,7 @@ class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
                 )
             if mask is not None:  # padding may hold anything, NaN included: it never reaches a valid token
                 features = features.masked_fill(~mask[..., None], 0)
-            if c.validate_inputs and value_checks_enabled():
+            if self.inputs.validates_values():
                 bad = ~torch.isfinite(features)
                 if bool(bad.any()):
                     raise ValueError(
@@ -670,23 +660,24 @@ class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
             scalars = scalars + self.embed_features(features.to(self.embed_features.weight.dtype))
         pairs = None
         if points:
-            positions, distances = self._center_points(positions, B, T, mask)
+            positions, distances = self.inputs.center_points(positions, B, T, mask)
             if c.distance_bias or c.relative_point_values:
                 if memory is not None:
                     raise ValueError(
                         "memory: distance_bias and relative_point_values are defined between the model's own "
                         "tokens only"
                     )
-                pairs = self._pair_geometry(positions, mask)
+                pairs = self.inputs.pair_geometry(positions, mask, self.dtype)
             distances = self.embed_distances(distances.to(self.embed_distances.weight.dtype))
             scalars = scalars + distances
-        positions = self._positions(positions, B, T, mask, scalars.device, reference)
+        positions = self.inputs.positions(positions, B, T, mask, scalars.device, reference)
         # The residual stream keeps the parameters' dtype (float32 under autocast, as in HF's Llama): a
         # feature projection's bf16 output under autocast would otherwise carry the whole stream in bf16
         x = scalars.to(self.norm.weight.dtype)
-        # validated once above: the encodings trust the elements. Under mixed precision they are computed
-        # outside autocast: angles, cos/sin and Wigner matrices stay in the elements' float32
-        with input_validation(False), _without_autocast(x.device.type):
+        # positions are GroupElements, validated once above, which the encodings read without checking.
+        # Under mixed precision they are computed outside autocast: angles, cos/sin and Wigner matrices
+        # stay in the elements' float32
+        with _without_autocast(x.device.type):
             # once per forward, shared by both PEs: one Wigner matrix / harmonic per attribute and degree
             # (the relative PE first: it usually reads the higher degrees, which come with the lower)
             shared: dict = {}
@@ -696,11 +687,11 @@ class GeoTransformerModel(GeoTransformerInputs, GeoTransformerPreTrainedModel):
             if self.absolute_pe is not None:
                 gamma = self.absolute_pe.embed(self.absolute_pe.encode(positions, cache=shared)).to(x.dtype)
                 x = torch.cat((x, gamma.expand(B, T, -1)), dim=-1)
-        attn_mask, is_causal = self._attention_mask(mask, T, x.device)
+        attn_mask, is_causal = self.inputs.attention_mask(mask, T, x.device)
         key_encoding = None
         if memory is not None:
-            memory, key_encoding, attn_mask = self._memory(
-                memory, memory_positions, memory_attention_mask, positions, mask, B, T
+            memory, key_encoding, attn_mask = self.inputs.memory(
+                memory, memory_positions, memory_attention_mask, positions, mask, B, T, self.dtype
             )
             is_causal = False
         hidden_states, attentions = (

@@ -57,15 +57,21 @@ def to_device(batch: T, device: torch.device | str) -> T:
 class Split:
     """A dataset split held as tensors: ``split[index]`` is the batch of those rows."""
 
-    def __init__(self, columns: dict[str, torch.Tensor]):
+    def __init__(self, columns: dict):
+        """``columns``: tensors with one row per example, or dicts of them (``positions``)."""
         self.columns = columns
-        self.size = len(next(iter(columns.values())))
+        first = next(iter(columns.values()))
+        self.size = len(first if isinstance(first, torch.Tensor) else next(iter(first.values())))
 
     def __len__(self) -> int:
         return self.size
 
-    def __getitem__(self, index) -> dict[str, torch.Tensor]:
-        return {k: v[index] for k, v in self.columns.items()}
+    def __getitem__(self, index) -> dict:
+        return _rows(self.columns, index)
+
+
+def _rows(columns: dict, index) -> dict:
+    return {k: _rows(v, index) if isinstance(v, dict) else v[index] for k, v in columns.items()}
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:

@@ -400,3 +400,24 @@ def test_unreadable_files_and_text_labels_are_one_line_with_status_2(tmp_path, c
         lines = [line for line in err.replace("\r", "\n").splitlines() if line and "examples/s]" not in line]
         assert out == "" and len(lines) == 1 and re.match(message, lines[0]), err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_small_split_of_equal_rows_is_held_as_tensors_with_the_same_batches(tmp_path):
+    """Rows of one length (here one token each) are collated once: indexing gives exactly the batch that
+    reading and padding those rows gives (values copied, no arithmetic, so bit for bit)."""
+    from train.batches import Split
+
+    path = write_rows(tmp_path / "rows.parquet", angle_rows(40))
+    config = load_config(angle_config(path, tmp_path / "run"))
+    task = config.make_task()
+    build_model(config, task)
+    train_rows = task.build()["train"]
+    split = task.split(train_rows)
+    assert isinstance(split, Split)
+    rows = ArrowSplit(train_rows, task)
+    index = torch.tensor([5, 0, 17, 3])
+    held, read = split[index], rows[index]
+    assert held.keys() == read.keys()
+    for key in ("features", "attention_mask", "labels"):
+        assert torch.equal(held[key], read[key]), key
+    assert torch.equal(held["positions"]["direction"], read["positions"]["direction"])

@@ -21,6 +21,7 @@ from models import (
     GeoTransformerForSequenceRegression,
     GeoTransformerForTokenClassification,
 )
+from train.batches import Split
 from train.files.checks import RowChecks
 from train.files.collation import ArrowSplit, collate_rows
 from train.files.reading import TARGET_SHAPES, TARGET_WHAT, Column, load_table, nested_levels
@@ -28,6 +29,8 @@ from train.tasks import Task, register_task
 from train.validation import ConfigError, check_range, check_types
 
 __all__ = ["FileDataset"]
+
+IN_MEMORY_BYTES = 32 * 2**20  # splits below this (as Arrow data) are held as tensors when rows match
 
 
 @register_task
@@ -315,8 +318,17 @@ class FileDataset(Task):
         )
         return checks.check(table, path, split_names, assignment)
 
-    def split(self, dataset: Dataset) -> ArrowSplit:
-        return ArrowSplit(dataset, self)
+    def split(self, dataset: Dataset) -> ArrowSplit | Split:
+        """A small split whose rows all have one length is collated once and indexed per batch (a
+        `train.batches.Split`: the same batches, without reading and padding rows at every step); any
+        other stays memory-mapped and is collated batch by batch, each padded to its longest row."""
+        rows = ArrowSplit(dataset, self)
+        if dataset.data.nbytes > IN_MEMORY_BYTES:
+            return rows
+        whole = rows[slice(None)]
+        if self.options.fixed_length is None and not bool(whole["attention_mask"].all()):
+            return rows
+        return Split(whole)
 
     # --- batches --------------------------------------------------------------------------------------
     def collate(self, table: pa.Table) -> dict[str, torch.Tensor]:

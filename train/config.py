@@ -141,6 +141,21 @@ class ModelArguments:
         "each head averages the offsets x_j - x_i between points with its weights into the vector "
         "channels that turn with them (EGNN's coordinate message, with attention weights)",
     )
+    point_messages: Literal["softmax", "signed"] = _model_arg(
+        "point_messages",
+        "pair weights of the geometric messages: softmax (attention weights) or signed (an MLP per layer on"
+        " the pair's logits and radial functions, EGNN's phi_x; needs distance_bias)",
+    )
+    coordinate_updates: bool = _model_arg(
+        "coordinate_updates",
+        "every layer moves the point attributes by its pair messages and phi_v(s) v, and the next layer"
+        " reads the moved geometry; position outputs add the movement (unbounded, as EGNN)",
+    )
+    vector_inputs: list[str] | None = _model_arg(  # noqa: RUF009 (None: nothing mutable is shared)
+        "vector_inputs",
+        "s2 attributes whose raw vectors (magnitude included) the model carries linearly: into the degree-1"
+        " channels, and with coordinate_updates as EGNN's velocity term",
+    )
 
     def __post_init__(self):
         check_types(self)

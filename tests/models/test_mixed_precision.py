@@ -93,11 +93,17 @@ def test_equivariant_heads_train_under_cuda_autocast(case, level, half):
     assert relative_error(out.predictions, reference) < RELATIVE_ERROR[half]
 
 
+# EGNN's dynamics inside attention: signed pair weights, moving points, the raw velocity
+DYNAMICS = dict(point_messages="signed", coordinate_updates=True, vector_inputs=["velocity"])
+
+
+@pytest.mark.parametrize("dynamics", [False, True], ids=["static", "dynamics"])
 @pytest.mark.parametrize("phase", ["equivariant", "free"])
 @pytest.mark.parametrize("half", HALF, ids=["bf16", "fp16"])
-def test_nbody_model_trains_under_cuda_autocast(phase, half):
+def test_nbody_model_trains_under_cuda_autocast(phase, half, dynamics):
     torch.manual_seed(0)
-    model = GeoTransformerForEquivariantRegression(GeoTransformerConfig(**NBODY, phase_history=[phase]))
+    settings = {**NBODY, **(DYNAMICS if dynamics else {})}
+    model = GeoTransformerForEquivariantRegression(GeoTransformerConfig(**settings, phase_history=[phase]))
     gen = torch.Generator().manual_seed(0)
     batch = {
         "features": torch.randn(4, 5, 2, generator=gen),

@@ -92,6 +92,10 @@ class GeoTransformerConfig(PreTrainedConfig):
             pair's logit in every head and its radial functions (``distance_bias``), as EGNN's
             phi_x(m_ij): signed, unnormalised, averaged over the other tokens of the set. Logits are
             q_i . k_j, so they carry products of the two tokens' features (EGNN's q_i q_j).
+        pair_scalar_messages: with ``point_messages="signed"``, the pair MLP also reads both tokens'
+            scalars, and each token's scalars receive the mean of its hidden pair messages over the other
+            tokens: EGNN's edge function phi_e(s_i, s_j, |x_i - x_j|, logits) and node update, beside
+            attention's own messages. Invariant inputs only, so equivariant in every phase.
         coordinate_updates: every layer moves the point attributes, x_i <- x_i + sum_j c_ij (x_j - x_i)
             + sum_v phi_v(s_i) v_i, with c_ij the pair weights of ``point_messages`` mixed over heads,
             v the ``vector_inputs`` and phi_v an MLP on the token's scalars s_i; the next layer's pair
@@ -148,6 +152,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         distance_bias_max: float = 5.0,
         relative_point_values: bool = False,
         point_messages: str = "softmax",
+        pair_scalar_messages: bool = False,
         coordinate_updates: bool = False,
         vector_inputs: list[str] | None = None,
         equivariant_target: str = "vector",
@@ -182,6 +187,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         self.distance_bias, self.distance_bias_max = distance_bias, distance_bias_max
         self.relative_point_values = relative_point_values
         self.point_messages, self.coordinate_updates = point_messages, coordinate_updates
+        self.pair_scalar_messages = pair_scalar_messages
         self.vector_inputs = list(vector_inputs) if vector_inputs else None
         self.shared_rotations = [list(group) for group in shared_rotations] if shared_rotations else None
         self.point_attributes = list(point_attributes) if point_attributes else None
@@ -348,6 +354,8 @@ class GeoTransformerConfig(PreTrainedConfig):
                 "point_messages: 'signed' weighs the messages of relative_point_values or "
                 "coordinate_updates from the pairs' radial functions; set one of them and distance_bias"
             )
+        if self.pair_scalar_messages and self.point_messages != "signed":
+            raise ValueError("pair_scalar_messages: they are the hidden messages of point_messages='signed'")
         if self.coordinate_updates and not self.point_attributes:
             raise ValueError("coordinate_updates: they move points; set point_attributes")
         points = self.point_attributes or []

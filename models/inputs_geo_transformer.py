@@ -25,11 +25,13 @@ class PairGeometry:
     """What attention reads about token pairs (self-attention only): ``basis`` (B, T, T, features), the
     radial functions of their distances, ``offsets`` {point attribute: (B, T, T, 3)}, x_j - x_i in
     D_1's (y, z, x) component order, and ``neighbours`` (B, 1, 1, 1), the other valid tokens of each
-    set (at least 1), over which signed messages are averaged."""
+    set (at least 1), over which signed messages are averaged, and ``valid`` (B, T, T), 1 on the pairs of
+    two different valid tokens."""
 
     basis: torch.Tensor | None = None
     offsets: dict[str, torch.Tensor] | None = None
     neighbours: torch.Tensor | None = None
+    valid: torch.Tensor | None = None
 
 
 class GeoTransformerInputs:
@@ -124,12 +126,16 @@ class GeoTransformerInputs:
         layers move the points."""
         c = self.config
         basis = self.pair_distance_basis(positions, mask).to(dtype) if c.distance_bias else None
-        offsets = neighbours = None
+        offsets = neighbours = valid = None
         if c.relative_point_values or c.coordinate_updates:
             x = positions[c.point_attributes[0]]
             B, T = x.shape[:2]
-            valid = torch.full((B,), T, device=x.device) if mask is None else mask.sum(-1)
-            neighbours = (valid - 1).clamp_min(1).to(dtype).view(B, 1, 1, 1)
+            count = torch.full((B,), T, device=x.device) if mask is None else mask.sum(-1)
+            neighbours = (count - 1).clamp_min(1).to(dtype).view(B, 1, 1, 1)
+            valid = ~torch.eye(T, dtype=torch.bool, device=x.device).expand(B, T, T)
+            if mask is not None:
+                valid = valid & mask[:, :, None] & mask[:, None, :]
+            valid = valid.to(dtype)
             offsets = {}
             for attr in c.point_attributes:
                 x = positions[attr]
@@ -137,7 +143,7 @@ class GeoTransformerInputs:
                 if mask is not None:
                     offset = offset * (mask[:, :, None] & mask[:, None, :])[..., None].to(offset.dtype)
                 offsets[attr] = offset
-        return PairGeometry(basis, offsets, neighbours)
+        return PairGeometry(basis, offsets, neighbours, valid)
 
     def pair_distance_basis(self, positions: dict, mask: torch.Tensor | None) -> torch.Tensor:
         """``(B, T, T, points x distance_bias)``: Gaussian radial functions of |x_i - x_j| for each point

@@ -292,6 +292,13 @@ class GeoAttention(nn.Module):
             self.pair_mlp = nn.Sequential(
                 nn.Linear(self.num_heads + pair_features, width), nn.SiLU(), nn.Linear(width, self.num_heads)
             )
+        # EGNN's edge and node messages: the pair MLP also reads both tokens' scalars, and the scalars
+        # receive the mean of its hidden pair messages m_ij over the other tokens
+        self.scalar_size = config.scalar_size
+        self.pair_nodes = self.pair_to_scalars = None
+        if config.pair_scalar_messages:
+            self.pair_nodes = nn.Linear(config.scalar_size, 2 * width, bias=False)
+            self.pair_to_scalars = nn.Linear(width, config.scalar_size, bias=False)
         self.coordinate_proj = nn.ModuleDict(
             {a: CoordinateStep(self.num_heads, 1, bias=False) for a in config.point_attributes or []}
             if config.coordinate_updates
@@ -383,7 +390,7 @@ class GeoAttention(nn.Module):
         if self.config._attn_implementation == "eager" or output_attentions or needs_weights:
             scores = (q @ k.transpose(-1, -2)) * self.scaling
             if needs_weights and self.pair_mlp is not None:
-                messages = self._signed_messages(scores, pairs)
+                messages, pair_hidden = self._signed_messages(scores, pairs, x[..., : self.scalar_size])
             if is_causal:
                 attn_mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             if attn_mask is not None and attn_mask.dtype == torch.bool:
@@ -406,15 +413,28 @@ class GeoAttention(nn.Module):
             messages = weights if messages is None else messages
             if self.point_value_channels:
                 out = out + self._point_values(messages, pairs.offsets)
+            if self.pair_to_scalars is not None:
+                pooled = (pair_hidden * pairs.valid[..., None]).sum(2) / pairs.neighbours[:, 0]
+                to_scalars = self.pair_to_scalars(pooled)
+                out = out + F.pad(to_scalars, (0, out.shape[-1] - to_scalars.shape[-1]))
             steps = self._coordinate_steps(messages, pairs.offsets)
         return out, weights, steps
 
-    def _signed_messages(self, scores: torch.Tensor, pairs: PairGeometry) -> torch.Tensor:
+    def _signed_messages(
+        self, scores: torch.Tensor, pairs: PairGeometry, scalars: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, heads, T, T)``: EGNN's pair weights phi_x(m_ij), an MLP on the pair's logits (every head)
-        and radial functions, divided by the set's other tokens; zero on padded pairs."""
+        and radial functions (with ``pair_scalar_messages`` also on both tokens' ``scalars`` (B, T, s)),
+        divided by the set's other tokens; and the MLP's hidden pair messages m_ij (B, T, T, width)."""
         features = torch.cat((scores.permute(0, 2, 3, 1), pairs.basis.to(scores.dtype)), dim=-1)
-        coefficients = self.pair_mlp(features).permute(0, 3, 1, 2)  # (B, heads, T, T)
-        return coefficients / pairs.neighbours.to(coefficients.dtype)
+        first, activation, last = self.pair_mlp
+        pre = first(features)
+        if self.pair_nodes is not None:  # W [s_i; s_j] as two products per token, not one per pair
+            own, other = self.pair_nodes(scalars.to(pre.dtype)).chunk(2, dim=-1)
+            pre = pre + own[:, :, None] + other[:, None]
+        hidden = activation(pre)
+        coefficients = last(hidden).permute(0, 3, 1, 2)  # (B, heads, T, T)
+        return coefficients / pairs.neighbours.to(coefficients.dtype), hidden
 
     def _coordinate_steps(self, messages: torch.Tensor, offsets: dict[str, torch.Tensor]) -> dict:
         """{point attribute: (B, T, 3)}: sum_j c_ij (x_j - x_i), c_ij the heads' pair weights mixed by a

@@ -146,6 +146,11 @@ class ModelArguments:
         "pair weights of the geometric messages: softmax (attention weights) or signed (an MLP per layer on"
         " the pair's logits and radial functions, EGNN's phi_x; needs distance_bias)",
     )
+    pair_scalar_messages: bool = _model_arg(
+        "pair_scalar_messages",
+        "with point_messages signed: the pair MLP also reads both tokens' scalars, and the scalars receive"
+        " the mean of its hidden pair messages (EGNN's edge and node updates)",
+    )
     coordinate_updates: bool = _model_arg(
         "coordinate_updates",
         "every layer moves the point attributes by its pair messages and phi_v(s) v, and the next layer"

@@ -55,8 +55,16 @@ def padded_to_zero(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         dict(DYNAMICS, relative_point_values=True),
         dict(DYNAMICS, vector_inputs=None),
         dict(point_messages="signed", relative_point_values=True, vector_inputs=["velocity"]),
+        dict(DYNAMICS, pair_scalar_messages=True),
     ],
-    ids=["signed", "softmax", "signed+point-values", "no-vectors", "no-coordinate-updates"],
+    ids=[
+        "signed",
+        "softmax",
+        "signed+point-values",
+        "no-vectors",
+        "no-coordinate-updates",
+        "scalar-messages",
+    ],
 )
 def test_phase_one_is_e3_equivariant(settings, dtype):
     """A rigid motion x -> R x + t of the points, with v -> R v, moves the predicted positions the same
@@ -93,7 +101,7 @@ def test_signed_messages_and_coordinate_steps_against_a_loop():
     points = model.model.inputs.center_points(batch["positions"], B, T, mask)[0]
     pairs = model.model.inputs.pair_geometry(points, mask, torch.float64)
     scores = torch.randn(B, 4, T, T, dtype=torch.float64)
-    messages = attention._signed_messages(scores, pairs)
+    messages, _ = attention._signed_messages(scores, pairs, torch.zeros(B, T, model.config.scalar_size))
     steps = attention._coordinate_steps(messages, pairs.offsets)["position"]
     mix = attention.coordinate_proj["position"].weight[0]
     x = points["position"]
@@ -108,6 +116,38 @@ def test_signed_messages_and_coordinate_steps_against_a_loop():
                 expected_step += (mix * c).sum() * (x[b, j] - x[b, i])
             torch.testing.assert_close(steps[b, i], expected_step)
     assert steps[-1, -1].abs().max() == 0  # the padded particle does not move
+
+
+def test_pair_scalar_messages_against_a_loop():
+    """m_ij = SiLU(W [logits_ij; radial_ij] + b + A s_i + C s_j); c_ij = w . m_ij / (n - 1); the scalars
+    receive P mean_{j != i, valid} m_ij (EGNN's edge function and node update), the PE channels nothing."""
+    model = make(pair_scalar_messages=True)
+    attention = model.model.layers[0].self_attn
+    batch = particles(torch.float64)
+    mask = batch["attention_mask"].bool()
+    points = model.model.inputs.center_points(batch["positions"], B, T, mask)[0]
+    pairs = model.model.inputs.pair_geometry(points, mask, torch.float64)
+    scores = torch.randn(B, 4, T, T, dtype=torch.float64)
+    scalars = torch.randn(B, T, model.config.scalar_size, dtype=torch.float64)
+    messages, hidden = attention._signed_messages(scores, pairs, scalars)
+    first, _, last = attention.pair_mlp
+    own, other = attention.pair_nodes.weight.chunk(2, dim=0)
+    for b in range(B):
+        valid = int(mask[b].sum())
+        for i in range(valid):
+            pooled = 0
+            for j in range(valid):
+                m = torch.nn.functional.silu(
+                    first(torch.cat((scores[b, :, i, j], pairs.basis[b, i, j]))) + own @ scalars[b, i]
+                    + other @ scalars[b, j]
+                )  # fmt: skip
+                torch.testing.assert_close(hidden[b, i, j], m)
+                torch.testing.assert_close(messages[b, :, i, j], last(m) / (valid - 1))
+                pooled = pooled + (m if j != i else 0) / (valid - 1)
+            expected = attention.pair_to_scalars(pooled)
+            got = (hidden[b, i] * pairs.valid[b, i, :, None]).sum(0) / pairs.neighbours[b, 0, 0, 0]
+            torch.testing.assert_close(attention.pair_to_scalars(got), expected)
+    torch.testing.assert_close(pairs.valid[-1, :, -1], torch.zeros(T, dtype=torch.float64))  # padded key
 
 
 def test_each_layer_reads_the_points_the_previous_one_moved():
@@ -178,7 +218,7 @@ def test_vector_inputs_enter_the_degree_one_channels_linearly():
 def test_the_switch_keeps_the_function_and_phase_two_trains(tmp_path):
     """set_phase('free') keeps the outputs; a saved and reloaded model has the same weights and outputs
     (the constant placements of the vector inputs are rebuilt); phase II gets gradients everywhere."""
-    model = make()
+    model = make(pair_scalar_messages=True)
     batch = particles(torch.float64)
     mask = batch["attention_mask"]
     before = padded_to_zero(model(**batch).predictions, mask)
@@ -192,7 +232,14 @@ def test_the_switch_keeps_the_function_and_phase_two_trains(tmp_path):
     labels = torch.nan_to_num(batch["positions"]["position"]) + 0.1
     loaded.train()
     loaded(**batch, labels=labels).loss.backward()
-    names = ("pair_mlp", "coordinate_proj", "vector_steps", "vector_embedding")
+    names = (
+        "pair_mlp",
+        "coordinate_proj",
+        "vector_steps",
+        "vector_embedding",
+        "pair_nodes",
+        "pair_to_scalars",
+    )
     for name in names:
         grads = [p.grad for n, p in loaded.named_parameters() if name in n]
         assert grads and all(g is not None and torch.isfinite(g).all() for g in grads), name
@@ -205,6 +252,7 @@ def test_the_switch_keeps_the_function_and_phase_two_trains(tmp_path):
         ({"point_messages": "relu"}, r"point_messages: expected one of \('softmax', 'signed'\)"),
         ({"distance_bias": 0}, r"point_messages: 'signed' .* set one of them and distance_bias"),
         ({"coordinate_updates": False}, r"point_messages: 'signed' weighs"),
+        ({"point_messages": "softmax", "pair_scalar_messages": True}, r"pair_scalar_messages: they are the"),
         ({"point_messages": "softmax", "point_attributes": None, "distance_bias": 0},
          r"coordinate_updates: they move points; set point_attributes"),
         ({"vector_inputs": ["speed"]}, r"vector_inputs: 'speed' is not an s2 attribute"),

@@ -3,8 +3,9 @@
 A step is what the trainer does per optimizer step: take the step's batch from the training split
 (indexing, padding masks, device transfer), forward, loss, backward, gradient clipping, AdamW and the
 scheduler. The geo transformer runs through the trainer itself (`train.loop.Trainer.step`) with the
-published config (``benchmarks/published/nbody.yaml``: 4 layers, hidden 64, batch 100 systems of 5
-particles), in phase I and, after the switch, phase II. The peer is the project's EGNN (Satorras et al.
+published config (``--config``, default ``benchmarks/published/nbody.yaml``: 4 layers, hidden 64, batch 100
+systems of 5 particles; ``nbody_static.yaml`` is the model before EGNN's dynamics), in phase I and, after
+the switch, phase II. The peer is the project's EGNN (Satorras et al.
 2021: 4 layers, 64 channels) on the same batches, with its own loop: index, forward, MSE, backward,
 Adam. Rounds alternate between contenders (eager ones first, then the compiled ones with EGNN again as
 the reference, since a process that has compiled runs eager code slower on this CPU); medians of the
@@ -12,6 +13,7 @@ timed steps are reported. Also the
 quickstart's steps per second (the trainer on the rotated digits).
 
     python benchmarks/bench_train_step.py [--steps 30] [--rounds 3] [--device cpu|cuda] [--no-compile]
+                                          [--config benchmarks/published/nbody_static.yaml]
 
 Prints a table, then one JSON line with ``geo_vs_egnn_step`` (the slower phase's eager geo step over
 EGNN's), ``compiled_speedup`` (eager over compiled geo step, the slower phase), ``quickstart_steps_per_s``
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import statistics
@@ -51,9 +54,12 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def nbody_trainer(files: dict, out: Path, *extra: str) -> Trainer:
+NBODY_CONFIG = ROOT / "benchmarks" / "published" / "nbody.yaml"
+
+
+def nbody_trainer(files: dict, out: Path, *extra: str, config: Path = NBODY_CONFIG) -> Trainer:
     args = [
-        "--config", str(ROOT / "benchmarks" / "published" / "nbody.yaml"),
+        "--config", str(config),
         "--train_file", str(files["train"]), "--validation_file", str(files["validation"]),
         "--test_file", str(files["test"]), "--output_dir", str(out), "--overwrite_output_dir", "true",
         "--report_to", "none", "--plot", "false", *extra,
@@ -121,6 +127,7 @@ def main() -> None:
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--quickstart-steps", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (the trainer's default)")
+    parser.add_argument("--config", type=Path, default=NBODY_CONFIG, help="the geo transformer's config")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = args.device
@@ -131,20 +138,21 @@ def main() -> None:
     splits = {name: make_split(count, seed) for seed, (name, count) in enumerate(SIZES.items())}
     files = write_parquet(splits, work / "nbody")
     egnn = EGNNStep(splits["train"], device)
-    phase2 = nbody_trainer(files, work / "eager2")
+    trainer = functools.partial(nbody_trainer, config=args.config)
+    phase2 = trainer(files, work / "eager2")
     phase2.switch_phase()
     eager = {
         "egnn": egnn,
-        "geo phase I": nbody_trainer(files, work / "eager1").step,
+        "geo phase I": trainer(files, work / "eager1").step,
         "geo phase II": phase2.step,
     }
     ms = measure(eager, args, device)
     if args.compile:  # after the eager rounds: a process that has compiled runs eager code slower here
-        compiled2 = nbody_trainer(files, work / "compiled2", "--compile", "true")
+        compiled2 = trainer(files, work / "compiled2", "--compile", "true")
         compiled2.switch_phase()
         compiled = {
             "egnn (compiled rounds)": egnn,
-            "compiled phase I": nbody_trainer(files, work / "compiled1", "--compile", "true").step,
+            "compiled phase I": trainer(files, work / "compiled1", "--compile", "true").step,
             "compiled phase II": compiled2.step,
         }
         ms.update(measure(compiled, args, device))

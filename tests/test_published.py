@@ -164,10 +164,13 @@ def test_the_runner_writes_every_benchmark_and_the_report_in_quick_mode(tmp_path
     args = ["all", "--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]
     assert main(args) == 0
     summary = json.loads((tmp_path / "published_quick.json").read_text())
-    expected = {"nbody_mse", "nbody_method", "nbody_egnn_reimplemented_mse", "inertia_mse",
+    expected = {"nbody_mse", "nbody_method", "nbody_egnn_reimplemented_mse", "nbody_geo_mse", "inertia_mse",
                 "modified_inertia_mse", "modified_inertia_mlp_mse", "digits_min_margin_points"}  # fmt: skip
     assert set(summary) == expected
     assert "EMLP O(3) (*quoted*) | 1.19" in (tmp_path / "PUBLISHED_quick.md").read_text()
+    (geo,) = json.loads((tmp_path / "nbody_quick.json").read_text())["geo_transformer"]
+    assert set(geo["fresh_test_mse"]) == {"7", "8"}  # the model scored on systems simulated afresh
+    assert summary["nbody_geo_mse"] == pytest.approx(sum(geo["fresh_test_mse"].values()) / 2)
     cells = json.loads((tmp_path / "field_quick.json").read_text())["cells"]
     assert set(cells) == {"onset_eps0", "onset_eps1"} and cells["onset_eps1"]["equivariant_floor"] == 1 / 12
     assert set(cells["onset_eps1"]["methods"]) == {"equivariant", "two_phase", "unconstrained", "plain",

@@ -23,11 +23,15 @@ __all__ = ["GeoTransformerInputs", "PairGeometry"]
 @dataclass
 class PairGeometry:
     """What attention reads about token pairs (self-attention only): ``basis`` (B, T, T, features), the
-    radial functions of their distances, and ``offsets`` {point attribute: (B, T, T, 3)}, x_j - x_i in
-    D_1's (y, z, x) component order."""
+    radial functions of their distances, ``offsets`` {point attribute: (B, T, T, 3)}, x_j - x_i in
+    D_1's (y, z, x) component order, and ``neighbours`` (B, 1, 1, 1), the other valid tokens of each
+    set (at least 1), over which signed messages are averaged, and ``valid`` (B, T, T), 1 on the pairs of
+    two different valid tokens."""
 
     basis: torch.Tensor | None = None
     offsets: dict[str, torch.Tensor] | None = None
+    neighbours: torch.Tensor | None = None
+    valid: torch.Tensor | None = None
 
 
 class GeoTransformerInputs:
@@ -117,12 +121,21 @@ class GeoTransformerInputs:
 
     def pair_geometry(self, positions: dict, mask: torch.Tensor | None, dtype: torch.dtype) -> PairGeometry:
         """The `PairGeometry` attention reads: radial functions (``distance_bias``, in ``dtype``) and
-        offsets x_j - x_i (``relative_point_values``, in D_1's (y, z, x) order, zero on padded pairs) of
-        the centred points, once per forward."""
+        offsets x_j - x_i (``relative_point_values``, ``coordinate_updates``; in D_1's (y, z, x) order,
+        zero on padded pairs) of the centred points; once per forward, or once per layer where the
+        layers move the points."""
         c = self.config
         basis = self.pair_distance_basis(positions, mask).to(dtype) if c.distance_bias else None
-        offsets = None
-        if c.relative_point_values:
+        offsets = neighbours = valid = None
+        if c.relative_point_values or c.coordinate_updates:
+            x = positions[c.point_attributes[0]]
+            B, T = x.shape[:2]
+            count = torch.full((B,), T, device=x.device) if mask is None else mask.sum(-1)
+            neighbours = (count - 1).clamp_min(1).to(dtype).view(B, 1, 1, 1)
+            valid = ~torch.eye(T, dtype=torch.bool, device=x.device).expand(B, T, T)
+            if mask is not None:
+                valid = valid & mask[:, :, None] & mask[:, None, :]
+            valid = valid.to(dtype)
             offsets = {}
             for attr in c.point_attributes:
                 x = positions[attr]
@@ -130,7 +143,7 @@ class GeoTransformerInputs:
                 if mask is not None:
                     offset = offset * (mask[:, :, None] & mask[:, None, :])[..., None].to(offset.dtype)
                 offsets[attr] = offset
-        return PairGeometry(basis, offsets)
+        return PairGeometry(basis, offsets, neighbours, valid)
 
     def pair_distance_basis(self, positions: dict, mask: torch.Tensor | None) -> torch.Tensor:
         """``(B, T, T, points x distance_bias)``: Gaussian radial functions of |x_i - x_j| for each point

@@ -22,6 +22,7 @@ __all__ = ["GeoTransformerConfig"]
 RELATIVE_MODES = ("rotary", "gta")
 EQUIVARIANT_TARGETS = ("vector", "symmetric_matrix", "matrix", "position")
 EQUIVARIANT_LEVELS = ("token", "sequence")
+POINT_MESSAGES = ("softmax", "signed")
 PHASE_LAYERS = ("attention", "all")
 
 
@@ -85,6 +86,27 @@ class GeoTransformerConfig(PreTrainedConfig):
             equivariant in every phase.
         distance_bias_max: the largest distance the radial functions resolve (their centres are spaced
             evenly on [0, distance_bias_max]), in the points' units.
+        point_messages: how pairs are weighed in the geometric messages (``relative_point_values`` and
+            ``coordinate_updates``): ``"softmax"``, by each head's attention weights (they are positive
+            and sum to 1 over the keys); ``"signed"``, by a pair MLP per layer on invariants, the
+            pair's logit in every head and its radial functions (``distance_bias``), as EGNN's
+            phi_x(m_ij): signed, unnormalised, averaged over the other tokens of the set. Logits are
+            q_i . k_j, so they carry products of the two tokens' features (EGNN's q_i q_j).
+        pair_scalar_messages: with ``point_messages="signed"``, the pair MLP also reads both tokens'
+            scalars, and each token's scalars receive the mean of its hidden pair messages over the other
+            tokens: EGNN's edge function phi_e(s_i, s_j, |x_i - x_j|, logits) and node update, beside
+            attention's own messages. Invariant inputs only, so equivariant in every phase.
+        coordinate_updates: every layer moves the point attributes, x_i <- x_i + sum_j c_ij (x_j - x_i)
+            + sum_v phi_v(s_i) v_i, with c_ij the pair weights of ``point_messages`` mixed over heads,
+            v the ``vector_inputs`` and phi_v an MLP on the token's scalars s_i; the next layer's pair
+            geometry (distances, offsets) is recomputed from the moved points, and ``"position"``
+            outputs add the total movement to the token's point: an unbounded displacement, as EGNN's
+            coordinate updates. Equivariant in every phase: only offsets and input vectors move points.
+        vector_inputs: ``s2`` attributes (velocities, forces) whose raw vectors, magnitude included,
+            are carried linearly, not only as directions: each degree-1 block of ``pe_absolute`` that
+            turns with the vector gets a learned multiple of it at the input, and with
+            ``coordinate_updates`` every layer moves the points by phi_v(s_i) v_i (EGNN's velocity
+            term). The vectors must turn with the point attributes (``shared_rotations``).
         equivariant_target, equivariant_level, output_attribute: what
             `GeoTransformerForEquivariantRegression` predicts (``"vector"``, ``"symmetric_matrix"``,
             ``"matrix"`` (any 3x3) or ``"position"``), per ``"token"`` or per ``"sequence"``, turning with
@@ -129,6 +151,10 @@ class GeoTransformerConfig(PreTrainedConfig):
         distance_bias: int = 0,
         distance_bias_max: float = 5.0,
         relative_point_values: bool = False,
+        point_messages: str = "softmax",
+        pair_scalar_messages: bool = False,
+        coordinate_updates: bool = False,
+        vector_inputs: list[str] | None = None,
         equivariant_target: str = "vector",
         equivariant_level: str = "sequence",
         output_attribute: str | None = None,
@@ -160,6 +186,9 @@ class GeoTransformerConfig(PreTrainedConfig):
         self.output_attribute = output_attribute
         self.distance_bias, self.distance_bias_max = distance_bias, distance_bias_max
         self.relative_point_values = relative_point_values
+        self.point_messages, self.coordinate_updates = point_messages, coordinate_updates
+        self.pair_scalar_messages = pair_scalar_messages
+        self.vector_inputs = list(vector_inputs) if vector_inputs else None
         self.shared_rotations = [list(group) for group in shared_rotations] if shared_rotations else None
         self.point_attributes = list(point_attributes) if point_attributes else None
         super().__init__(**kwargs)
@@ -284,6 +313,7 @@ class GeoTransformerConfig(PreTrainedConfig):
             raise ValueError("distance_bias: distances are taken between points; set point_attributes")
         if self.relative_point_values and not self.point_attributes:
             raise ValueError("relative_point_values: offsets are taken between points; set point_attributes")
+        self._validate_point_dynamics(attributes)
         if not self.distance_bias_max > 0:
             raise ValueError(
                 f"distance_bias_max: expected a positive distance, got {self.distance_bias_max!r}"
@@ -313,6 +343,36 @@ class GeoTransformerConfig(PreTrainedConfig):
             )
         if self.pooling != "mean":
             raise ValueError(f"pooling: expected 'mean', got {self.pooling!r}")
+
+    def _validate_point_dynamics(self, attributes: dict[str, str]) -> None:
+        """``point_messages``, ``coordinate_updates`` and ``vector_inputs`` against the point attributes."""
+        if self.point_messages not in POINT_MESSAGES:
+            raise ValueError(f"point_messages: expected one of {POINT_MESSAGES}, got {self.point_messages!r}")
+        moves = self.relative_point_values or self.coordinate_updates
+        if self.point_messages == "signed" and not (moves and self.distance_bias):
+            raise ValueError(
+                "point_messages: 'signed' weighs the messages of relative_point_values or "
+                "coordinate_updates from the pairs' radial functions; set one of them and distance_bias"
+            )
+        if self.pair_scalar_messages and self.point_messages != "signed":
+            raise ValueError("pair_scalar_messages: they are the hidden messages of point_messages='signed'")
+        if self.coordinate_updates and not self.point_attributes:
+            raise ValueError("coordinate_updates: they move points; set point_attributes")
+        points = self.point_attributes or []
+        for name in self.vector_inputs or []:
+            if attributes.get(name) != "s2" or name in points:
+                raise ValueError(
+                    f"vector_inputs: {name!r} is not an s2 attribute of the encodings other than the "
+                    f"point attributes (the encodings have {sorted(attributes)})"
+                )
+            if self.coordinate_updates:
+                frames = [set(group) for group in self.shared_rotations or []]
+                apart = [p for p in points if not any({name, p} <= group for group in frames)]
+                if apart:
+                    raise ValueError(
+                        f"vector_inputs: {name!r} moves the points {apart} under coordinate_updates, so it "
+                        f"must turn with them: list both in one group of shared_rotations"
+                    )
 
     @property
     def relative_heads(self) -> int:

@@ -33,11 +33,9 @@ from geo_pe.reps import SE3Rep, SO3Rep, spherical_harmonics
 from geo_pe.reps.groups import SE3, SO3, Sphere
 
 from .configuration_geo_transformer import GeoTransformerConfig
-from .modeling_geo_transformer import _pool, _WithHead
+from .modeling_geo_transformer import CARTESIAN_FROM_DEGREE_1, _pool, _WithHead
 
 __all__ = ["EquivariantRegressionOutput", "GeoTransformerForEquivariantRegression", "harmonic_to_traceless"]
-
-CARTESIAN_FROM_DEGREE_1 = (2, 0, 1)  # (y, z, x) -> (x, y, z)
 
 
 @functools.lru_cache(maxsize=4)
@@ -197,6 +195,8 @@ class GeoTransformerForEquivariantRegression(_WithHead):
             origin = (given if is_point else given[..., 4:]).to(predictions.dtype)
             if attention_mask is not None:  # padding may hold anything
                 origin = origin.masked_fill(~attention_mask.bool()[..., None], 0)
+            if out.displacements is not None and self.attribute in out.displacements:  # coordinate_updates
+                origin = origin + out.displacements[self.attribute].to(predictions.dtype)
             if c.equivariant_level == "sequence":
                 origin = _pool(origin, attention_mask)
             predictions = predictions + origin

@@ -69,6 +69,7 @@ AUTO_MAP = {
 }
 
 # The layers that act on PE channels (phase-controlled whatever phase_layers says), and all of them.
+CARTESIAN_FROM_DEGREE_1 = (2, 0, 1)  # D_1's components (y, z, x) -> (x, y, z)
 ATTENTION_LAYERS = r"(.*\.)?layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.pe_proj)"
 ALL_LAYERS = r"(.*\.)?layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down|pe)_proj)"
 
@@ -76,12 +77,15 @@ ALL_LAYERS = r"(.*\.)?layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down
 @dataclass
 class GeoTransformerOutput(ModelOutput):
     """``last_hidden_state`` (batch, tokens, hidden): equivariant token states; ``invariants`` (batch, tokens,
-    scalars + PE blocks): the scalars and the norms of the PE blocks, invariant; optional per-layer tuples."""
+    scalars + PE blocks): the scalars and the norms of the PE blocks, invariant; optional per-layer tuples;
+    ``displacements`` {point attribute: (batch, tokens, 3)}: how far ``coordinate_updates`` moved each
+    point through the layers (zero on padding; None without them)."""
 
     last_hidden_state: torch.FloatTensor | None = None
     invariants: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    displacements: dict[str, torch.FloatTensor] | None = None
 
 
 @dataclass
@@ -92,18 +96,75 @@ class SequenceRegressionOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
-def point_value_channels(config: GeoTransformerConfig, embedding_rep) -> dict[str, list[int]]:
-    """{point attribute: first channel (in the token state) of each degree-1 block that turns with it}."""
+def degree_one_channels(
+    config: GeoTransformerConfig, embedding_rep, attributes: list[str] | None
+) -> dict[str, list[int]]:
+    """{attribute: first channel (in the token state) of each degree-1 block that turns with it}."""
     out: dict[str, list[int]] = {}
     offset = config.scalar_size
     for mult, irrep in embedding_rep.irreps:
         for _ in range(mult):
             group, _, frame = str(irrep.group).partition("@")
-            for attribute in config.point_attributes or []:
+            for attribute in attributes or []:
                 if group == "so3" and irrep.label == 1 and attribute in frame.split("+"):
                     out.setdefault(attribute, []).append(offset)
             offset += irrep.dim
     return out
+
+
+def point_value_channels(config: GeoTransformerConfig, embedding_rep) -> dict[str, list[int]]:
+    """{point attribute: first channel (in the token state) of each degree-1 block that turns with it}."""
+    return degree_one_channels(config, embedding_rep, config.point_attributes)
+
+
+class CoordinateStep(nn.Linear):
+    """The linear map of the heads' pair weights to a coordinate step; initialised near zero (std 1e-3),
+    so the points move little at first, as EGNN initialises its phi_x."""
+
+
+class VectorInputEmbedding(nn.Module):
+    """Input vectors v (``config.vector_inputs``), magnitude included, into the token state: a learned
+    multiple of v added to every degree-1 block of the absolute encoding that turns with it, so the
+    state carries v linearly (the map commutes with rotations: one scalar per block)."""
+
+    def __init__(self, config: GeoTransformerConfig, embedding_rep):
+        super().__init__()
+        self.hidden_size = config.hidden_size
+        self.channels = degree_one_channels(config, embedding_rep, config.vector_inputs)
+        missing = [name for name in config.vector_inputs or [] if name not in self.channels]
+        if missing:
+            raise ValueError(
+                f"vector_inputs: pe_absolute={config.pe_absolute!r} has no degree-1 channels that turn with "
+                f"{missing}"
+            )
+        self.scales = nn.ParameterDict(
+            {name: nn.Parameter(torch.zeros(len(starts))) for name, starts in self.channels.items()}
+        )
+        for name, starts in self.channels.items():
+            self.register_buffer(f"placement_{name}", self._placement(starts), persistent=False)
+
+    def _placement(self, starts: list[int], device=None) -> torch.Tensor:
+        """``(blocks, 3, hidden)``: block k's one-hot map of Cartesian (x, y, z) to its (y, z, x) channels."""
+        placement = torch.zeros(len(starts), 3, self.hidden_size, device=device)
+        for k, start in enumerate(starts):
+            for cartesian, channel in enumerate(CARTESIAN_FROM_DEGREE_1):
+                placement[k, cartesian, start + channel] = 1.0
+        return placement
+
+    def reset_buffers(self) -> None:
+        """Rebuild the constant placements (after meta-device initialisation or HF loading)."""
+        for name, starts in self.channels.items():
+            device = self.scales[name].device
+            placement = self._placement(starts, None if device.type == "meta" else device)
+            setattr(self, f"placement_{name}", placement)
+
+    def forward(self, vectors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``vectors`` {name: (B, T, 3)} Cartesian -> the update ``(B, T, hidden)`` of the token state."""
+        update = 0
+        for name, v in vectors.items():
+            placement = getattr(self, f"placement_{name}").to(v.dtype)
+            update = update + v @ torch.einsum("k,kch->ch", self.scales[name].to(v.dtype), placement)
+        return update
 
 
 def block_index(block_sizes: tuple[int, ...], device=None) -> torch.Tensor:
@@ -224,6 +285,25 @@ class GeoAttention(nn.Module):
         self.point_value_proj = nn.ModuleDict(
             {a: nn.Linear(self.num_heads, len(c), bias=False) for a, c in self.point_value_channels.items()}
         )
+        # signed pair weights (EGNN's phi_x): an MLP per layer on every head's logit and the radial functions
+        self.pair_mlp = None
+        if config.point_messages == "signed":
+            width = config.scalar_size
+            self.pair_mlp = nn.Sequential(
+                nn.Linear(self.num_heads + pair_features, width), nn.SiLU(), nn.Linear(width, self.num_heads)
+            )
+        # EGNN's edge and node messages: the pair MLP also reads both tokens' scalars, and the scalars
+        # receive the mean of its hidden pair messages m_ij over the other tokens
+        self.scalar_size = config.scalar_size
+        self.pair_nodes = self.pair_to_scalars = None
+        if config.pair_scalar_messages:
+            self.pair_nodes = nn.Linear(config.scalar_size, 2 * width, bias=False)
+            self.pair_to_scalars = nn.Linear(width, config.scalar_size, bias=False)
+        self.coordinate_proj = nn.ModuleDict(
+            {a: CoordinateStep(self.num_heads, 1, bias=False) for a in config.point_attributes or []}
+            if config.coordinate_updates
+            else {}
+        )
 
     def _on_relative_heads(self, apply, x: torch.Tensor, enc) -> torch.Tensor:
         """``apply(x, enc)`` on the heads made of scalars; the other heads pass unchanged."""
@@ -252,8 +332,9 @@ class GeoAttention(nn.Module):
         memory: torch.Tensor | None = None,
         key_encoding: Encoding | None = None,
         pairs: PairGeometry | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``x`` (B, T, hidden) -> (B, T, hidden) and the attention weights (B, heads, T, S + T) or None.
+    ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """``x`` (B, T, hidden) -> (B, T, hidden), the attention weights (B, heads, T, S + T) or None, and
+        the steps {point attribute: (B, T, 3)} of ``coordinate_updates`` (Cartesian; empty without).
         With ``memory`` (B, S, hidden), keys and values come from [memory ; x], at ``key_encoding``
         (the elements of the memory tokens, then of x), and queries from x at ``relative_encoding``.
         ``attn_mask`` (B, 1, 1 or T, T) is True where a query may attend; ``is_causal`` without a mask
@@ -261,8 +342,9 @@ class GeoAttention(nn.Module):
         (rho^-T for SE(3)'s homogeneous block, else rho), ``pe(x, enc)`` on k, ``transport_values`` and
         ``transport_output`` around attention (GTA moves values and outputs, rotary leaves them).
         ``pairs``: the radial functions of the pairs' distances, mapped to an additive bias of each head's
-        logits, and the offsets x_j - x_i of point attributes, averaged by each head's weights and added
-        to the degree-1 channels that turn with them (`relative_point_values`)."""
+        logits, and the offsets x_j - x_i of point attributes, weighed per head (`point_messages`) and
+        added to the degree-1 channels that turn with them (`relative_point_values`) or to the points
+        (`coordinate_updates`)."""
         B, T, _ = x.shape
         if pairs is not None and pairs.basis is not None:
             bias = self.distance_bias(pairs.basis).permute(0, 3, 1, 2)  # (B, heads, T, T)
@@ -302,9 +384,13 @@ class GeoAttention(nn.Module):
                 v = self._on_relative_heads(pe.transport_values, v, key_enc)
         dropout = self.config.attention_dropout if self.training else 0.0
         weights = None
-        needs_weights = bool(self.point_value_channels) and pairs is not None and pairs.offsets is not None
+        moves = bool(self.point_value_channels or self.coordinate_proj)
+        needs_weights = moves and pairs is not None and pairs.offsets is not None
+        messages = None
         if self.config._attn_implementation == "eager" or output_attentions or needs_weights:
             scores = (q @ k.transpose(-1, -2)) * self.scaling
+            if needs_weights and self.pair_mlp is not None:
+                messages, pair_hidden = self._signed_messages(scores, pairs, x[..., : self.scalar_size])
             if is_causal:
                 attn_mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             if attn_mask is not None and attn_mask.dtype == torch.bool:
@@ -322,9 +408,43 @@ class GeoAttention(nn.Module):
             out = self._on_relative_heads(pe.transport_output, out, enc)
         out = out.transpose(1, 2).reshape(B, T, -1)
         out = (v_scale * o_scale).to(out.dtype) * out if scales is not None else self.o_proj(out)
+        steps: dict[str, torch.Tensor] = {}
         if needs_weights:
-            out = out + self._point_values(weights, pairs.offsets)
-        return out, weights
+            messages = weights if messages is None else messages
+            if self.point_value_channels:
+                out = out + self._point_values(messages, pairs.offsets)
+            if self.pair_to_scalars is not None:
+                pooled = (pair_hidden * pairs.valid[..., None]).sum(2) / pairs.neighbours[:, 0]
+                to_scalars = self.pair_to_scalars(pooled)
+                out = out + F.pad(to_scalars, (0, out.shape[-1] - to_scalars.shape[-1]))
+            steps = self._coordinate_steps(messages, pairs.offsets)
+        return out, weights, steps
+
+    def _signed_messages(
+        self, scores: torch.Tensor, pairs: PairGeometry, scalars: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, heads, T, T)``: EGNN's pair weights phi_x(m_ij), an MLP on the pair's logits (every head)
+        and radial functions (with ``pair_scalar_messages`` also on both tokens' ``scalars`` (B, T, s)),
+        divided by the set's other tokens; and the MLP's hidden pair messages m_ij (B, T, T, width)."""
+        features = torch.cat((scores.permute(0, 2, 3, 1), pairs.basis.to(scores.dtype)), dim=-1)
+        first, activation, last = self.pair_mlp
+        pre = first(features)
+        if self.pair_nodes is not None:  # W [s_i; s_j] as two products per token, not one per pair
+            own, other = self.pair_nodes(scalars.to(pre.dtype)).chunk(2, dim=-1)
+            pre = pre + own[:, :, None] + other[:, None]
+        hidden = activation(pre)
+        coefficients = last(hidden).permute(0, 3, 1, 2)  # (B, heads, T, T)
+        return coefficients / pairs.neighbours.to(coefficients.dtype), hidden
+
+    def _coordinate_steps(self, messages: torch.Tensor, offsets: dict[str, torch.Tensor]) -> dict:
+        """{point attribute: (B, T, 3)}: sum_j c_ij (x_j - x_i), c_ij the heads' pair weights mixed by a
+        linear map per layer; Cartesian (x, y, z). Offsets are zero on padded pairs."""
+        steps = {}
+        for attribute, proj in self.coordinate_proj.items():
+            offset = offsets[attribute].to(messages.dtype)  # (B, T, T, 3), (y, z, x)
+            coefficients = proj(messages.permute(0, 2, 3, 1))  # (B, T, T, 1)
+            steps[attribute] = (coefficients * offset).sum(2)[..., list(CARTESIAN_FROM_DEGREE_1)]
+        return steps
 
     def _point_values(self, weights: torch.Tensor, offsets: dict[str, torch.Tensor]) -> torch.Tensor:
         """``(B, T, hidden)``: sum_j a_ij^h (x_j - x_i) per head h, mixed across heads into each
@@ -354,6 +474,20 @@ class GeoTransformerLayer(nn.Module):
         self.self_attn = GeoAttention(config, layer_idx, state_rep, embedding_rep)
         self.post_attention_layernorm = GeoRMSNorm(config.scalar_size, block_sizes, config.rms_norm_eps)
         self.mlp = GeoMLP(config, embedding_rep, block_sizes)
+        # EGNN's velocity term phi_v(s_i) v_i: one invariant scale per token and input vector
+        self.scalar_size = config.scalar_size
+        self.vector_steps = nn.ModuleDict(
+            {
+                name: nn.Sequential(
+                    nn.Linear(config.scalar_size, config.scalar_size),
+                    nn.SiLU(),
+                    nn.Linear(config.scalar_size, 1),
+                )
+                for name in (config.vector_inputs or [])
+            }
+            if config.coordinate_updates
+            else {}
+        )
 
     def forward(
         self,
@@ -366,9 +500,13 @@ class GeoTransformerLayer(nn.Module):
         memory: torch.Tensor | None = None,
         key_encoding: Encoding | None = None,
         pairs: PairGeometry | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        vectors: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """The state ``x`` (B, T, hidden) after attention and the MLP, the attention weights, and the steps
+        {point attribute: (B, T, 3)} that ``coordinate_updates`` move the points by (empty without):
+        attention's pair messages plus phi_v(s_i) v_i for each of ``vectors`` {name: (B, T, 3)}."""
         normed_memory = None if memory is None else self.input_layernorm(memory)
-        attn, weights = self.self_attn(
+        attn, weights, steps = self.self_attn(
             self.input_layernorm(x),
             relative_pe,
             relative_encoding,
@@ -380,7 +518,12 @@ class GeoTransformerLayer(nn.Module):
             pairs,
         )
         x = x + attn
-        return x + self.mlp(self.post_attention_layernorm(x)), weights
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        if steps and self.vector_steps:
+            s = F.rms_norm(x[..., : self.scalar_size], (self.scalar_size,), eps=1e-6)
+            moved = sum(self.vector_steps[name](s).to(v.dtype) * v for name, v in (vectors or {}).items())
+            steps = {attribute: step + moved for attribute, step in steps.items()}
+        return x, weights, steps
 
 
 class GeoTransformerPreTrainedModel(PreTrainedModel):
@@ -441,12 +584,17 @@ class GeoTransformerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, RandomSubspace):
             init.zeros_(module.theta)
             init.copy_(module.signature, module.expected_signature())
+        elif isinstance(module, CoordinateStep):
+            init.normal_(module.weight, mean=0.0, std=1e-3)
         elif isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, VectorInputEmbedding):
+            for scale in module.scales.values():
+                init.zeros_(scale)  # the model starts as one without the raw vectors, and learns to read them
         elif isinstance(module, GeoRMSNorm):
             init.ones_(module.weight)
             if module.block_weight is not None:
@@ -531,6 +679,18 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
             raise ValueError(
                 f"relative_point_values: pe_absolute={config.pe_absolute!r} has no degree-1 channels that "
                 f"turn with the point attributes {config.point_attributes}"
+            )
+        if config.coordinate_updates and self.layers and not self.layers[0].self_attn.coordinate_proj:
+            raise ValueError("coordinate_updates: the points need pair offsets; set point_attributes")
+        self.vector_embedding = (
+            VectorInputEmbedding(config, self.embedding_rep)
+            if config.vector_inputs and self.embedding_rep is not None
+            else None
+        )
+        if config.vector_inputs and self.vector_embedding is None and not config.coordinate_updates:
+            raise ValueError(
+                "vector_inputs: they enter the degree-1 channels of pe_absolute or move the points "
+                "(coordinate_updates); this model has neither"
             )
         self.norm = GeoRMSNorm(config.scalar_size, self.block_sizes, config.rms_norm_eps)
         self._replay_phases()
@@ -659,15 +819,18 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
                     )
             scalars = scalars + self.embed_features(features.to(self.embed_features.weight.dtype))
         pairs = None
+        vectors = self._vector_inputs(positions, B, T, mask)
         if points:
             positions, distances = self.inputs.center_points(positions, B, T, mask)
-            if c.distance_bias or c.relative_point_values:
+            if c.distance_bias or c.relative_point_values or c.coordinate_updates:
                 if memory is not None:
                     raise ValueError(
                         "memory: distance_bias and relative_point_values are defined between the model's own "
                         "tokens only"
                     )
                 pairs = self.inputs.pair_geometry(positions, mask, self.dtype)
+            start = {a: positions[a].to(self.dtype) for a in points}  # the centred points
+            moving = start
             distances = self.embed_distances(distances.to(self.embed_distances.weight.dtype))
             scalars = scalars + distances
         positions = self.inputs.positions(positions, B, T, mask, scalars.device, reference)
@@ -687,6 +850,8 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
             if self.absolute_pe is not None:
                 gamma = self.absolute_pe.embed(self.absolute_pe.encode(positions, cache=shared)).to(x.dtype)
                 x = torch.cat((x, gamma.expand(B, T, -1)), dim=-1)
+        if self.vector_embedding is not None:
+            x = x + self.vector_embedding(vectors)
         attn_mask, is_causal = self.inputs.attention_mask(mask, T, x.device)
         key_encoding = None
         if memory is not None:
@@ -701,7 +866,7 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
         for layer in self.layers:
             if T == 0:  # an empty sequence: nothing to attend to, the state stays empty
                 break
-            x, weights = layer(
+            x, weights, steps = layer(
                 x,
                 self.relative_pe,
                 relative,
@@ -711,14 +876,41 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
                 memory,
                 key_encoding,
                 pairs,
+                vectors,
             )
+            if steps:  # coordinate_updates: move the points, and the next layer reads their new geometry
+                moving = {a: moving[a] + steps[a] for a in points}
+                pairs = self.inputs.pair_geometry(moving, mask, self.dtype)
             if output_hidden_states:
                 hidden_states += (x,)
             if output_attentions:
                 attentions += (weights,)
         x = self.norm(x)
-        out = GeoTransformerOutput(x, self.token_invariants(x), hidden_states, attentions)
+        displacements = None
+        if c.coordinate_updates:
+            keep = 1.0 if mask is None else mask[..., None].to(self.dtype)
+            displacements = {a: (moving[a] - start[a]) * keep for a in points}
+        out = GeoTransformerOutput(x, self.token_invariants(x), hidden_states, attentions, displacements)
         return out if return_dict is not False else out.to_tuple()
+
+    def _vector_inputs(self, positions, B: int, T: int, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """{name: (B, T, 3)}: the raw vectors of ``config.vector_inputs`` (their directions are also
+        encoded), in the parameters' dtype, zero on padding."""
+        names = self.config.vector_inputs or []
+        if not names:
+            return {}
+        if not isinstance(positions, dict):
+            raise ValueError(f"positions: expected a dict with the vector inputs {names}")
+        vectors = {}
+        for name in names:
+            v = positions.get(name)
+            if not isinstance(v, torch.Tensor) or v.shape != (B, T, 3) or not v.is_floating_point():
+                shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+                raise ValueError(f"positions[{name!r}]: expected vectors of shape ({B}, {T}, 3), got {shape}")
+            if mask is not None:  # padding may hold anything
+                v = v.masked_fill(~mask[..., None], 0)
+            vectors[name] = v.to(self.dtype)
+        return vectors
 
 
 def _pool(invariants: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

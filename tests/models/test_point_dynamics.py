@@ -91,16 +91,21 @@ def test_phase_one_is_e3_equivariant(settings, dtype):
     assert (predict(batch["positions"]) - padded_to_zero(plain(**batch).predictions, mask)).abs().max() > 1e-3
 
 
-def test_signed_messages_and_coordinate_steps_against_a_loop():
-    """c_ij^h = MLP(logits_ij, radial functions_ij) / (other valid particles), and the step
-    sum_j (sum_h w_h c_ij^h) (x_j - x_i), both against loops over pairs; padded pairs carry nothing."""
-    model = make()
-    attention = model.model.layers[0].self_attn
+def first_layer_pairs(model) -> tuple:
+    """The valid tokens, centred points and pair geometry of `particles`, and random logits (B, 4, T, T)."""
     batch = particles(torch.float64)
     mask = batch["attention_mask"].bool()
     points = model.model.inputs.center_points(batch["positions"], B, T, mask)[0]
     pairs = model.model.inputs.pair_geometry(points, mask, torch.float64)
-    scores = torch.randn(B, 4, T, T, dtype=torch.float64)
+    return mask, points, pairs, torch.randn(B, 4, T, T, dtype=torch.float64)
+
+
+def test_signed_messages_and_coordinate_steps_against_a_loop():
+    """c_ij^h = MLP(logits_ij, radial functions_ij) / (other valid particles), and the step
+    sum_j (sum_h w_h c_ij^h) (x_j - x_i), both against loops over pairs; padded pairs carry nothing."""
+    model = make()
+    mask, points, pairs, scores = first_layer_pairs(model)
+    attention = model.model.layers[0].self_attn
     messages, _ = attention._signed_messages(scores, pairs, torch.zeros(B, T, model.config.scalar_size))
     steps = attention._coordinate_steps(messages, pairs.offsets)["position"]
     mix = attention.coordinate_proj["position"].weight[0]
@@ -122,12 +127,8 @@ def test_pair_scalar_messages_against_a_loop():
     """m_ij = SiLU(W [logits_ij; radial_ij] + b + A s_i + C s_j); c_ij = w . m_ij / (n - 1); the scalars
     receive P mean_{j != i, valid} m_ij (EGNN's edge function and node update), the PE channels nothing."""
     model = make(pair_scalar_messages=True)
+    mask, _, pairs, scores = first_layer_pairs(model)
     attention = model.model.layers[0].self_attn
-    batch = particles(torch.float64)
-    mask = batch["attention_mask"].bool()
-    points = model.model.inputs.center_points(batch["positions"], B, T, mask)[0]
-    pairs = model.model.inputs.pair_geometry(points, mask, torch.float64)
-    scores = torch.randn(B, 4, T, T, dtype=torch.float64)
     scalars = torch.randn(B, T, model.config.scalar_size, dtype=torch.float64)
     messages, hidden = attention._signed_messages(scores, pairs, scalars)
     first, _, last = attention.pair_mlp

@@ -259,6 +259,8 @@ def test_the_switch_keeps_the_function_and_phase_two_trains(tmp_path):
         ({"vector_inputs": ["speed"]}, r"vector_inputs: 'speed' is not an s2 attribute"),
         ({"vector_inputs": ["position"]}, r"vector_inputs: 'position' is not an s2 attribute .* other than"),
         ({"shared_rotations": None}, r"vector_inputs: 'velocity' moves the points .* shared_rotations"),
+        ({"pe_absolute": None, "pe_gate": False, "coordinate_updates": False, "point_messages": "softmax"},
+         r"vector_inputs: they enter the degree-1 channels of pe_absolute or move the points"),
     ],
 )  # fmt: skip
 def test_bad_dynamics_settings_are_named(overrides, message):

@@ -231,6 +231,25 @@ class GeoTransformerInputs:
         batch = self.attribute_spaces[attribute].batch_shape(g)
         return g.expand(B, *g.shape) if len(batch) == 1 else g
 
+    def vectors(self, positions, B: int, T: int, mask: torch.Tensor | None, dtype) -> dict[str, torch.Tensor]:
+        """{name: (B, T, 3)}: the raw vectors of ``config.vector_inputs`` (their directions are also
+        encoded), in ``dtype``, zero on padding."""
+        names = self.config.vector_inputs or []
+        if not names:
+            return {}
+        if not isinstance(positions, dict):
+            raise ValueError(f"positions: expected a dict with the vector inputs {names}")
+        vectors = {}
+        for name in names:
+            v = positions.get(name)
+            if not isinstance(v, torch.Tensor) or v.shape != (B, T, 3) or not v.is_floating_point():
+                shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+                raise ValueError(f"positions[{name!r}]: expected vectors of shape ({B}, {T}, 3), got {shape}")
+            if mask is not None:  # padding may hold anything
+                v = v.masked_fill(~mask[..., None], 0)
+            vectors[name] = v.to(dtype)
+        return vectors
+
     def center_points(
         self, positions, B: int, T: int, mask: torch.Tensor | None
     ) -> tuple[dict, torch.Tensor]:

@@ -680,18 +680,11 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
                 f"relative_point_values: pe_absolute={config.pe_absolute!r} has no degree-1 channels that "
                 f"turn with the point attributes {config.point_attributes}"
             )
-        if config.coordinate_updates and self.layers and not self.layers[0].self_attn.coordinate_proj:
-            raise ValueError("coordinate_updates: the points need pair offsets; set point_attributes")
         self.vector_embedding = (
             VectorInputEmbedding(config, self.embedding_rep)
             if config.vector_inputs and self.embedding_rep is not None
             else None
         )
-        if config.vector_inputs and self.vector_embedding is None and not config.coordinate_updates:
-            raise ValueError(
-                "vector_inputs: they enter the degree-1 channels of pe_absolute or move the points "
-                "(coordinate_updates); this model has neither"
-            )
         self.norm = GeoRMSNorm(config.scalar_size, self.block_sizes, config.rms_norm_eps)
         self._replay_phases()
         self.post_init()
@@ -819,7 +812,7 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
                     )
             scalars = scalars + self.embed_features(features.to(self.embed_features.weight.dtype))
         pairs = None
-        vectors = self._vector_inputs(positions, B, T, mask)
+        vectors = self.inputs.vectors(positions, B, T, mask, self.dtype)
         if points:
             positions, distances = self.inputs.center_points(positions, B, T, mask)
             if c.distance_bias or c.relative_point_values or c.coordinate_updates:
@@ -880,7 +873,8 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
             )
             if steps:  # coordinate_updates: move the points, and the next layer reads their new geometry
                 moving = {a: moving[a] + steps[a] for a in points}
-                pairs = self.inputs.pair_geometry(moving, mask, self.dtype)
+                if layer is not self.layers[-1]:
+                    pairs = self.inputs.pair_geometry(moving, mask, self.dtype)
             if output_hidden_states:
                 hidden_states += (x,)
             if output_attentions:
@@ -892,25 +886,6 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
             displacements = {a: (moving[a] - start[a]) * keep for a in points}
         out = GeoTransformerOutput(x, self.token_invariants(x), hidden_states, attentions, displacements)
         return out if return_dict is not False else out.to_tuple()
-
-    def _vector_inputs(self, positions, B: int, T: int, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """{name: (B, T, 3)}: the raw vectors of ``config.vector_inputs`` (their directions are also
-        encoded), in the parameters' dtype, zero on padding."""
-        names = self.config.vector_inputs or []
-        if not names:
-            return {}
-        if not isinstance(positions, dict):
-            raise ValueError(f"positions: expected a dict with the vector inputs {names}")
-        vectors = {}
-        for name in names:
-            v = positions.get(name)
-            if not isinstance(v, torch.Tensor) or v.shape != (B, T, 3) or not v.is_floating_point():
-                shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-                raise ValueError(f"positions[{name!r}]: expected vectors of shape ({B}, {T}, 3), got {shape}")
-            if mask is not None:  # padding may hold anything
-                v = v.masked_fill(~mask[..., None], 0)
-            vectors[name] = v.to(self.dtype)
-        return vectors
 
 
 def _pool(invariants: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

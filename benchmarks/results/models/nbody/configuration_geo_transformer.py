@@ -359,6 +359,11 @@ class GeoTransformerConfig(PreTrainedConfig):
         if self.coordinate_updates and not self.point_attributes:
             raise ValueError("coordinate_updates: they move points; set point_attributes")
         points = self.point_attributes or []
+        if self.vector_inputs and self.pe_absolute is None and not self.coordinate_updates:
+            raise ValueError(
+                "vector_inputs: they enter the degree-1 channels of pe_absolute or move the points "
+                "(coordinate_updates); this model has neither"
+            )
         for name in self.vector_inputs or []:
             if attributes.get(name) != "s2" or name in points:
                 raise ValueError(

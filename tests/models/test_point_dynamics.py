@@ -149,6 +149,17 @@ def test_pair_scalar_messages_against_a_loop():
             got = (hidden[b, i] * pairs.valid[b, i, :, None]).sum(0) / pairs.neighbours[b, 0, 0, 0]
             torch.testing.assert_close(attention.pair_to_scalars(got), expected)
     torch.testing.assert_close(pairs.valid[-1, :, -1], torch.zeros(T, dtype=torch.float64))  # padded key
+    # in the forward, the messages reach the scalars of the first layer's output and no PE channel
+    outputs = []
+    attention.register_forward_hook(lambda module, args, out: outputs.append(out[0]))
+    batch = particles(torch.float64)
+    model(**batch)
+    with torch.no_grad():
+        attention.pair_to_scalars.weight.zero_()
+    model(**batch)
+    change = (outputs[0] - outputs[1]).abs()
+    s = model.config.scalar_size
+    assert change[..., :s].max() > 1e-6 and change[..., s:].max() == 0
 
 
 def test_each_layer_reads_the_points_the_previous_one_moved():

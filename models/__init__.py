@@ -20,6 +20,7 @@ from .equivariant_heads import (
     EquivariantRegressionOutput,
     GeoTransformerForEquivariantRegression,
     harmonic_to_traceless,
+    traceless_to_harmonic,
 )
 from .modeling_geo_transformer import (
     GeoTransformerForSequenceClassification,
@@ -43,6 +44,7 @@ __all__ = [
     "GeoTransformerPreTrainedModel",
     "SequenceRegressionOutput",
     "harmonic_to_traceless",
+    "traceless_to_harmonic",
 ]
 
 AutoConfig.register(GeoTransformerConfig.model_type, GeoTransformerConfig, exist_ok=True)

@@ -161,6 +161,11 @@ class ModelArguments:
         "s2 attributes whose raw vectors (magnitude included) the model carries linearly: into the degree-1"
         " channels, and with coordinate_updates as EGNN's velocity term",
     )
+    moment_readout: list[str] | None = _model_arg(  # noqa: RUF009 (None: nothing mutable is shared)
+        "moment_readout",
+        "vector_inputs whose moments (sum of a_i v_i, or of a_i |v_i|^2 I + b_i v_i v_i^T) equivariant"
+        " vector and matrix outputs add, magnitude included",
+    )
 
     def __post_init__(self):
         check_types(self)

@@ -8,8 +8,13 @@ import torch
 
 from geo_pe import quaternion, se3
 from geo_pe.reps import spherical_harmonics, wigner_D
-from geo_pe.testing import assert_close_to_rounding, assert_same_weights
-from models import GeoTransformerConfig, GeoTransformerForEquivariantRegression, harmonic_to_traceless
+from geo_pe.testing import assert_close_to_rounding, assert_equivariant, assert_same_weights
+from models import (
+    GeoTransformerConfig,
+    GeoTransformerForEquivariantRegression,
+    harmonic_to_traceless,
+    traceless_to_harmonic,
+)
 
 B, T = 3, 5
 
@@ -359,3 +364,145 @@ def test_bad_distance_bias_is_named(overrides, message):
                 "num_attention_heads": 2, "point_attributes": ["direction"], **overrides}  # fmt: skip
     with pytest.raises(ValueError, match=message):
         GeoTransformerConfig(**settings)
+
+
+def test_traceless_matrices_map_back_to_their_harmonic_components(dtype):
+    y = torch.randn(20, 5, dtype=dtype)
+    torch.testing.assert_close(traceless_to_harmonic(harmonic_to_traceless(y)), y)
+    a = torch.randn(20, 3, 3, dtype=dtype)
+    symmetric = a + a.transpose(-1, -2)
+    traceless = (
+        symmetric
+        - symmetric.diagonal(dim1=-2, dim2=-1).sum(-1)[:, None, None] * torch.eye(3, dtype=dtype) / 3
+    )
+    torch.testing.assert_close(harmonic_to_traceless(traceless_to_harmonic(traceless)), traceless)
+
+
+MOMENTS = dict(  # raw position vectors (an inertia-like input): the moments carry their magnitude
+    feature_size=2, hidden_size=24, num_attention_heads=3, pe_absolute="s2@position:1x1+1x2",
+    pe_relative="s2@position:1x1+5x0", pe_gate=True, vector_inputs=["position"], moment_readout=["position"],
+    phase_history=["equivariant"], initializer_range=0.3,
+)  # fmt: skip
+
+
+def moment_model(target: str, level: str, dtype, **overrides) -> GeoTransformerForEquivariantRegression:
+    """A phase I head with ``moment_readout``; its moment coefficients drawn (they start at zero)."""
+    config = GeoTransformerConfig(**{**MOMENTS, "equivariant_target": target, "equivariant_level": level,
+                                     **overrides})  # fmt: skip
+    torch.manual_seed(0)
+    model = GeoTransformerForEquivariantRegression(config)
+    assert model.moment_weights.weight.abs().max() == 0 and model.moment_weights.bias.abs().max() == 0
+    with torch.no_grad():
+        model.moment_weights.weight.normal_(0.0, 0.5)
+        model.moment_weights.bias.normal_(0.0, 0.5)
+    return model.to(dtype).eval()
+
+
+def cloud(dtype, scale: float = 2.0) -> dict:
+    """Features, raw 3-vectors of several magnitudes (NaN on padding) and a mask."""
+    gen = torch.Generator().manual_seed(8)
+    x = scale * torch.randn(B, T, 3, generator=gen, dtype=dtype)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[2, 3:] = 0
+    x[2, 3:] = float("nan")
+    features = torch.randn(B, T, 2, generator=gen, dtype=dtype)
+    return {"features": features, "positions": {"position": x}, "attention_mask": mask}
+
+
+def _rotations(dtype):
+    return lambda generator: quaternion.random(B, 1, generator=generator, dtype=dtype)
+
+
+@pytest.mark.parametrize("level", ["sequence", "token"])
+@pytest.mark.parametrize("target", ["vector", "symmetric_matrix", "matrix"])
+def test_moment_readout_turns_with_the_vectors(target, level, dtype):
+    model = moment_model(target, level, dtype)
+    batch = cloud(dtype)
+    mask = batch["attention_mask"].bool()
+
+    def predict(x):
+        y = model(**{**batch, "positions": {"position": x}}).predictions
+        return y if level == "sequence" else y.masked_fill(~mask.reshape(B, T, *[1] * (y.dim() - 2)), 0.0)
+
+    def turn(q, y):
+        R = quaternion.to_matrix(q if level == "token" else q[:, 0])
+        if target == "vector":
+            return (R @ y[..., None])[..., 0]
+        return R @ y @ R.transpose(-1, -2)
+
+    assert_equivariant(
+        predict, (batch["positions"]["position"],), _rotations(dtype),
+        act_in=lambda q, x: quaternion.apply(q, x), act_out=turn, num_samples=3,
+    )  # fmt: skip
+    y = predict(batch["positions"]["position"])
+    with torch.no_grad():  # the moments are a large part of the output
+        model.moment_weights.bias.zero_()
+        model.moment_weights.weight.zero_()
+    assert (y - predict(batch["positions"]["position"])).abs().max() > 1e-2
+
+
+def test_moment_readout_is_the_mean_of_the_weighted_second_moments():
+    """Phase I maps each irrep of the moments by one scalar (Schur): the output is then lambda_0 mean_i
+    a_i |v_i|^2 I + lambda_2 mean_i b_i (v_i v_i^T - |v_i|^2 I / 3), summed here token by token."""
+    dtype = torch.float64
+    model = moment_model("symmetric_matrix", "sequence", dtype)
+    batch = cloud(dtype)
+    weight = model.moment_proj.weight.detach()
+    lam0, lam2 = weight[0, 0], weight[1, 1]
+    torch.testing.assert_close(weight, torch.diag(torch.stack([lam0, *[lam2] * 5])))  # Schur
+    invariants = model.model(**batch).invariants
+    coefficients = model.moment_weights(invariants).detach()
+    x, mask = batch["positions"]["position"], batch["attention_mask"]
+    expected = torch.zeros(B, 3, 3, dtype=dtype)
+    eye = torch.eye(3, dtype=dtype)
+    for b in range(B):
+        valid = [t for t in range(T) if mask[b, t]]
+        for t in valid:
+            v, (a, c) = x[b, t], coefficients[b, t]
+            square = v @ v
+            expected[b] += (
+                lam0 * a * square * eye + lam2 * c * (torch.outer(v, v) - square * eye / 3)
+            ) / len(valid)
+    moments = model._moments(invariants, mask, batch["positions"], dtype)
+    torch.testing.assert_close(moments, expected, rtol=0, atol=1e-12)
+
+
+def test_moment_readout_switches_saves_and_loads(tmp_path):
+    model = moment_model("matrix", "sequence", torch.float64)
+    batch = cloud(torch.float64)
+    before = model(**batch).predictions
+    assert model.moment_proj.weight_param.coefficients.numel() == 2  # phase I: one scalar per irrep
+    model.set_phase("free")
+    assert sum(p.numel() for p in model.moment_proj.parameters() if p.requires_grad) == 9 * 6
+    torch.testing.assert_close(model(**batch).predictions, before, rtol=0, atol=1e-12)
+    model.save_pretrained(tmp_path)
+    loaded = GeoTransformerForEquivariantRegression.from_pretrained(tmp_path).double().eval()
+    assert_same_weights(loaded, model)
+    assert_close_to_rounding(loaded(**batch).predictions, model(**batch).predictions)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(vector_inputs=None), r"moment_readout: \['position'\] are not vector_inputs"),
+        (dict(pe_absolute="s2@position:1x1+1x2+s2@velocity:1x1", vector_inputs=["position", "velocity"],
+              moment_readout=["velocity"], output_attribute="position"),
+         r"moment_readout: \['velocity'\] do not turn with the output attribute 'position'"),
+    ],
+)  # fmt: skip
+def test_bad_moment_readout_is_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        GeoTransformerForEquivariantRegression(
+            GeoTransformerConfig(**{**MOMENTS, "equivariant_target": "symmetric_matrix", **overrides})
+        )
+
+
+def test_moment_readout_of_positions_is_refused():
+    config = GeoTransformerConfig(
+        feature_size=1, hidden_size=24, num_attention_heads=3, pe_absolute="s2@position:1x1+s2@velocity:1x1",
+        pe_relative="s2@position:1x1+5x0", shared_rotations=[["position", "velocity"]],
+        point_attributes=["position"], vector_inputs=["velocity"], moment_readout=["velocity"],
+        equivariant_target="position", equivariant_level="token",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"moment_readout: position outputs move with their points"):
+        GeoTransformerForEquivariantRegression(config)

@@ -54,6 +54,10 @@ def build_model(config: RunConfig, task: Task) -> PreTrainedModel:
             if task.uses_positions
             else "pe_absolute, pe_relative: with plain_features the task gives no positions; set both to null"
         )
+    if config.training.in_range_augmentation != "none" and not task.resamples_orientation:
+        raise ConfigError(
+            f"in_range_augmentation: task {task.name!r} has no training range of orientations to draw from"
+        )
     model = task.model_class(model_config)
     task.bind(model)
     return model

@@ -232,6 +232,12 @@ class TrainArguments:
     equivariance_loss_weight: float = _arg(0.0, "weight of the soft-equivariance loss (0: off)")
     # a random global transformation of every training example
     augment: bool = _arg(False, "apply a random global group element to each training example")
+    # weak equivariance by data: each training example turned afresh within the task's own range
+    in_range_augmentation: Literal["none", "phase2", "all"] = _arg(
+        "none",
+        "turn each training example to an orientation drawn afresh within the task's training range"
+        " (labels follow the task's rule): in phase II only, or in every phase",
+    )
     # evaluation and model selection
     eval_steps: int = _arg(100, "evaluate (validation metric, equivariance error) every so many steps")
     equivariance_samples: int = _arg(4, "random group elements per equivariance measurement")
@@ -310,6 +316,15 @@ class TrainArguments:
             raise ConfigError("phase1_steps, phase2_steps: the run needs at least one step")
         if self.phase2_freeze_rest and self.phase2 == "none":
             raise ConfigError("phase2_freeze_rest: there is no phase II (phase2 is 'none')")
+        if self.in_range_augmentation == "phase2" and self.phase2 == "none":
+            raise ConfigError(
+                "in_range_augmentation: 'phase2' needs a phase II (phase2 is 'none'); use 'all'"
+            )
+        if self.in_range_augmentation != "none" and self.augment:
+            raise ConfigError(
+                "augment, in_range_augmentation: the whole group and the training range are two "
+                "augmentations; choose one"
+            )
         if self.phase2 == "subspace":
             if self.subspace_dim is None:
                 raise ConfigError("subspace_dim: phase2 'subspace' needs the subspace dimension")

@@ -343,7 +343,14 @@ class Trainer:
         if not self.model.training:  # after an evaluation only: a walk over every module costs 2 ms
             self.model.train()
         indices = shard(self.batches.indices(state.global_step), acc.process_index, acc.num_processes)
-        inputs, labels = self.task.inputs(to_device(self.data["train"][indices], acc.device))
+        batch = to_device(self.data["train"][indices], acc.device)
+        if args.in_range_augmentation == "all" or (
+            args.in_range_augmentation == "phase2" and self.phase.index > 0
+        ):
+            batch = self.task.resample_orientation(
+                batch, step_generator(args.seed, state.global_step, 2 * acc.process_index + 3)
+            )
+        inputs, labels = self.task.inputs(batch)
         # the task's data were checked when they were built (train.checks): value checks in the step would
         # only cost a host sync each (and a graph break under --compile)
         with input_validation(False):

@@ -101,6 +101,16 @@ class Task:
         """The inputs after a random global group element per example (positions and raw coordinates)."""
         raise NotImplementedError
 
+    @property
+    def resamples_orientation(self) -> bool:
+        """Whether the task implements `resample_orientation` (``in_range_augmentation``)."""
+        return type(self).resample_orientation is not Task.resample_orientation
+
+    def resample_orientation(self, batch: dict, generator: torch.Generator) -> dict:
+        """The collated training ``batch`` with every example turned to an orientation drawn afresh within
+        the task's training range, its label following the task's rule (``in_range_augmentation``)."""
+        raise NotImplementedError
+
     def transform_output(
         self, predictions: torch.Tensor, inputs: dict, generator: torch.Generator
     ) -> torch.Tensor:
@@ -293,6 +303,30 @@ class RotatedDigits(Task):
         for offset, own in enumerate(splits.values()):
             own["seed"] = o.data_seed * 1000 + offset
         return _build_splits(_digit_examples, features, common, splits, cache_dir)
+
+    def resample_orientation(self, batch: dict, generator: torch.Generator) -> dict:
+        """Each image turned from its drawn rotation to a new one, uniform in [-rotation_range,
+        rotation_range] as the training split draws them; tilt labels follow the new angle."""
+        o = self.options
+        size = batch["labels"].shape[0]
+        new = (2 * torch.rand(size, generator=generator, dtype=torch.float64) - 1) * math.radians(
+            o.rotation_range
+        )
+        new = new.to(batch["positions"].device)
+        turn = new - batch["rotation"].to(torch.float64)
+        out = dict(batch)
+        angles = batch["positions"].to(torch.float64) + turn[:, None]
+        out["positions"] = (torch.remainder(angles + math.pi, 2 * math.pi) - math.pi).to(
+            batch["positions"].dtype
+        )
+        if o.plain_features:
+            out["features"] = _rotate_plane(batch["features"], (2, 3), turn)
+        digit = batch["labels"] % 10  # tilted digits carry digit + 10
+        tilt = o.tilt_threshold if o.tilt_threshold is not None else o.rotation_range / 2
+        tilted = (digit < o.tilt_digits) & (new.abs() > math.radians(tilt))
+        out["labels"] = torch.where(tilted, digit + 10, digit)
+        out["rotation"] = new.to(batch["rotation"].dtype)
+        return out
 
     def transform(self, inputs: dict, generator: torch.Generator) -> dict:
         batch = inputs["features"].shape[0]

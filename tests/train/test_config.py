@@ -69,6 +69,16 @@ def test_command_line_overrides_yaml_overrides_defaults(tmp_path):
             r"subspace_dim: phase2 'subspace' needs the subspace dimension",
         ),
         (
+            {"training": {"phase2": "none", "in_range_augmentation": "phase2"}},
+            [],
+            r"in_range_augmentation: 'phase2' needs a phase II \(phase2 is 'none'\); use 'all'",
+        ),
+        (
+            {"training": {"augment": True, "in_range_augmentation": "all"}},
+            [],
+            r"augment, in_range_augmentation: the whole group and the training range are two augmentations",
+        ),
+        (
             {"data": {"rotation_range": 270}},
             [],
             r"rotation_range: expected a value in \[0.0, 180.0\], got 270",

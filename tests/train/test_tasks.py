@@ -42,6 +42,38 @@ def test_tilt_labels_follow_the_rotation():
     assert 0.3 < tilted.double().mean() < 0.7
 
 
+def _wrapped(angles: torch.Tensor) -> torch.Tensor:
+    return torch.remainder(angles + math.pi, 2 * math.pi) - math.pi
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["angles", "plain"])
+def test_in_range_resampling_turns_each_upright_image_to_a_fresh_angle_in_range(plain):
+    """Against the same images built upright (rotation_range 0): every pixel sits at its upright angle
+    plus the new rotation, the rotations stay within the range, and tilt labels follow them."""
+    options = dict(rotation_range=45.0, tilt_digits=4, train_size=300, plain_features=plain)
+    task = RotatedDigits(RotatedDigits.Options(**options))
+    batch = task.build()["train"][:300]
+    upright = RotatedDigits(RotatedDigits.Options(**{**options, "rotation_range": 0.0})).build()["train"][
+        :300
+    ]
+    out = task.resample_orientation(batch, torch.Generator().manual_seed(5))
+    mask = batch["attention_mask"].bool()
+    new = out["rotation"]
+    assert new.abs().max() <= math.radians(45.0)
+    assert (new - batch["rotation"]).abs().min() > 0  # every image turned afresh
+    offset = _wrapped(out["positions"].double() - new[:, None] - upright["positions"].double())
+    assert offset[mask].abs().max() < 1e-5
+    digit = upright["labels"]
+    expected = torch.where((digit < 4) & (new.abs() > math.radians(22.5)), digit + 10, digit)
+    assert torch.equal(out["labels"], expected)
+    assert 0 < (out["labels"] >= 10).sum() < (digit < 4).sum()
+    torch.testing.assert_close(out["features"][..., :2], batch["features"][..., :2])
+    if plain:  # the plain coordinates turn with the angles
+        radius = out["features"][..., 1]
+        turned = torch.stack((radius * out["positions"].cos(), radius * out["positions"].sin()), dim=-1)
+        torch.testing.assert_close(out["features"][..., 2:][mask], turned[mask], atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("absolute_fraction", [0.0, 1.0])
 def test_motif_labels_are_relative_unless_broken(absolute_fraction):
     options = Motifs.Options(absolute_fraction=absolute_fraction, train_size=300)

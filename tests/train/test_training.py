@@ -158,6 +158,34 @@ def test_baselines_run(tmp_path, data_cache, extra, phases):
         assert any("equivariance_loss" in r for r in read_log(tmp_path / "run" / "log.jsonl"))
 
 
+@pytest.mark.parametrize("when, phases", [("phase2", {"free"}), ("all", {"equivariant", "free"})])
+def test_in_range_augmentation_turns_the_batches_of_its_phases(
+    tmp_path, data_cache, monkeypatch, when, phases
+):
+    from train.tasks import RotatedDigits
+
+    turned = []
+    resample = RotatedDigits.resample_orientation
+
+    def spy(self, batch, generator):
+        turned.append(batch["labels"].shape[0])
+        return resample(self, batch, generator)
+
+    monkeypatch.setattr(RotatedDigits, "resample_orientation", spy)
+    results = train(load_config(tiny(tmp_path / "run", data_cache, "--in_range_augmentation", when)))
+    assert len(turned) == 6 * len(phases) and set(turned) == {32}
+    assert {p["phase"] for p in results["phases"]} == {"equivariant", "free"}
+
+
+def test_in_range_augmentation_needs_a_task_with_a_range(tmp_path, data_cache):
+    config = ROOT / "configs" / "experiments" / "rotors.yaml"
+    argv = ["--config", str(config), "--output_dir", str(tmp_path / "run"), "--data_cache_dir", data_cache,
+            "--report_to", "none", "--in_range_augmentation", "all"]  # fmt: skip
+    with pytest.raises(ConfigError, match=r"in_range_augmentation: task 'rotor_chain' has no training range"):
+        train(load_config(argv))
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("phase1_steps", [0, 6], ids=["from-initialisation", "after-burn-in"])
 def test_phase_two_with_the_rest_frozen_moves_only_the_subspace(tmp_path, data_cache, phase1_steps):
     """Larsen et al.'s setting: the whole phase II update is P z with z of dimension subspace_dim."""

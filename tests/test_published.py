@@ -148,16 +148,22 @@ def test_inertia_targets_and_the_equivariant_floor():
     assert equivariant_floor(make_splits(0, 0.0, {"test": 50})["test"], 0.0) == 0.0
 
 
-def test_rasterised_digits_turn_with_the_cloud():
+@pytest.mark.parametrize("sigma", [None, 0.75], ids=["bilinear", "gaussian"])
+def test_rasterised_digits_turn_with_the_cloud(sigma):
     """Rotating the points by a quarter turn rotates the rasterised image by a quarter turn (the grid is
     symmetric about its centre), and intensity is conserved inside the grid."""
     gen = torch.Generator().manual_seed(0)
     features = torch.stack((torch.rand(3, 20, generator=gen), torch.rand(3, 20, generator=gen) * 0.9), -1)
     angles, mask = torch.rand(3, 20, generator=gen) * 6.28, torch.ones(3, 20)
-    image = rasterise(features, angles, mask)
-    turned = rasterise(features, angles, mask, torch.full((3,), torch.pi / 2))
+    image = rasterise(features, angles, mask, sigma=sigma)
+    turned = rasterise(features, angles, mask, torch.full((3,), torch.pi / 2), sigma=sigma)
     torch.testing.assert_close(turned, torch.rot90(image, 1, dims=(-2, -1)), atol=1e-5, rtol=0)
     torch.testing.assert_close(image.sum((1, 2, 3)), features[..., 0].sum(-1))
+    if sigma is not None:  # a point's Gaussian peaks at the pixel nearest to it
+        point = rasterise(features[:1, :1], torch.zeros(1, 1), torch.ones(1, 1), sigma=sigma)[0, 0]
+        x = features[0, 0, 1] * 5.0  # on the x axis: the middle rows, the column nearest to x
+        column = int(torch.argmin((torch.linspace(-6.0, 6.0, 16) - x).abs()))
+        assert int(point.argmax()) % 16 == column and int(point.argmax()) // 16 in (7, 8)
 
 
 def test_the_runner_writes_every_benchmark_and_the_report_in_quick_mode(tmp_path):
@@ -165,8 +171,18 @@ def test_the_runner_writes_every_benchmark_and_the_report_in_quick_mode(tmp_path
     assert main(args) == 0
     summary = json.loads((tmp_path / "published_quick.json").read_text())
     expected = {"nbody_mse", "nbody_method", "nbody_egnn_reimplemented_mse", "nbody_geo_mse", "inertia_mse",
-                "modified_inertia_mse", "modified_inertia_mlp_mse", "digits_min_margin_points"}  # fmt: skip
+                "modified_inertia_mse", "modified_inertia_mlp_mse", "digits_min_margin_points",
+                "field_geo_best_or_tied_cells", "inertia_geo_fresh_mse", "inertia_geo_fresh_median_mse",
+                "modified_inertia_geo_fresh_mse", "modified_inertia_geo_fresh_median_mse",
+                "digits_geo_min_margin_points", "nbody_egnn_fresh_mse"}  # fmt: skip
     assert set(summary) == expected
+    wins, cells = map(int, summary["field_geo_best_or_tied_cells"].split("/"))
+    assert cells == 2 and 0 <= wins <= cells  # the quick run's two onset cells
+    inertia = json.loads((tmp_path / "inertia_quick.json").read_text())
+    (run,) = inertia["modified_inertia"]["geo_transformer"]
+    assert set(run["fresh"]) == {"7", "8", "all"} and run["fresh"]["all"]["systems"] == 400  # 2 x 200 afresh
+    assert summary["modified_inertia_geo_fresh_mse"] == pytest.approx(run["fresh"]["all"]["mean"])
+    assert run["fresh"]["all"]["median"] <= run["fresh"]["all"]["p90"] <= run["fresh"]["all"]["max"]
     assert "EMLP O(3) (*quoted*) | 1.19" in (tmp_path / "PUBLISHED_quick.md").read_text()
     (geo,) = json.loads((tmp_path / "nbody_quick.json").read_text())["geo_transformer"]
     assert set(geo["fresh_test_mse"]) == {"7", "8"}  # the model scored on systems simulated afresh
@@ -192,6 +208,11 @@ def test_the_runner_writes_every_benchmark_and_the_report_in_quick_mode(tmp_path
     best_baseline = max(v[0] for v in digits["summary"]["rotated_45"]["50"].values())
     expected_margin = 100 * geo["final"][0]["test"] - best_baseline
     assert summary["digits_min_margin_points"] == pytest.approx(expected_margin)
+    (augmented,) = geo["augmented"]  # in-range augmentation in phase II, data seed 0 in quick mode
+    assert augmented["labels"]["method"] == "two_phase_augmented"
+    assert augmented["overrides"]["in_range_augmentation"] == "phase2"
+    expected_margin = 100 * augmented["test"] - best_baseline
+    assert summary["digits_geo_min_margin_points"] == pytest.approx(expected_margin)
     assert "size, chosen on validation" in (tmp_path / "PUBLISHED_quick.md").read_text()
 
 
@@ -287,6 +308,5 @@ def test_variants_aggregate_over_seeds_and_the_residual_meets_two_phase_seed_for
     assert variant_means(variants) == {"modified_residual": (0.3, [0.2, 0.4]), "breaking_1": (1.0, [0.5])}
     two_phase = {"phases": [{"phase": "free", "test_mse": 0.1, "validation_mse": 0.2}]}
     lines = variants_section(variants, {"modified_inertia": {"geo_transformer": [two_phase]}})
-    assert "residual (RPP-style) 0.300 ± 0.100 (2), two-phase (`inertia`, same data per seed) 0.100 (1)" in (
-        "\n".join(lines)
-    )
+    expected = "residual (RPP-style) 0.300 ± 0.100 (2), two-phase with moment_readout (`inertia`, same data"
+    assert f"{expected} per seed) 0.100 (1)" in "\n".join(lines)

@@ -36,7 +36,14 @@ from benchmarks.published import digits as digits_module
 from benchmarks.published import field as field_module
 from benchmarks.published import inertia as inertia_module
 from benchmarks.published.egnn import EGNN
-from benchmarks.published.nbody import SPLITS, Systems, load_splits, trivial_baselines, write_parquet
+from benchmarks.published.nbody import (
+    SPLITS,
+    Systems,
+    load_splits,
+    make_split,
+    trivial_baselines,
+    write_parquet,
+)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parents[0] / "results" / "published"
@@ -54,13 +61,17 @@ PUBLISHED_NBODY = {  # test MSE, Satorras et al. (2021) Table 2; SEGNN: Brandste
 def train_egnn(splits: dict[str, Systems], *, epochs: int, seed: int = 0, eval_every: int = 5,
                max_minutes: float | None = None) -> dict:  # fmt: skip
     """EGNN with the paper's settings (Adam 5e-4, batches of 100); the test MSE at the best validation
-    epoch, and the wall time at which it first reached EGNN's published figure."""
+    epoch, that model's MSE on systems simulated afresh (`FRESH_NBODY_SEEDS`), and the wall time at
+    which it first reached EGNN's published figure."""
     result = field_module.train_peer(
         EGNN, splits, epochs=epochs, seed=seed, eval_every=eval_every, target=PUBLISHED_NBODY["EGNN"],
         max_minutes=max_minutes,
     )  # fmt: skip
-    result.pop("model")
+    model = result.pop("model")
     result["seconds_to_published_egnn"] = result.pop("seconds_to_target")
+    count = 200 if len(splits["test"]) < 2000 else 2000  # the quick run's small splits: small fresh sets
+    fresh = {str(s): field_module.evaluate(model, make_split(count, s)) for s in FRESH_NBODY_SEEDS}
+    result["fresh_test_mse"] = fresh
     return result
 
 
@@ -128,6 +139,7 @@ PEERS = {  # method: (model, augmentation)
 }
 GEO_SCHEDULES = {  # method: overrides of nbody_static.yaml (steps: the phase I budget)
     "geo_two_phase": lambda steps: {"phase1_steps": steps, "phase2_steps": steps},
+    "geo_dynamics_two_phase": lambda steps: {},  # nbody.yaml (EGNN's dynamics), its own 3,000 + 1,000 steps
     "geo_two_phase_scalar": lambda steps: {
         "phase1_constraint": "scalar_identity", "phase1_steps": steps, "phase2_steps": steps,
     },
@@ -146,7 +158,8 @@ def _field_run(method: str, args, splits: dict[str, Systems], files: dict, run_d
         )  # fmt: skip
     overrides = GEO_SCHEDULES[method](4 if args.quick else args.field_geo_steps)
     out = run_dir / (method if seed == 0 else f"{method}_s{seed}")
-    return train_geo_transformer(HERE / "nbody_static.yaml", files, out, args.quick, seed=seed, **overrides)
+    config = "nbody.yaml" if method == "geo_dynamics_two_phase" else "nbody_static.yaml"
+    return train_geo_transformer(HERE / config, files, out, args.quick, seed=seed, **overrides)
 
 
 def field(args) -> dict:
@@ -211,13 +224,15 @@ def collect_field(folder: Path, geo_steps: int) -> dict:
             )
             if len(phases) > 1:
                 name = "equivariant" if label == "two_phase" else f"phase1_of_{label}"
+                name = "dynamics_equivariant" if label == "dynamics_two_phase" else name
                 runs[run["cell"], name].append((run["seed"], phases[0]["test_mse"], None))
         else:
             runs[run["cell"], run["method"]].append((run["seed"], run["test_mse"], run["seconds"]))
     budgets = " or ".join(map(str, sorted(minutes)))
     settings = (f"mean ± std over the seeds run (n); each peer trains for {budgets} "
                 f"min of wall time on one core, the geo transformer for {geo_steps:,} steps per phase (about "
-                "4 min); test MSE at the best validation")  # fmt: skip
+                "4 min; with EGNN's dynamics, nbody.yaml's 3,000 + 1,000 steps); test MSE at the best "
+                "validation")  # fmt: skip
     for (cell, method), entries in sorted(runs.items()):
         entries.sort()
         values = [e[1] for e in entries]
@@ -320,6 +335,21 @@ def _geo_nbody(args, splits, seed: int) -> dict:
     return result
 
 
+FRESH_INERTIA_SEEDS, FRESH_INERTIA_COUNT = (7, 8), 10_000  # data seeds of no split (those are 0, 1, 2)
+
+
+def fresh_inertia(run_dir: Path, breaking: float, count: int) -> dict:
+    """The run's selected model on ``count`` systems drawn afresh for each of `FRESH_INERTIA_SEEDS`:
+    the error summary (mean, median, tails) of each seed and of all of them together."""
+    from benchmarks.published.shipped import error_summary, load, modified_inertia_errors
+
+    model = load("model", run_dir)
+    errors = {s: modified_inertia_errors(model, s, count, breaking) for s in FRESH_INERTIA_SEEDS}
+    out = {str(s): error_summary(e) for s, e in errors.items()}
+    out["all"] = error_summary(torch.cat(list(errors.values())))
+    return out
+
+
 def inertia(args) -> dict:
     """Both tasks: the data's calibration (the MLP as the papers train it), the O(3) floor of the broken
     task, and the geo transformer (phase I and the phase II that follows)."""
@@ -346,7 +376,9 @@ def inertia(args) -> dict:
                 splits = inertia_module.make_splits(seed, breaking, sizes)
                 files = inertia_module.write_parquet(splits, args.cache / f"{name}_s{seed}")
                 out = args.cache / "runs" / f"{name}_s{seed}"
-                return train_geo_transformer(HERE / f"{name}.yaml", files, out, args.quick, seed=seed)
+                result = train_geo_transformer(HERE / f"{name}.yaml", files, out, args.quick, seed=seed)
+                result["fresh"] = fresh_inertia(out, breaking, 200 if args.quick else FRESH_INERTIA_COUNT)
+                return result
 
             path = folder / f"{name}_geo_s{seed}.json"
             labels = {"task": name, "method": "geo_transformer", "seed": seed}
@@ -355,18 +387,20 @@ def inertia(args) -> dict:
     return result
 
 
+# the models the schedules were measured with, before moment_readout
+DIRECTIONS, MODIFIED_DIRECTIONS = "inertia_directions", "modified_inertia_directions"
 INERTIA_VARIANTS = {  # name: (breaking coefficient, config, overrides); one seed (0) each
-    "modified_commutant": (0.3, "modified_inertia", {}),
-    "modified_scalar_identity": (0.3, "modified_inertia", {"phase1_constraint": "scalar_identity"}),
-    "modified_adaptive": (0.3, "modified_inertia", {"phase1_steps": 4000, "switch_patience": 2}),
-    "modified_residual": (0.3, "modified_inertia", {"phase1_constraint": "residual", "phase2": "none",
+    "modified_commutant": (0.3, MODIFIED_DIRECTIONS, {}),
+    "modified_scalar_identity": (0.3, MODIFIED_DIRECTIONS, {"phase1_constraint": "scalar_identity"}),
+    "modified_adaptive": (0.3, MODIFIED_DIRECTIONS, {"phase1_steps": 4000, "switch_patience": 2}),
+    "modified_residual": (0.3, MODIFIED_DIRECTIONS, {"phase1_constraint": "residual", "phase2": "none",
                                                     "phase1_steps": 4000}),
-    "modified_unconstrained": (0.3, "modified_inertia", {"phase1_constraint": "free", "phase2": "none",
+    "modified_unconstrained": (0.3, MODIFIED_DIRECTIONS, {"phase1_constraint": "free", "phase2": "none",
                                                          "phase1_steps": 4000}),
-    "breaking_0.1": (0.1, "modified_inertia", {}),
-    "breaking_1": (1.0, "modified_inertia", {}),
-    "inertia_commutant": (0.0, "inertia", {}),
-    "inertia_scalar_identity": (0.0, "inertia", {"phase1_constraint": "scalar_identity"}),
+    "breaking_0.1": (0.1, MODIFIED_DIRECTIONS, {}),
+    "breaking_1": (1.0, MODIFIED_DIRECTIONS, {}),
+    "inertia_commutant": (0.0, DIRECTIONS, {}),
+    "inertia_scalar_identity": (0.0, DIRECTIONS, {"phase1_constraint": "scalar_identity"}),
 }  # fmt: skip
 
 
@@ -418,10 +452,17 @@ def inertia_variants(args) -> dict:
 def digits(args) -> dict:
     """RBF SVM and CNN (with and without augmentation) on every cell; the geo transformer's figures are
     read from the experiment suites' runs (benchmarks/results/runs.jsonl)."""
+    names = args.digits_cells.split(",")
+    unknown = sorted(set(names) - set(digits_module.CELLS))
+    if unknown:
+        raise ValueError(f"--digits-cells: unknown {unknown}; expected some of {sorted(digits_module.CELLS)}")
+    cells = {name: digits_module.CELLS[name] for name in names}
     if args.quick:
-        rows = digits_module.run(seeds=1, sizes=(50,), cells={"rotated_45": (45.0, 0)}, epochs=2)
+        rows = digits_module.run(data_seeds=1, sizes=(50,), cells={"rotated_45": (45.0, 0)}, epochs=2)
     else:
-        rows = digits_module.run(seeds=args.seeds)
+        rows = digits_module.run(
+            data_seeds=args.data_seeds, cells=cells, cache=args.out / "digits_rows.jsonl"
+        )
     return {"protocol": digits_module.__doc__.split("\n\n")[1].replace("\n", " "), "rows": rows,
             "summary": digits_module.summary(rows)}  # fmt: skip
 
@@ -488,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--field-minutes", type=float, default=3.5, help="field: wall time of each peer")
     parser.add_argument("--field-geo-steps", type=int, default=1000, help="field: geo steps per phase")
     parser.add_argument("--variants", help="inertia_variants: names to run (default: all)")
+    parser.add_argument("--data-seeds", type=int, default=5, help="digits, digits_geo: data seeds (splits)")
+    parser.add_argument("--digits-cells", default=",".join(digits_module.CELLS), help="digits: cells to run")
     parser.add_argument("--parquet", type=Path, help="also write the splits as parquet here (dataset task)")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "geo-pe" / "published")
     parser.add_argument("--out", type=Path, default=RESULTS)

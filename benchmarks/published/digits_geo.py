@@ -16,6 +16,9 @@ benchmark picks up where it stopped.
   0). The schedules (unconstrained and adaptive switching) run on the tilt cell at 300 images, where
   two-phase lost before (the scalar-identity phase I is compared at the experiments' scale, in their
   ``schedules`` suite).
+* In-range augmentation (``two_phase_augmented``): two-phase with every phase II training example
+  turned afresh within the training range (``in_range_augmentation: phase2``), on the +-45 degree cell
+  at every size over data seeds 0-4 (each its own split and rotations, as the baselines').
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ SIZES = {  # name: model, batch and regularisation overrides (heads of 8 channel
 }  # fmt: skip
 SCHEDULES = {  # method: overrides on top of the common ones (two_phase is the library's default)
     "two_phase": {},
+    "two_phase_augmented": {"in_range_augmentation": "phase2"},  # weak equivariance by data in phase II
     "unconstrained": {"phase1_constraint": "free", "phase2": "none", "phase1_steps": 2 * PHASE_STEPS},
     "adaptive": {"switch_patience": 4},  # phase I ends after 200 steps without a better validation
     "scalar_identity": {"phase1_constraint": "scalar_identity"},
@@ -51,10 +55,15 @@ SCHEDULE_METHODS = ("unconstrained", "adaptive")  # the scalar identity: the exp
 QUICK = {"phase1_steps": 8, "phase2_steps": 4, "eval_steps": 4, "early_stopping_patience": 2}
 
 
-def spec(cell: str, train_size: int, size: str, method: str, seed: int, quick: bool = False) -> Spec:
+AUGMENTED_CELL, DATA_SEEDS = "rotated_45", (0, 1, 2, 3, 4)  # in-range augmentation: every data seed
+
+
+def spec(
+    cell: str, train_size: int, size: str, method: str, seed: int, quick: bool = False, data_seed: int = 0
+) -> Spec:
     range_deg, tilt = digits.CELLS[cell]
     overrides = {
-        "rotation_range": range_deg, "tilt_digits": tilt, "train_size": train_size, "data_seed": 0,
+        "rotation_range": range_deg, "tilt_digits": tilt, "train_size": train_size, "data_seed": data_seed,
         "seed": seed, "learning_rate": 3e-3, "phase1_constraint": "equivariant", "phase2": "free",
         "phase2_lr_multiplier": 1.0, "phase1_steps": PHASE_STEPS, "phase2_steps": PHASE_STEPS,
         "eval_steps": 50, "early_stopping_patience": PATIENCE, **SIZES[size], **SCHEDULES[method],
@@ -63,7 +72,8 @@ def spec(cell: str, train_size: int, size: str, method: str, seed: int, quick: b
         overrides.update(QUICK, switch_patience=min(overrides.get("switch_patience", 0), 1))
         if method == "unconstrained":  # both phases' steps in one, as in the full run
             overrides["phase1_steps"] = QUICK["phase1_steps"] + QUICK["phase2_steps"]
-    labels = {"cell": cell, "train_size": train_size, "size": size, "method": method, "seed": seed}
+    labels = {"cell": cell, "train_size": train_size, "size": size, "method": method, "seed": seed,
+              "data_seed": data_seed}  # fmt: skip
     return Spec("digits_geo", "digits", labels, overrides)
 
 
@@ -97,13 +107,18 @@ def run(runs_file: Path, jobs: int = 2, quick: bool = False, sizes=SIZES) -> dic
         spec(c, 50 if quick else 300, chosen, m, seed, quick)
         for c, seeds in ((("tilt_45", (0,)),) if quick else SCHEDULE_CELLS.items())
         for m in (SCHEDULES if quick else SCHEDULE_METHODS)
-        if m != "two_phase"
+        if m not in ("two_phase", "two_phase_augmented")
         for seed in seeds
+    ]
+    augmented = [  # the model seed follows the data seed, as the baselines' CNN
+        spec(AUGMENTED_CELL, n, chosen, "two_phase_augmented", data_seed, quick, data_seed)
+        for data_seed in ((0,) if quick else DATA_SEEDS)
+        for n in ((50,) if quick else digits.TRAIN_SIZES)
     ]
     # the last seed after the schedules: a run cut short by its budget keeps every table filled
     last = [s for s in final if s.labels["seed"] == SEEDS[-1]]
     first = [s for s in final if s not in last]
-    failures += run_specs(first + schedules + last, runs_file, jobs)
+    failures += run_specs(first + schedules + last + augmented, runs_file, jobs)
     if failures:
         raise RuntimeError(f"digits_geo: {len(failures)} runs failed, first: {failures[0]['error']}")
     return {
@@ -113,10 +128,13 @@ def run(runs_file: Path, jobs: int = 2, quick: bool = False, sizes=SIZES) -> dic
         "tuning": tuning_records,
         "final": _records(runs_file, final),
         "schedules": _records(runs_file, schedules),
+        "augmented": _records(runs_file, augmented),
     }
 
 
 def summary(result: dict) -> dict:
-    """{cell: {train_size: {method: (mean, std) of test accuracy in %}}} of the final runs and the
-    schedules (two_phase in the schedule cells comes from the final runs), as `digits.summary`."""
-    return digits.summary([{**r["labels"], "test": r["test"]} for r in result["final"] + result["schedules"]])
+    """{cell: {train_size: {method: (mean, std) of test accuracy in %}}} of the final runs, the
+    schedules (two_phase in the schedule cells comes from the final runs) and the in-range augmented
+    runs over data seeds, as `digits.summary`."""
+    runs = result["final"] + result["schedules"] + result.get("augmented", [])
+    return digits.summary([{**r["labels"], "test": r["test"]} for r in runs])

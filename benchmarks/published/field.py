@@ -88,9 +88,10 @@ def train_peer(
     max_minutes: float | None = None,
     log: bool = True,
 ) -> dict:
-    """Adam on the position MSE; the test MSE at the best validation evaluation, the curve, and the wall
-    time at which that test MSE first reached ``target``. ``augment`` turns every training system by a
-    random rotation (positions, velocities and target alike)."""
+    """Adam on the position MSE; the test MSE at the best validation evaluation, the model at that
+    evaluation, the curve, and the wall time at which that test MSE first reached ``target``.
+    ``augment`` turns every training system by a random rotation (positions, velocities and target
+    alike)."""
     torch.manual_seed(seed)
     model = make_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -115,6 +116,7 @@ def train_peer(
         validation = evaluate(model, splits["validation"])
         if validation < best["validation"]:
             best = {"epoch": epoch, "validation": validation, "test": evaluate(model, splits["test"])}
+            best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
         curve.append({"epoch": epoch, "seconds": round(seconds, 1), "validation": validation,
                       "best_test": best["test"]})  # fmt: skip
         if reached is None and target is not None and best["test"] <= target:
@@ -124,6 +126,8 @@ def train_peer(
                   f"({seconds:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
         if out_of_time:
             break
+    if best["epoch"]:
+        model.load_state_dict(best_state)  # the model that the reported test MSE belongs to
     return {
         "test_mse": best["test"],
         "best_epoch": best["epoch"],

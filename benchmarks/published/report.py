@@ -71,13 +71,46 @@ def digits_margins(baselines: dict, geo: dict) -> list[dict]:
     return sorted(rows, key=lambda r: (r["cell"], r["train_size"]))
 
 
+AUGMENTED = ("rotated_45", "two_phase_augmented")  # the cell and method run over data seeds
+
+
+def augmented_margins(baselines: dict, geo: dict) -> list[dict]:
+    """Per training size of the +-45 degree cell: two-phase with in-range augmentation against the best
+    baseline, both as means over the same data seeds."""
+    cell, method = AUGMENTED
+    rows = []
+    for size, methods in baselines.get(cell, {}).items():
+        own = geo.get(cell, {}).get(size, {}).get(method)
+        if own is None:
+            continue
+        best = max(methods, key=lambda m: methods[m][0])
+        rows.append({"train_size": int(size), "accuracy": own, "best_baseline": best,
+                     "baseline_accuracy": methods[best],
+                     "margin_points": own[0] - methods[best][0]})  # fmt: skip
+    return sorted(rows, key=lambda r: r["train_size"])
+
+
+def augmented_section(rows: list[dict]) -> list[str]:
+    lines = ["Two-phase with in-range augmentation in phase II (`two_phase_augmented`) on the +-45 degree "
+             "cell, against the best baseline; test accuracy in %, mean ± std over data seeds:", "",
+             "| training images | geo transformer, augmented | best baseline | margin (points) |",
+             "| --- | --- | --- | --- |"]  # fmt: skip
+    for r in rows:
+        (mean, std), (base, base_std) = r["accuracy"], r["baseline_accuracy"]
+        lines.append(f"| {r['train_size']} | {mean:.1f} ± {std:.1f} | {r['best_baseline']} {base:.1f} ± "
+                     f"{base_std:.1f} | {r['margin_points']:+.1f} |")  # fmt: skip
+    return [*lines, ""]
+
+
 def _best_test(run: dict) -> tuple[float, str]:
     """(test MSE of the phase with the best validation MSE, its phase name) of a geo transformer run."""
     best = min(run["phases"], key=lambda p: p["validation_mse"])
     return best["test_mse"], best["phase"]
 
 
-FIELD_COLUMNS = ("equivariant", "two_phase", "unconstrained", "plain", "plain_augmented", "egnn")
+FIELD_COLUMNS = ("equivariant", "two_phase", "unconstrained", "plain", "plain_augmented", "egnn",
+                 "dynamics_equivariant", "dynamics_two_phase")  # fmt: skip
+TWO_PHASE = ("two_phase", "dynamics_two_phase")  # the geo transformer's two-phase runs, static and dynamics
 
 
 def curve_section(curve: dict, field: dict | None) -> list[str]:
@@ -114,6 +147,21 @@ def field_section(field: dict) -> list[str]:
         head = f"| {cell['mode']} | {cell['eps']:g} | {cell['equivariant_floor']:.4f} | "
         lines.append(head + " | ".join(cells) + " |")
     return [*lines, ""]
+
+
+def field_best_or_tied(field: dict, mode: str = "onset") -> tuple[int, int]:
+    """(k, n): of the n cells of ``mode``, the k where a two-phase geo transformer (`TWO_PHASE`, the
+    better of them) has the lowest mean test MSE or is tied with the best, i.e. its mean is above the
+    best by at most the two spreads over seeds combined (sqrt(std_a^2 + std_b^2))."""
+    cells = [c for c in field["cells"].values() if c["mode"] == mode and set(TWO_PHASE) & set(c["methods"])]
+    wins = 0
+    for cell in cells:
+        methods = cell["methods"]
+        best = min(methods.values(), key=lambda run: run["test_mse"])
+        own = min((methods[m] for m in TWO_PHASE if m in methods), key=lambda run: run["test_mse"])
+        spread = (own["test_mse_std"] ** 2 + best["test_mse_std"] ** 2) ** 0.5
+        wins += own["test_mse"] - best["test_mse"] <= spread
+    return wins, len(cells)
 
 
 def plot_field(field: dict, path: Path) -> None:
@@ -181,7 +229,8 @@ def variants_section(variants: dict, inertia: dict | None = None) -> list[str]:
     ]
     if len(residual) > 1 and two_phase:
         lines += [f"ModifiedInertia, test MSE over seeds: residual (RPP-style) {_mse(residual, 3)}, "
-                  f"two-phase (`inertia`, same data per seed) {_mse(two_phase, 3)}.", ""]  # fmt: skip
+                  f"two-phase with moment_readout (`inertia`, same data per seed) {_mse(two_phase, 3)}.",
+                  ""]  # fmt: skip
     pairs = [
         ("modified_commutant", "modified_scalar_identity"),
         ("inertia_commutant", "inertia_scalar_identity"),
@@ -339,6 +388,11 @@ def write_report(folder: Path, suffix: str = "", results: Path = RESULTS) -> dic
             summary["nbody_geo_mse"] = statistics.fmean(fresh)
             label = "geo transformer, two-phase, on fresh systems (2 x 2,000 per seed, as the shipped model)"
             lines.append(f"| {label} | {_mse(fresh)} |")
+        egnn_fresh = [statistics.fmean(r["fresh_test_mse"].values()) for r in nbody["egnn"]
+                      if "fresh_test_mse" in r]  # fmt: skip
+        if egnn_fresh:
+            summary["nbody_egnn_fresh_mse"] = statistics.fmean(egnn_fresh)
+            lines.append(f"| EGNN (ours), on the same fresh systems | {_mse(egnn_fresh)} |")
         for variant in nbody.get("geo_transformer_variants", []):
             lines.append(f"| geo transformer, {variant['name']} | {variant['test_mse']:.4f} |")
         lines.append("")
@@ -346,6 +400,10 @@ def write_report(folder: Path, suffix: str = "", results: Path = RESULTS) -> dic
         lines += curve_section(curve, field)
     if field is not None:
         lines += field_section(field)
+        wins, cells = field_best_or_tied(field)
+        summary["field_geo_best_or_tied_cells"] = f"{wins}/{cells}"
+        lines += [f"Two-phase is best or tied (within the two spreads over seeds combined) in {wins} of the "
+                  f"{cells} onset cells.", ""]  # fmt: skip
     if inertia is not None:
         lines += ["## Inertia (EMLP) and ModifiedInertia (RPP)", "", "| task | method | test MSE |",
                   "| --- | --- | --- |"]  # fmt: skip
@@ -367,6 +425,15 @@ def write_report(folder: Path, suffix: str = "", results: Path = RESULTS) -> dic
             if best:
                 lines.append(f"| {name} | geo transformer, best validated phase | {_mse(best, 3)} |")
             summary[f"{name}_mse"] = statistics.fmean(best) if best else None
+            fresh = [r["fresh"]["all"] for r in runs if "fresh" in r]
+            if fresh:
+                count = fresh[0]["systems"]
+                for statistic in ("mean", "median"):
+                    values = [f[statistic] for f in fresh]
+                    label = f"geo transformer, {count:,} fresh systems per seed, {statistic}"
+                    lines.append(f"| {name} | {label} | {_mse(values, 4)} |")
+                    key = f"{name}_geo_fresh_mse" if statistic == "mean" else f"{name}_geo_fresh_median_mse"
+                    summary[key] = statistics.fmean(values)
         summary["modified_inertia_mlp_mse"] = summary.pop("modified_inertia_mlp_mse")
         summary.pop("inertia_mlp_mse")
         lines.append("")
@@ -381,6 +448,10 @@ def write_report(folder: Path, suffix: str = "", results: Path = RESULTS) -> dic
         geo = digits_geo["summary"] if digits_geo is not None else geo_digits()
         margins = digits_margins(digits["summary"], geo)
         summary["digits_min_margin_points"] = min((m["margin_points"] for m in margins), default=None)
+        augmented = augmented_margins(digits["summary"], geo)
+        if augmented:
+            summary["digits_geo_min_margin_points"] = min(m["margin_points"] for m in augmented)
+            lines += augmented_section(augmented)
         lines += digits_section(digits, digits_geo, geo, margins)
     if shipped is not None:
         lines += ["## Shipped models on freshly simulated systems", "", "| model | seed | test MSE |",

@@ -136,15 +136,20 @@ def test_switch_save_and_load_keep_the_outputs(second, tmp_path):
     model = make("matrix-so3", "token", torch.float64, subspace_dim=32)
     g = sample("so3", (B, T), 5, torch.float64)
     x = {"features": torch.randn(B, T, 2, dtype=torch.float64), "positions": g}
-    before = model(**x).predictions
-    model.set_phase(second)
-    torch.testing.assert_close(model(**x).predictions, before, rtol=0, atol=1e-12)
-    model.save_pretrained(tmp_path)
-    loaded = GeoTransformerForEquivariantRegression.from_pretrained(tmp_path).double().eval()
+    assert_switch_save_and_load_keep_outputs(model, x, second, tmp_path)
+
+
+def assert_switch_save_and_load_keep_outputs(model, inputs: dict, phase: str, folder) -> None:
+    """``model.set_phase(phase)`` keeps the float64 outputs on ``inputs``; saved to ``folder`` and loaded,
+    the weights are the same bit for bit and the outputs the same to float64 rounding (tensors loaded
+    from the file may sit at another memory alignment, where BLAS may sum in another order)."""
+    before = model(**inputs).predictions
+    model.set_phase(phase)
+    torch.testing.assert_close(model(**inputs).predictions, before, rtol=0, atol=1e-12)
+    model.save_pretrained(folder)
+    loaded = GeoTransformerForEquivariantRegression.from_pretrained(folder).double().eval()
     assert_same_weights(loaded, model)
-    # the outputs to float64 rounding: tensors loaded from the file may sit at another memory alignment,
-    # where BLAS may sum in another order
-    assert_close_to_rounding(loaded(**x).predictions, model(**x).predictions)
+    assert_close_to_rounding(loaded(**inputs).predictions, model(**inputs).predictions)
 
 
 @pytest.mark.parametrize(
@@ -469,16 +474,9 @@ def test_moment_readout_is_the_mean_of_the_weighted_second_moments():
 
 def test_moment_readout_switches_saves_and_loads(tmp_path):
     model = moment_model("matrix", "sequence", torch.float64)
-    batch = cloud(torch.float64)
-    before = model(**batch).predictions
     assert model.moment_proj.weight_param.coefficients.numel() == 2  # phase I: one scalar per irrep
-    model.set_phase("free")
+    assert_switch_save_and_load_keep_outputs(model, cloud(torch.float64), "free", tmp_path)
     assert sum(p.numel() for p in model.moment_proj.parameters() if p.requires_grad) == 9 * 6
-    torch.testing.assert_close(model(**batch).predictions, before, rtol=0, atol=1e-12)
-    model.save_pretrained(tmp_path)
-    loaded = GeoTransformerForEquivariantRegression.from_pretrained(tmp_path).double().eval()
-    assert_same_weights(loaded, model)
-    assert_close_to_rounding(loaded(**batch).predictions, model(**batch).predictions)
 
 
 @pytest.mark.parametrize(

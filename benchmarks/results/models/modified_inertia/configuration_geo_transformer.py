@@ -107,6 +107,12 @@ class GeoTransformerConfig(PreTrainedConfig):
             turns with the vector gets a learned multiple of it at the input, and with
             ``coordinate_updates`` every layer moves the points by phi_v(s_i) v_i (EGNN's velocity
             term). The vectors must turn with the point attributes (``shared_rotations``).
+        moment_readout: ``vector_inputs`` whose moments `GeoTransformerForEquivariantRegression` adds to
+            its outputs, magnitude included: for a vector target, the mean over tokens of a_i v_i; for
+            a matrix target, of a_i |v_i|^2 I + b_i (v_i v_i^T - |v_i|^2 I / 3), with a_i, b_i linear in
+            the token's invariants (zero at initialisation), then mapped by a layer that follows the
+            phases (equivariant in phase I, free in phase II). A quadratic readout in the spirit of a
+            tensor product v (x) v: an inertia tensor sum_i m_i (|r_i|^2 I - r_i r_i^T) is one such sum.
         equivariant_target, equivariant_level, output_attribute: what
             `GeoTransformerForEquivariantRegression` predicts (``"vector"``, ``"symmetric_matrix"``,
             ``"matrix"`` (any 3x3) or ``"position"``), per ``"token"`` or per ``"sequence"``, turning with
@@ -155,6 +161,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         pair_scalar_messages: bool = False,
         coordinate_updates: bool = False,
         vector_inputs: list[str] | None = None,
+        moment_readout: list[str] | None = None,
         equivariant_target: str = "vector",
         equivariant_level: str = "sequence",
         output_attribute: str | None = None,
@@ -189,6 +196,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         self.point_messages, self.coordinate_updates = point_messages, coordinate_updates
         self.pair_scalar_messages = pair_scalar_messages
         self.vector_inputs = list(vector_inputs) if vector_inputs else None
+        self.moment_readout = list(moment_readout) if moment_readout else None
         self.shared_rotations = [list(group) for group in shared_rotations] if shared_rotations else None
         self.point_attributes = list(point_attributes) if point_attributes else None
         super().__init__(**kwargs)
@@ -378,6 +386,12 @@ class GeoTransformerConfig(PreTrainedConfig):
                         f"vector_inputs: {name!r} moves the points {apart} under coordinate_updates, so it "
                         f"must turn with them: list both in one group of shared_rotations"
                     )
+        unread = [name for name in self.moment_readout or [] if name not in (self.vector_inputs or [])]
+        if unread:
+            raise ValueError(
+                f"moment_readout: {unread} are not vector_inputs ({self.vector_inputs}); the moments are "
+                "taken of the raw input vectors"
+            )
 
     @property
     def relative_heads(self) -> int:

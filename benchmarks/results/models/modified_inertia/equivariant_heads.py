@@ -35,7 +35,12 @@ from geo_pe.reps.groups import SE3, SO3, Sphere
 from .configuration_geo_transformer import GeoTransformerConfig
 from .modeling_geo_transformer import CARTESIAN_FROM_DEGREE_1, _pool, _WithHead
 
-__all__ = ["EquivariantRegressionOutput", "GeoTransformerForEquivariantRegression", "harmonic_to_traceless"]
+__all__ = [
+    "EquivariantRegressionOutput",
+    "GeoTransformerForEquivariantRegression",
+    "harmonic_to_traceless",
+    "traceless_to_harmonic",
+]
 
 
 @functools.lru_cache(maxsize=4)
@@ -57,12 +62,26 @@ def harmonic_to_traceless(y: torch.Tensor) -> torch.Tensor:
     return (y @ C.T).unflatten(-1, (3, 3))
 
 
+def traceless_to_harmonic(matrix: torch.Tensor) -> torch.Tensor:
+    """Traceless symmetric matrices ``(..., 3, 3)`` -> their degree-2 components ``(..., 5)``: the inverse
+    of `harmonic_to_traceless` on them."""
+    A = torch.linalg.pinv(_harmonic_to_traceless(torch.float64)).to(matrix.dtype)  # (5, 9), A C = I_5
+    return matrix.flatten(-2) @ A.T
+
+
 def _antisymmetric(v: torch.Tensor) -> torch.Tensor:
     """``(..., 3)`` -> ``(..., 3, 3)``: the matrix [v]_x of the cross product, with [R v]_x = R [v]_x R^T."""
     zero = torch.zeros_like(v[..., 0])
     x, y, z = v.unbind(-1)
     rows = (torch.stack((zero, -z, y), -1), torch.stack((z, zero, -x), -1), torch.stack((-y, x, zero), -1))
     return torch.stack(rows, dim=-2)
+
+
+DEGREE_1_FROM_CARTESIAN = (1, 2, 0)  # (x, y, z) -> D_1's components (y, z, x)
+
+
+class MomentWeights(nn.Linear):
+    """The per-token coefficients of ``moment_readout`` from the token's invariants; zero at first."""
 
 
 @dataclass
@@ -88,14 +107,7 @@ class GeoTransformerForEquivariantRegression(_WithHead):
         self.attribute = self._rotation_attribute(config)
         degrees = {"symmetric_matrix": (2,), "matrix": (1, 2)}.get(config.equivariant_target, (1,))
         group = self.model.attribute_spaces[self.attribute]
-        target = (
-            SE3Rep([(1, l) for l in degrees], attribute=self.attribute)
-            if isinstance(group, SE3)
-            else SO3Rep([(1, l) for l in degrees], attribute=self.attribute)
-        )
-        for shared in config.shared_rotations or []:
-            if self.attribute in shared:  # the frame `share_rotation` gave the encodings
-                target.frame = "+".join(shared)
+        target = self._output_rep(group, degrees)
         self.target_rep = target
         embedding = self.model.embedding_rep
         shared = {i for _, i in embedding.irreps} & {i for _, i in target.irreps}
@@ -112,8 +124,54 @@ class GeoTransformerForEquivariantRegression(_WithHead):
         self.trace_head = (
             nn.Linear(invariants, 1) if config.equivariant_target in ("symmetric_matrix", "matrix") else None
         )
+        self.moment_weights, self.moment_proj = None, None
+        if config.moment_readout:
+            self._check_moment_readout(config)
+            vector = config.equivariant_target == "vector"
+            moment_rep = self._output_rep(group, (1,) if vector else (0, 2))
+            self.moment_rep = moment_rep
+            self.moment_target_rep = self._output_rep(group, (0, *degrees) if not vector else degrees)
+            per_vector = 1 if vector else 2  # a_i; or a_i and b_i
+            self.moment_weights = MomentWeights(invariants, per_vector * len(config.moment_readout))
+            self.moment_proj = PhasedLinear.from_linear(
+                nn.Linear(moment_rep.dim, self.moment_target_rep.dim, bias=False),
+                reps=(moment_rep, self.moment_target_rep),
+            )
         self._replay_head_phases()
         self.post_init()
+
+    def _output_rep(self, group, degrees: tuple[int, ...]) -> SO3Rep | SE3Rep:
+        """The irreps of ``degrees`` turning with the output attribute (in its shared frame, if any)."""
+        cls = SE3Rep if isinstance(group, SE3) else SO3Rep
+        rep = cls([(1, l) for l in degrees], attribute=self.attribute)
+        for shared in self.config.shared_rotations or []:
+            if self.attribute in shared:  # the frame `share_rotation` gave the encodings
+                rep.frame = "+".join(shared)
+        return rep
+
+    def _check_moment_readout(self, config: GeoTransformerConfig) -> None:
+        if config.equivariant_target == "position":
+            raise ValueError(
+                "moment_readout: position outputs move with their points (coordinate_updates carry the input "
+                "vectors there); moments are read into vector and matrix outputs"
+            )
+        frames = [set(group) for group in config.shared_rotations or []]
+        apart = [
+            name
+            for name in config.moment_readout
+            if name != self.attribute and not any({name, self.attribute} <= group for group in frames)
+        ]
+        if apart:
+            raise ValueError(
+                f"moment_readout: {apart} do not turn with the output attribute {self.attribute!r}; list "
+                "them in one group of shared_rotations"
+            )
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, MomentWeights):  # the head starts as one without the moments
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
 
     def _rotation_attribute(self, config: GeoTransformerConfig) -> str:
         rotating = {a: g for a, g in self.model.attribute_spaces.items() if isinstance(g, (SO3, Sphere, SE3))}
@@ -147,29 +205,32 @@ class GeoTransformerForEquivariantRegression(_WithHead):
     def _head_phase(self, phase: str) -> str:
         return "equivariant" if phase == "scalar_identity" else phase  # the head is not square
 
-    def _head_phase_arguments(self) -> dict:
+    def _head_maps(self) -> list[tuple[PhasedLinear, dict]]:
+        """The head's phased maps, each with the arguments of its `set_phase` (a subspace of its own)."""
         c = self.config
-        dim = None if c.subspace_dim is None else min(c.subspace_dim, self.equivariant_proj.weight.numel())
-        return {
-            "layers": PhasedLinear,
-            "reps": (self.model.embedding_rep, self.target_rep),
-            "subspace_dim": dim,
-            "projection": c.subspace_projection,
-            "seed": c.subspace_seed + 7919,  # a subspace of its own
-        }
+        maps = [(self.equivariant_proj, (self.model.embedding_rep, self.target_rep), 7919)]
+        if self.moment_proj is not None:
+            maps.append((self.moment_proj, (self.moment_rep, self.moment_target_rep), 7927))
+        out = []
+        for layer, reps, offset in maps:
+            dim = None if c.subspace_dim is None else min(c.subspace_dim, layer.weight.numel())
+            arguments = {"layers": PhasedLinear, "reps": reps, "subspace_dim": dim,
+                         "projection": c.subspace_projection, "seed": c.subspace_seed + offset}  # fmt: skip
+            out.append((layer, arguments))
+        return out
 
     def _replay_head_phases(self) -> None:
         for i, phase in enumerate(self.config.phase_history):
             if i == 0 and phase == "free":
                 continue
-            set_phase(
-                self.equivariant_proj, self._head_phase(phase), rebuild=True, **self._head_phase_arguments()
-            )
+            for layer, arguments in self._head_maps():
+                set_phase(layer, self._head_phase(phase), rebuild=True, **arguments)
 
     def set_phase(self, phase: str, **overrides) -> PhaseReport:
-        """Move the encoder (see `GeoTransformerModel.set_phase`) and the head's map to ``phase``."""
+        """Move the encoder (see `GeoTransformerModel.set_phase`) and the head's maps to ``phase``."""
         report = self.model.set_phase(phase, **overrides)
-        set_phase(self.equivariant_proj, self._head_phase(phase), **self._head_phase_arguments())
+        for layer, arguments in self._head_maps():
+            set_phase(layer, self._head_phase(phase), **arguments)
         return report
 
     # --- the head ---------------------------------------------------------------------------------------
@@ -189,6 +250,10 @@ class GeoTransformerForEquivariantRegression(_WithHead):
                 predictions = predictions + _antisymmetric(harmonic[..., list(CARTESIAN_FROM_DEGREE_1)])
         else:
             predictions = harmonic[..., list(CARTESIAN_FROM_DEGREE_1)]
+        if self.moment_proj is not None:
+            predictions = predictions + self._moments(
+                out.invariants, attention_mask, positions, predictions.dtype
+            )
         if c.equivariant_target == "position":  # the token's own position: a pose's translation, a point
             given = positions[self.attribute] if isinstance(positions, dict) else positions
             is_point = self.attribute in (c.point_attributes or [])
@@ -202,6 +267,36 @@ class GeoTransformerForEquivariantRegression(_WithHead):
             predictions = predictions + origin
         loss = None if labels is None else self._loss(predictions, labels, attention_mask)
         return EquivariantRegressionOutput(loss, predictions, out.hidden_states, out.attentions)
+
+    def _moments(self, invariants: torch.Tensor, attention_mask, positions, dtype) -> torch.Tensor:
+        """The ``moment_readout`` term of the predictions, Cartesian ``(B[, T], 3)`` or ``(B[, T], 3, 3)``."""
+        c = self.config
+        B, T = invariants.shape[:2]
+        mask = None if attention_mask is None else attention_mask.bool()
+        vectors = self.model.inputs.vectors(positions, B, T, mask, dtype)
+        weights = self.moment_weights(invariants).to(dtype)  # (B, T, per vector x vectors)
+        parts = []
+        for n, name in enumerate(c.moment_readout):
+            v = vectors[name]
+            if c.equivariant_target == "vector":  # a_i v_i, in D_1's order (y, z, x)
+                parts.append(weights[..., n : n + 1] * v[..., list(DEGREE_1_FROM_CARTESIAN)])
+                continue
+            square = (v * v).sum(-1, keepdim=True)
+            eye = torch.eye(3, dtype=dtype, device=v.device)
+            traceless = v[..., :, None] * v[..., None, :] - square[..., None] * eye / 3
+            a, b = weights[..., 2 * n : 2 * n + 1], weights[..., 2 * n + 1 : 2 * n + 2]
+            parts.append(torch.cat((a * square, b * traceless_to_harmonic(traceless)), dim=-1))
+        moments = sum(parts)
+        if c.equivariant_level == "sequence":
+            moments = _pool(moments, attention_mask)
+        harmonic = self.moment_proj(moments)
+        if c.equivariant_target == "vector":
+            return harmonic[..., list(CARTESIAN_FROM_DEGREE_1)]
+        eye = torch.eye(3, dtype=harmonic.dtype, device=harmonic.device)
+        matrix = harmonic[..., :1, None] * eye + harmonic_to_traceless(harmonic[..., -5:])
+        if c.equivariant_target == "matrix":  # degree 1 (after the trace): the antisymmetric part
+            matrix = matrix + _antisymmetric(harmonic[..., [3, 1, 2]])
+        return matrix
 
     def _loss(self, predictions: torch.Tensor, labels: torch.Tensor, attention_mask) -> torch.Tensor:
         if labels.shape != predictions.shape:

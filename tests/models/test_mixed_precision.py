@@ -93,6 +93,18 @@ def test_equivariant_heads_train_under_cuda_autocast(case, level, half):
     assert relative_error(out.predictions, reference) < RELATIVE_ERROR[half]
 
 
+@pytest.mark.parametrize("target", ["vector", "symmetric_matrix", "matrix"])
+@pytest.mark.parametrize("half", HALF, ids=["bf16", "fp16"])
+def test_moment_readout_trains_under_cuda_autocast(target, half):
+    from tests.models.test_equivariant_heads import cloud, moment_model
+
+    model = moment_model(target, "sequence", torch.float32).train()
+    batch = cloud(torch.float32)
+    reference = model(**batch).predictions
+    out = half_step(model, batch, torch.randn_like(reference), half)
+    assert relative_error(out.predictions, reference) < RELATIVE_ERROR[half]
+
+
 # EGNN's dynamics inside attention: signed pair weights, moving points, the raw velocity
 DYNAMICS = dict(point_messages="signed", coordinate_updates=True, vector_inputs=["velocity"])
 

@@ -272,22 +272,26 @@ def _complex_viewable(x: torch.Tensor) -> bool:
 def _rotate(x, enc, seg, pair_layout, transpose, x_layout):
     n = seg.copies
     sl = slice(seg.source, seg.source + n)
-    eager_float = not torch.compiler.is_compiling() and x.dtype in (torch.float32, torch.float64)
-    if eager_float and (pair_layout == "half" or _complex_viewable(x)):
-        # One complex multiply: in place on interleaved pairs, or on (first half) + i (second half).
+    eager = not torch.compiler.is_compiling()
+    if eager and pair_layout == "interleaved" and _complex_viewable(x):
+        # One complex multiply on the pairs viewed in place as complex numbers.
         cis = _per_token(enc.cis[..., sl], 1, x_layout)
         cis = cis.conj() if transpose else cis
-        if pair_layout == "interleaved":
-            z = torch.view_as_complex(x.unflatten(-1, (n, 2)))
-            return torch.view_as_real(z * cis.to(z.dtype)).flatten(-2)
-        z = torch.complex(x[..., :n], x[..., n:]) * cis.to(
-            torch.complex128 if x.dtype == torch.float64 else torch.complex64
-        )
-        return torch.cat((z.real, z.imag), dim=-1)
+        z = torch.view_as_complex(x.unflatten(-1, (n, 2)))
+        return torch.view_as_real(z * cis.to(z.dtype)).flatten(-2)
     cos = _per_token(enc.cos[..., sl], 1, x_layout).to(x.dtype)
     sin = _per_token(enc.sin[..., sl], 1, x_layout).to(x.dtype)
     if transpose:
         sin = -sin
+    if eager and pair_layout == "half":
+        # x (cos, cos) + (second half, first half) (-sin, sin): the swap is two copies into x's own
+        # memory layout, then one product and one fused multiply-add, each a single pass in that layout
+        # (a complex view cannot pair channel k with k + n; building one and splitting it again costs
+        # a strided pass that runs several times slower than these).
+        swapped = torch.empty_like(x)
+        swapped[..., :n] = x[..., n:]
+        swapped[..., n:] = x[..., :n]
+        return (x * torch.cat((cos, cos), dim=-1)).addcmul_(swapped, torch.cat((-sin, sin), dim=-1))
     if pair_layout == "interleaved":
         pairs = x.unflatten(-1, (n, 2))
         a, b = pairs[..., 0], pairs[..., 1]

@@ -90,6 +90,21 @@ def _half_permutation(pe):
 
 
 @pytest.mark.parametrize("pair_layout", ["interleaved", "half"])
+@pytest.mark.parametrize("spec", ["t1:8", "so2:1x0+2x1+1x3", "t1:4+so3:2x1"])
+def test_rotary_on_hf_attention_layout_matches_a_contiguous_copy(spec, pair_layout, dtype):
+    """q and k as HF's attention gets them ((batch, tokens, heads, dim) transposed, not contiguous) are
+    rotated as their contiguous copies are, by rho and by rho^T."""
+    pe = RotaryPE(spec, pair_layout=pair_layout)
+    enc = pe.encode(sample(pe, dtype))
+    x = torch.randn(B, T, H, pe.dim, dtype=dtype).transpose(1, 2)
+    assert not x.is_contiguous()
+    close(pe(x, enc), pe(x.contiguous(), enc), dtype)
+    close(pe.transpose(x, enc), pe.transpose(x.contiguous(), enc), dtype)
+    for a, b in zip(pe.rotate_qk(x, x, enc), pe.rotate_qk(x.contiguous(), x.contiguous(), enc), strict=True):
+        close(a, b, dtype)
+
+
+@pytest.mark.parametrize("pair_layout", ["interleaved", "half"])
 @pytest.mark.parametrize("spec", SPECS)
 def test_rotary_logits_are_invariant_under_a_global_transformation(spec, pair_layout, dtype):
     pe = RotaryPE(spec, pair_layout=pair_layout)

@@ -16,8 +16,9 @@ quickstart's steps per second (the trainer on the rotated digits).
                                           [--config benchmarks/published/nbody_static.yaml]
 
 Prints a table, then one JSON line with ``geo_vs_egnn_step`` (the slower phase's eager geo step over
-EGNN's), ``compiled_speedup`` (eager over compiled geo step, the slower phase), ``quickstart_steps_per_s``
-and the machine.
+EGNN's), ``compiled_speedup`` (eager over compiled geo step, the slower phase), ``quickstart_steps_per_s``,
+the matmul FLOPs of one step of each (``torch.utils.flop_counter``: forward and backward; a step that
+takes longer than its FLOPs say is bound by its many small ops) and the machine.
 """
 
 from __future__ import annotations
@@ -105,6 +106,15 @@ def timed(step, steps: int, device: str) -> list[float]:
     return out
 
 
+def matmul_flops(step) -> int:
+    """Matmul-like FLOPs (mm, bmm, addmm, SDPA; forward and backward) of one call of ``step``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
 def measure(contenders: dict, args, device: str) -> dict[str, float]:
     """Median ms per step of each contender: warm-up (and compilation) first, then rounds that alternate
     between them, so load on the machine hits all alike."""
@@ -147,6 +157,7 @@ def main() -> None:
         "geo phase II": phase2.step,
     }
     ms = measure(eager, args, device)
+    flops = {name: matmul_flops(step) for name, step in eager.items()}
     if args.compile:  # after the eager rounds: a process that has compiled runs eager code slower here
         compiled2 = trainer(files, work / "compiled2", "--compile", "true")
         compiled2.switch_phase()
@@ -169,6 +180,7 @@ def main() -> None:
     for name, value in ms.items():
         print(f"{name:<20}{value:>10.2f}{1e3 / value:>10.1f}{value / ms['egnn']:>10.2f}")
     slower = max(ms["geo phase I"], ms["geo phase II"])
+    max_geo_flops = max(flops["geo phase I"], flops["geo phase II"])
     result = {
         "geo_vs_egnn_step": round(slower / ms["egnn"], 3),
         "phase1_vs_egnn_step": round(ms["geo phase I"] / ms["egnn"], 3),
@@ -176,6 +188,8 @@ def main() -> None:
         "egnn_step_ms": round(ms["egnn"], 3),
         "geo_step_ms": {"phase1": round(ms["geo phase I"], 3), "phase2": round(ms["geo phase II"], 3)},
         "nbody_steps_per_s": round(1e3 / slower, 1),
+        "matmul_mflops_per_step": {name: round(f / 1e6, 1) for name, f in flops.items()},
+        "geo_vs_egnn_matmul_flops": round(max_geo_flops / flops["egnn"], 3),
         "quickstart_steps_per_s": round(1.0 / statistics.median(quickstart), 1),
         "machine": machine(device),
     }

@@ -155,7 +155,10 @@ class GeoTransformerInputs:
             distance = torch.linalg.vector_norm(x[:, :, None] - x[:, None, :], dim=-1)
             centres = torch.linspace(0, c.distance_bias_max, c.distance_bias, dtype=x.dtype, device=x.device)
             width = c.distance_bias_max / (c.distance_bias - 1)
-            features.append(torch.exp(-(((distance[..., None] - centres) / width) ** 2)))
+            # exponents below -80 (values under 2e-35) are held there: float32 exp runs its slow underflow
+            # path on them (5x slower on a CPU), for a change no layer can see
+            exponent = (((distance[..., None] - centres) / width) ** 2).clamp(max=80.0)
+            features.append(torch.exp(-exponent))
         basis = torch.cat(features, dim=-1)
         if mask is not None:
             basis = basis * (mask[:, :, None] & mask[:, None, :])[..., None].to(basis.dtype)

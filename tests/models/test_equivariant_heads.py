@@ -3,6 +3,8 @@ and per sequence, exactly in phase I; phase II can learn to break the symmetry; 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -322,6 +324,17 @@ def test_distance_bias_reads_pairwise_distances():
     with torch.no_grad():
         model.model.layers[0].self_attn.distance_bias.weight.add_(1.0)
     assert (model(**inputs).predictions - before)[mask.bool()].abs().max() > 1e-3
+
+
+def test_distance_basis_stays_out_of_the_subnormal_range():
+    """Far from a centre a Gaussian underflows; float32 exp and everything fed its subnormal results run a
+    slow path on CPUs, so the basis is held at e^-80, a value no layer can tell from zero."""
+    model = cloud_model("position", "token", torch.float32, distance_bias=5)
+    points = torch.tensor([[[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [100.0, 0.0, 0.0]]])
+    basis = model.model.inputs.pair_distance_basis({"direction": points}, None)
+    assert basis.min() >= torch.finfo(torch.float32).tiny
+    assert basis[0, 0, 2].max() == pytest.approx(math.exp(-80), rel=1e-4)  # 100 apart: every function
+    torch.testing.assert_close(basis[0, 0, 1], torch.exp(-(((0.5 - torch.linspace(0, 5.0, 5)) / 1.25) ** 2)))
 
 
 def test_relative_point_values_are_weighted_offsets():

@@ -174,8 +174,8 @@ def test_the_runner_writes_every_benchmark_and_the_report_in_quick_mode(tmp_path
                 "modified_inertia_mse", "modified_inertia_mlp_mse", "digits_min_margin_points",
                 "field_geo_best_or_tied_cells", "inertia_geo_fresh_mse", "inertia_geo_fresh_median_mse",
                 "modified_inertia_geo_fresh_mse", "modified_inertia_geo_fresh_median_mse",
-                "digits_geo_min_margin_points", "nbody_egnn_fresh_mse",
-                "nbody_egnn_equal_epochs_mse"}  # fmt: skip
+                "digits_geo_min_margin_points", "digits_geo_min_margin_points_by_cell",
+                "nbody_egnn_fresh_mse", "nbody_egnn_equal_epochs_mse"}  # fmt: skip
     assert set(summary) == expected
     wins, cells = map(int, summary["field_geo_best_or_tied_cells"].split("/"))
     assert cells == 2 and 0 <= wins <= cells  # the quick run's two onset cells
@@ -214,6 +214,7 @@ def test_the_runner_writes_every_benchmark_and_the_report_in_quick_mode(tmp_path
     assert augmented["overrides"]["in_range_augmentation"] == "phase2"
     expected_margin = 100 * augmented["test"] - best_baseline
     assert summary["digits_geo_min_margin_points"] == pytest.approx(expected_margin)
+    assert summary["digits_geo_min_margin_points_by_cell"] == {"rotated_45": pytest.approx(expected_margin)}
     assert "size, chosen on validation" in (tmp_path / "PUBLISHED_quick.md").read_text()
 
 

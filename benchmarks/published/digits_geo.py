@@ -17,8 +17,9 @@ benchmark picks up where it stopped.
   two-phase lost before (the scalar-identity phase I is compared at the experiments' scale, in their
   ``schedules`` suite).
 * In-range augmentation (``two_phase_augmented``): two-phase with every phase II training example
-  turned afresh within the training range (``in_range_augmentation: phase2``), on the +-45 degree cell
-  at every size over data seeds 0-4 (each its own split and rotations, as the baselines').
+  turned afresh within the training range (``in_range_augmentation: phase2``; tilt labels follow the
+  new angle), on every cell (+-45 degrees, the full circle, +-45 degrees with tilt labels) at every size
+  over data seeds 0-4 (each its own split and rotations, as the baselines').
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ SCHEDULE_METHODS = ("unconstrained", "adaptive")  # the scalar identity: the exp
 QUICK = {"phase1_steps": 8, "phase2_steps": 4, "eval_steps": 4, "early_stopping_patience": 2}
 
 
-AUGMENTED_CELL, DATA_SEEDS = "rotated_45", (0, 1, 2, 3, 4)  # in-range augmentation: every data seed
+AUGMENTED_CELLS, DATA_SEEDS = ("rotated_45", "full_circle", "tilt_45"), (0, 1, 2, 3, 4)  # every data seed
 
 
 def spec(
@@ -110,8 +111,9 @@ def run(runs_file: Path, jobs: int = 2, quick: bool = False, sizes=SIZES) -> dic
         if m not in ("two_phase", "two_phase_augmented")
         for seed in seeds
     ]
-    augmented = [  # the model seed follows the data seed, as the baselines' CNN
-        spec(AUGMENTED_CELL, n, chosen, "two_phase_augmented", data_seed, quick, data_seed)
+    augmented = [  # the model seed follows the data seed, as the baselines' CNN; cell by cell
+        spec(cell, n, chosen, "two_phase_augmented", data_seed, quick, data_seed)
+        for cell in (AUGMENTED_CELLS[:1] if quick else AUGMENTED_CELLS)
         for data_seed in ((0,) if quick else DATA_SEEDS)
         for n in ((50,) if quick else digits.TRAIN_SIZES)
     ]

@@ -283,21 +283,18 @@ def _rotate(x, enc, seg, pair_layout, transpose, x_layout):
     sin = _per_token(enc.sin[..., sl], 1, x_layout).to(x.dtype)
     if transpose:
         sin = -sin
-    if eager and pair_layout == "half":
+    if pair_layout == "half":
         # x (cos, cos) + (second half, first half) (-sin, sin): the swap is two copies into x's own
         # memory layout, then one product and one fused multiply-add, each a single pass in that layout
         # (a complex view cannot pair channel k with k + n; building one and splitting it again costs
-        # a strided pass that runs several times slower than these).
+        # a strided pass that runs several times slower than these). Inductor fuses the same form.
         swapped = torch.empty_like(x)
         swapped[..., :n] = x[..., n:]
         swapped[..., n:] = x[..., :n]
         return (x * torch.cat((cos, cos), dim=-1)).addcmul_(swapped, torch.cat((-sin, sin), dim=-1))
-    if pair_layout == "interleaved":
-        pairs = x.unflatten(-1, (n, 2))
-        a, b = pairs[..., 0], pairs[..., 1]
-        return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
-    a, b = x[..., :n], x[..., n:]  # "half": channel k pairs with k + n, as in HF's rotate_half
-    return torch.cat((torch.addcmul(a * cos, b, sin, value=-1), torch.addcmul(a * sin, b, cos)), dim=-1)
+    pairs = x.unflatten(-1, (n, 2))  # interleaved, under torch.compile or not viewable as complex
+    a, b = pairs[..., 0], pairs[..., 1]
+    return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
 
 
 def _matrix(x, enc, seg, transpose, inverse, x_layout):

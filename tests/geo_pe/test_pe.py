@@ -256,8 +256,9 @@ def test_fp64_positions_give_fp64_encodings():
     assert enc.cos.dtype == torch.float64 and enc.matrices[0].dtype == torch.float64
 
 
-def test_torch_compile_fullgraph():
-    pe = GTAPE("t1:2+so2:1x1+so3:1x1+s2:1x1")  # every segment kind
+@pytest.mark.parametrize("pair_layout", ["interleaved", "half"])
+def test_torch_compile_fullgraph(pair_layout):
+    pe = GTAPE("t1:2+so2:1x1+so3:1x1+s2:1x1", pair_layout=pair_layout)  # every segment kind
     g = sample(pe, torch.float32)
     q, k, v = (torch.randn(B, H, T, pe.dim) for _ in range(3))
 

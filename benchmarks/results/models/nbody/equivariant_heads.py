@@ -62,15 +62,15 @@ def harmonic_to_traceless(y: torch.Tensor) -> torch.Tensor:
     return (y @ C.T).unflatten(-1, (3, 3))
 
 
-@functools.lru_cache(maxsize=4)
-def _traceless_to_harmonic(dtype: torch.dtype) -> torch.Tensor:
-    return torch.linalg.pinv(_harmonic_to_traceless(torch.float64)).to(dtype)  # (5, 9), A C = I_5
+@functools.lru_cache(maxsize=1)
+def _traceless_to_harmonic() -> torch.Tensor:
+    return torch.linalg.pinv(_harmonic_to_traceless(torch.float64))  # (5, 9) in float64, A C = I_5
 
 
 def traceless_to_harmonic(matrix: torch.Tensor) -> torch.Tensor:
     """Traceless symmetric matrices ``(..., 3, 3)`` -> their degree-2 components ``(..., 5)``: the inverse
     of `harmonic_to_traceless` on them."""
-    A = _traceless_to_harmonic(torch.float64).to(device=matrix.device, dtype=matrix.dtype)
+    A = _traceless_to_harmonic().to(device=matrix.device, dtype=matrix.dtype)
     return matrix.flatten(-2) @ A.T
 
 

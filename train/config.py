@@ -197,6 +197,12 @@ class TrainArguments:
         "cosine", "learning-rate schedule of each phase (built anew at the switch)"
     )
     warmup_steps: int = _arg(0, "warm-up steps at the start of each phase")
+    # Polyak averaging: evaluation, model selection and the saved models use the average
+    ema_decay: float = _arg(
+        0.0,
+        "decay of an exponential moving average of the weights, restarted at each phase; evaluation, "
+        "selection and the saved models use it (0: off)",
+    )
     # the phase schedule
     phase1_steps: int = _arg(600, "steps of phase I")
     phase1_constraint: Literal["scalar_identity", "equivariant", "free", "residual"] = _arg(
@@ -310,7 +316,7 @@ class TrainArguments:
             "equivariance_loss_weight",
         ):
             check_range(name, getattr(self, name), low=0.0)
-        for name in ("adam_beta1", "adam_beta2"):
+        for name in ("adam_beta1", "adam_beta2", "ema_decay"):
             check_range(name, getattr(self, name), low=0.0, high=1.0, high_open=True)
         if self.phase1_steps + (self.phase2_steps if self.phase2 != "none" else 0) < 1:
             raise ConfigError("phase1_steps, phase2_steps: the run needs at least one step")

@@ -18,6 +18,7 @@ phase runs out of steps or patience.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -47,6 +48,7 @@ from geo_pe.phases import (
     symmetry_penalty,
 )
 from train import checkpoint as ckpt
+from train.averaging import WeightAverage
 from train.batches import StepBatches, shard, step_generator, to_device
 from train.checks import build_model, check_model_reads_task, check_output_dir, pull_schedule
 from train.config import RunConfig, TrainArguments
@@ -222,6 +224,11 @@ class Trainer:
         model = build_model(config, self.task)  # the model's settings first: they need no data
         if self.sharding is not None:
             self.sharding.check(model)
+            if args.ema_decay:
+                raise ConfigError(
+                    "ema_decay: the weight average is not supported with FSDP sharding yet; "
+                    "use DDP (accelerate launch --multi_gpu) or ema_decay 0"
+                )
         with acc.main_process_first():
             built = self.task.build(cache_dir=args.data_cache_dir)
         self.data = {split: self.task.split(dataset) for split, dataset in built.items()}
@@ -230,6 +237,7 @@ class Trainer:
         self.resume_from = self._prepare_output_dir()
         self.log = JsonlLog(self.out / "log.jsonl", enabled=acc.is_main_process)
         self.best_weights: dict[str, torch.Tensor] | None = None
+        self.average: WeightAverage | None = None  # with ema_decay: built by prepare() for each phase
         self.state = TrainerState(num_processes=acc.num_processes)
         # what step() updates; train() resets them and shows a progress bar (benchmarks step directly)
         self.steps_this_process, self.window, self.started = 0, [], time.perf_counter()
@@ -299,6 +307,8 @@ class Trainer:
             ckpt.restore_rng_states(checkpoint_dir, self.accelerator.process_index)
         else:
             self.accelerator.load_state(str(checkpoint_dir))
+        if self.average is not None:
+            self.average.load_state_dict(load_file(str(checkpoint_dir / "average.safetensors")))
         best = checkpoint_dir / "best.safetensors"
         self.best_weights = None
         if best.is_file():
@@ -361,6 +371,8 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.average is not None:
+            self.average.update()
         state.global_step += 1
         self.steps_this_process += 1
         self.window.append(parts)
@@ -435,14 +447,16 @@ class Trainer:
         """Validation metric and equivariance error; keeps the best weights of the phase. Returns True
         when early stopping ends the phase."""
         state, task, acc = self.state, self.task, self.accelerator
-        metrics = evaluate(self.raw_model, task, self.data["validation"], self.args, acc)
-        error = measure_equivariance(self.raw_model, task, self.data["validation"], self.args, acc.device)
-        value = metrics[task.metric]
-        if self.better(value, state.best_metric):
-            state.best_metric, state.best_step, state.evals_without_improvement = value, state.global_step, 0
-            self.remember_best()
-        else:
-            state.evals_without_improvement += 1
+        with self.averaged():
+            metrics = evaluate(self.raw_model, task, self.data["validation"], self.args, acc)
+            error = measure_equivariance(self.raw_model, task, self.data["validation"], self.args, acc.device)
+            value = metrics[task.metric]
+            if self.better(value, state.best_metric):
+                state.best_metric, state.best_step = value, state.global_step
+                state.evals_without_improvement = 0
+                self.remember_best()
+            else:
+                state.evals_without_improvement += 1
         record = {
             "kind": "eval",
             "step": state.global_step,
@@ -462,6 +476,8 @@ class Trainer:
     def end_phase(self, reason: str) -> None:
         """Restore the phase's best weights, record its results, then switch to the next phase if any."""
         state = self.state
+        if self.average is not None:
+            self.average.copy_to_model()  # the phase ends on the average (or on its best, below)
         if self.args.load_best_model_at_end:
             self.restore_best()
         results = self.phase_results(reason)
@@ -629,6 +645,8 @@ class Trainer:
         self.raw_optimizer = optimizer
         # the parameters the optimizer updates, listed once (a walk over the modules per step costs 1.5 ms)
         self.clipped = [p for group in optimizer.param_groups for p in group["params"]]
+        if self.args.ema_decay:  # a new average for each phase, from the weights it starts with
+            self.average = WeightAverage(raw_model, self.args.ema_decay)
         acc = self.accelerator
         if self.sharding is None:
             self.model, self.optimizer, self.scheduler = acc.prepare(raw_model, optimizer, scheduler)
@@ -677,6 +695,8 @@ class Trainer:
             (partial / ckpt.STATE).write_text(json.dumps(dataclasses.asdict(state), indent=1))
             if self.best_weights is not None:
                 save_file(self.best_weights, str(partial / "best.safetensors"))
+            if self.average is not None:
+                save_file(self.average.state_dict(), str(partial / "average.safetensors"))
             ckpt.write_manifest(partial, state.global_step)
             ckpt.finalize(partial, final)
             ckpt.rotate(root, self.args.save_total_limit)
@@ -684,6 +704,10 @@ class Trainer:
         return final
 
     # --- model selection ---------------------------------------------------------------------------------
+    def averaged(self) -> contextlib.AbstractContextManager:
+        """The block runs on the weight average (``ema_decay``), or on the weights themselves."""
+        return self.average.applied() if self.average is not None else contextlib.nullcontext()
+
     def remember_best(self) -> None:
         if self.sharding is not None:  # gathered on process 0 (a collective)
             self.best_weights = full_state_dict(self.raw_model)

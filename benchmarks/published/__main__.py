@@ -252,7 +252,12 @@ def collect_field(folder: Path, geo_steps: int) -> dict:
 
 
 CURVE_SIZES = (100, 300, 1000)  # 3,000: the field benchmark's eps = 0 cell (same data, same budget)
-CURVE_STEPS = 3000  # optimizer steps of batches of 100 at every size (EGNN); the geo transformer: 2 x 1,000
+CURVE_STEPS = 3000  # optimizer steps of batches of 100 at every size (EGNN)
+CURVE_METHODS = {  # method: (config, phase I steps, phase II steps); EGNN trains CURVE_STEPS steps
+    "egnn": (None, 0, 0),
+    "geo_two_phase": ("nbody_static.yaml", 1000, 1000),
+    "geo_dynamics_two_phase": ("nbody.yaml", 2250, 750),  # EGNN's dynamics, CURVE_STEPS in all
+}
 
 
 def nbody_curve(args) -> dict:
@@ -265,7 +270,7 @@ def nbody_curve(args) -> dict:
     splits = load_splits(args.cache, sizes=sizes)
     for size in (50,) if args.quick else CURVE_SIZES:
         subset = {**splits, "train": splits["train"].subset(size)}
-        for method in ("egnn", "geo_two_phase"):
+        for method, (config, phase1, phase2) in CURVE_METHODS.items():
             path = folder / f"{size}_{method}.json"
             if path.is_file() and not args.force:
                 continue
@@ -275,10 +280,10 @@ def nbody_curve(args) -> dict:
                 result.pop("model")
             else:
                 files = write_parquet(subset, args.cache / f"nbody_curve_{size}{'_quick' * args.quick}")
-                run_dir = args.cache / "runs" / "nbody_curve" / str(size)
-                steps = 4 if args.quick else 1000
-                result = train_geo_transformer(HERE / "nbody_static.yaml", files, run_dir, args.quick,
-                                               phase1_steps=steps, phase2_steps=steps)  # fmt: skip
+                run_dir = args.cache / "runs" / "nbody_curve" / f"{size}_{method}"
+                steps = (4, 4) if args.quick else (phase1, phase2)
+                result = train_geo_transformer(HERE / config, files, run_dir, args.quick,
+                                               phase1_steps=steps[0], phase2_steps=steps[1])  # fmt: skip
                 result["test_mse"] = min(result["phases"], key=lambda p: p["validation_mse"])["test_mse"]
             result.update(train_size=size, method=method)
             path.write_text(json.dumps(result, indent=1) + "\n")

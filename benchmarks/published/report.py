@@ -130,20 +130,23 @@ FIELD_COLUMNS = ("equivariant", "two_phase", "unconstrained", "plain", "plain_au
 TWO_PHASE = ("two_phase", "dynamics_two_phase")  # the geo transformer's two-phase runs, static and dynamics
 
 
+CURVE_COLUMNS = {"egnn": "egnn", "two_phase": "geo_two_phase", "dynamics_two_phase": "geo_dynamics_two_phase"}
+
+
 def curve_section(curve: dict, field: dict | None) -> list[str]:
     """Test MSE against the number of training systems; 3,000 from the field benchmark's eps = 0 cell."""
     table: dict = defaultdict(dict)
     for row in curve["rows"]:
         table[row["train_size"]][row["method"]] = row["test_mse"]
     no_field = (field or {}).get("cells", {}).get("onset_eps0", {}).get("methods", {})
-    for method, label in (("egnn", "egnn"), ("two_phase", "geo_two_phase")):
+    for method, label in CURVE_COLUMNS.items():
         if method in no_field:
             table[3000][label] = no_field[method]["test_mse"]
-    header = "| training systems | EGNN (ours) | geo transformer, two-phase |"
-    lines = ["## N-body learning curve", "", header, "| --- | --- | --- |"]
+    header = "| training systems | EGNN (ours) | geo transformer, static, two-phase | with EGNN's dynamics |"
+    lines = ["## N-body learning curve", "", header, "| --- | --- | --- | --- |"]
     for size in sorted(table):
         row = table[size]
-        cells = [format(row[m], ".4f") if m in row else "" for m in ("egnn", "geo_two_phase")]
+        cells = [format(row[m], ".4f") if m in row else "" for m in CURVE_COLUMNS.values()]
         lines.append(f"| {size} | {' | '.join(cells)} |")
     return [*lines, ""]
 

@@ -84,6 +84,7 @@ def test_command_line_overrides_yaml_overrides_defaults(tmp_path):
             r"rotation_range: expected a value in \[0.0, 180.0\], got 270",
         ),
         ({"model": {"attention_dropout": 1.0}}, [], r"attention_dropout: expected a value in \[0.0, 1.0\)"),
+        ({"training": {"ema_decay": 1.0}}, [], r"ema_decay: expected a value in \[0.0, 1.0\)"),
         ({"training": {"shared_subspace": [1]}}, [], r"shared_subspace: expected bool, got \[1\]"),
         (
             {},

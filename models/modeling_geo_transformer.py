@@ -289,8 +289,11 @@ class GeoAttention(nn.Module):
         self.pair_mlp = None
         if config.point_messages == "signed":
             width = config.scalar_size
+            invariants = 3 * len(config.vector_inputs or []) if config.pair_vector_invariants else 0
             self.pair_mlp = nn.Sequential(
-                nn.Linear(self.num_heads + pair_features, width), nn.SiLU(), nn.Linear(width, self.num_heads)
+                nn.Linear(self.num_heads + pair_features + invariants, width),
+                nn.SiLU(),
+                nn.Linear(width, self.num_heads),
             )
         # EGNN's edge and node messages: the pair MLP also reads both tokens' scalars, and the scalars
         # receive the mean of its hidden pair messages m_ij over the other tokens
@@ -424,9 +427,13 @@ class GeoAttention(nn.Module):
         self, scores: torch.Tensor, pairs: PairGeometry, scalars: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, heads, T, T)``: EGNN's pair weights phi_x(m_ij), an MLP on the pair's logits (every head)
-        and radial functions (with ``pair_scalar_messages`` also on both tokens' ``scalars`` (B, T, s)),
-        divided by the set's other tokens; and the MLP's hidden pair messages m_ij (B, T, T, width)."""
-        features = torch.cat((scores.permute(0, 2, 3, 1), pairs.basis.to(scores.dtype)), dim=-1)
+        and radial functions (with ``pair_scalar_messages`` also on both tokens' ``scalars`` (B, T, s),
+        with ``pair_vector_invariants`` on the pairs' products with the input vectors), divided by the
+        set's other tokens; and the MLP's hidden pair messages m_ij (B, T, T, width)."""
+        features = [scores.permute(0, 2, 3, 1), pairs.basis.to(scores.dtype)]
+        if pairs.invariants is not None:
+            features.append(pairs.invariants.to(scores.dtype))
+        features = torch.cat(features, dim=-1)
         first, activation, last = self.pair_mlp
         pre = first(features)
         if self.pair_nodes is not None:  # W [s_i; s_j] as two products per token, not one per pair
@@ -821,7 +828,7 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
                         "memory: distance_bias and relative_point_values are defined between the model's own "
                         "tokens only"
                     )
-                pairs = self.inputs.pair_geometry(positions, mask, self.dtype)
+                pairs = self.inputs.pair_geometry(positions, mask, self.dtype, vectors)
             start = {a: positions[a].to(self.dtype) for a in points}  # the centred points
             moving = start
             distances = self.embed_distances(distances.to(self.embed_distances.weight.dtype))
@@ -874,7 +881,7 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
             if steps:  # coordinate_updates: move the points, and the next layer reads their new geometry
                 moving = {a: moving[a] + steps[a] for a in points}
                 if layer is not self.layers[-1]:
-                    pairs = self.inputs.pair_geometry(moving, mask, self.dtype)
+                    pairs = self.inputs.pair_geometry(moving, mask, self.dtype, vectors)
             if output_hidden_states:
                 hidden_states += (x,)
             if output_attentions:

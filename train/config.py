@@ -151,6 +151,11 @@ class ModelArguments:
         "with point_messages signed: the pair MLP also reads both tokens' scalars, and the scalars receive"
         " the mean of its hidden pair messages (EGNN's edge and node updates)",
     )
+    pair_vector_invariants: bool = _model_arg(
+        "pair_vector_invariants",
+        "with point_messages signed and vector_inputs: the pair MLP also reads r_ij . v_i, r_ij . v_j and"
+        " v_i . v_j of each input vector (how fast two particles approach)",
+    )
     coordinate_updates: bool = _model_arg(
         "coordinate_updates",
         "every layer moves the point attributes by its pair messages and phi_v(s) v, and the next layer"

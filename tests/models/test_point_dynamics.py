@@ -10,6 +10,7 @@ import torch
 from geo_pe import quaternion, se3
 from geo_pe.testing import assert_close_to_rounding, assert_equivariant, assert_same_weights
 from models import GeoTransformerConfig, GeoTransformerForEquivariantRegression
+from models.inputs_geo_transformer import PairGeometry
 
 B, T, LAYERS = 3, 5, 3
 
@@ -56,6 +57,7 @@ def padded_to_zero(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         dict(DYNAMICS, vector_inputs=None),
         dict(point_messages="signed", relative_point_values=True, vector_inputs=["velocity"]),
         dict(DYNAMICS, pair_scalar_messages=True),
+        dict(DYNAMICS, pair_scalar_messages=True, pair_vector_invariants=True),
     ],
     ids=[
         "signed",
@@ -64,6 +66,7 @@ def padded_to_zero(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         "no-vectors",
         "no-coordinate-updates",
         "scalar-messages",
+        "vector-invariants",
     ],
 )
 def test_phase_one_is_e3_equivariant(settings, dtype):
@@ -160,6 +163,36 @@ def test_pair_scalar_messages_against_a_loop():
     change = (outputs[0] - outputs[1]).abs()
     s = model.config.scalar_size
     assert change[..., :s].max() > 1e-6 and change[..., s:].max() == 0
+
+
+def test_pair_vector_invariants_against_a_loop():
+    """The pair MLP reads r_ij . v_i, r_ij . v_j and v_i . v_j (r_ij = x_j - x_i), computed per pair in a
+    loop; padded pairs read zeros, and the invariants change the messages."""
+    model = make(pair_vector_invariants=True)
+    batch = particles(torch.float64)
+    mask = batch["attention_mask"].bool()
+    inputs = model.model.inputs
+    points = inputs.center_points(batch["positions"], B, T, mask)[0]
+    vectors = inputs.vectors(batch["positions"], B, T, mask, torch.float64)
+    pairs = inputs.pair_geometry(points, mask, torch.float64, vectors)
+    x, v = points["position"], vectors["velocity"]
+    for b in range(B):
+        for i in range(T):
+            for j in range(T):
+                if not (mask[b, i] and mask[b, j]):
+                    assert pairs.invariants[b, i, j].abs().max() == 0
+                    continue
+                r = x[b, j] - x[b, i]
+                expected = torch.stack((r @ v[b, i], r @ v[b, j], v[b, i] @ v[b, j]))
+                torch.testing.assert_close(pairs.invariants[b, i, j], expected)
+    attention = model.model.layers[0].self_attn
+    scores = torch.randn(B, 4, T, T, dtype=torch.float64)
+    messages, _ = attention._signed_messages(scores, pairs, torch.zeros(B, T, model.config.scalar_size))
+    features = torch.cat((scores[0, :, 1, 2], pairs.basis[0, 1, 2], pairs.invariants[0, 1, 2]))
+    torch.testing.assert_close(messages[0, :, 1, 2], attention.pair_mlp(features) / (T - 1))
+    blind = PairGeometry(pairs.basis, pairs.offsets, pairs.neighbours, pairs.valid, 0 * pairs.invariants)
+    unseen, _ = attention._signed_messages(scores, blind, torch.zeros(B, T, model.config.scalar_size))
+    assert (messages - unseen).abs().max() > 1e-6
 
 
 def test_each_layer_reads_the_points_the_previous_one_moved():
@@ -265,6 +298,8 @@ def test_the_switch_keeps_the_function_and_phase_two_trains(tmp_path):
         ({"distance_bias": 0}, r"point_messages: 'signed' .* set one of them and distance_bias"),
         ({"coordinate_updates": False}, r"point_messages: 'signed' weighs"),
         ({"point_messages": "softmax", "pair_scalar_messages": True}, r"pair_scalar_messages: they are the"),
+        ({"pair_vector_invariants": True, "vector_inputs": None},
+         r"pair_vector_invariants: the pair MLP of point_messages='signed' reads them from the vector"),
         ({"point_messages": "softmax", "point_attributes": None, "distance_bias": 0},
          r"coordinate_updates: they move points; set point_attributes"),
         ({"vector_inputs": ["speed"]}, r"vector_inputs: 'speed' is not an s2 attribute"),

@@ -126,6 +126,20 @@ def test_egnn_is_e3_equivariant_and_permutation_equivariant(dtype):
     torch.testing.assert_close(model(x[:, order], v[:, order], q[:, order]), model(x, v, q)[:, order])
 
 
+def test_a_peer_with_a_weight_average_keeps_and_scores_the_average():
+    """``train_peer(..., ema_decay)``: the returned model is the average at its best evaluation, and its
+    validation MSE is that model's (one evaluation per epoch, the last one the best or not)."""
+    splits = {
+        k: make_split(n, seed) for k, n, seed in (("train", 40, 0), ("validation", 20, 1), ("test", 20, 2))
+    }
+    plain = field.train_peer(EGNN, splits, epochs=3, eval_every=1, log=False)
+    averaged = field.train_peer(EGNN, splits, epochs=3, eval_every=1, log=False, ema_decay=0.9)
+    assert averaged["validation_mse"] != plain["validation_mse"]
+    torch.testing.assert_close(
+        field.evaluate(averaged["model"], splits["validation"]), averaged["validation_mse"]
+    )
+
+
 def test_inertia_targets_and_the_equivariant_floor():
     """The inertia tensor against a loop; ModifiedInertia scales its third column by 1.3; an O(3) map's
     best error on the broken task (the closed form) equals a Monte Carlo rotation average's."""

@@ -16,6 +16,7 @@ x + f(tokens)), with and without random rotations of whole systems as augmentati
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -26,6 +27,7 @@ from torch import nn
 
 from benchmarks.published.nbody import INPUT_FRAME, SAMPLE_EVERY, Systems
 from geo_pe import quaternion
+from train.averaging import WeightAverage
 
 ONSET_STEP = INPUT_FRAME * SAMPLE_EVERY  # the field is switched on as the input frame is recorded
 MODES = {"onset": ONSET_STEP, "throughout": 0}
@@ -87,14 +89,16 @@ def train_peer(
     target: float | None = None,
     max_minutes: float | None = None,
     log: bool = True,
+    ema_decay: float = 0.0,
 ) -> dict:
     """Adam on the position MSE; the test MSE at the best validation evaluation, the model at that
     evaluation, the curve, and the wall time at which that test MSE first reached ``target``.
     ``augment`` turns every training system by a random rotation (positions, velocities and target
-    alike)."""
+    alike). ``ema_decay`` evaluates and keeps a moving average of the weights (the trainer's)."""
     torch.manual_seed(seed)
     model = make_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    average = WeightAverage(model, ema_decay) if ema_decay else None
     x, v, q, y = tensors(splits["train"])
     generator = torch.Generator().manual_seed(seed)
     best = {"validation": math.inf, "test": math.inf, "epoch": 0}
@@ -109,14 +113,17 @@ def train_peer(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if average is not None:
+                average.update()
         seconds = time.perf_counter() - started
         out_of_time = max_minutes is not None and seconds > 60 * max_minutes
         if epoch % eval_every and epoch != epochs and not out_of_time:
             continue
-        validation = evaluate(model, splits["validation"])
-        if validation < best["validation"]:
-            best = {"epoch": epoch, "validation": validation, "test": evaluate(model, splits["test"])}
-            best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+        with average.applied() if average is not None else contextlib.nullcontext():
+            validation = evaluate(model, splits["validation"])
+            if validation < best["validation"]:
+                best = {"epoch": epoch, "validation": validation, "test": evaluate(model, splits["test"])}
+                best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
         curve.append({"epoch": epoch, "seconds": round(seconds, 1), "validation": validation,
                       "best_test": best["test"]})  # fmt: skip
         if reached is None and target is not None and best["test"] <= target:

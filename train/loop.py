@@ -360,6 +360,8 @@ class Trainer:
             batch = self.task.resample_orientation(
                 batch, step_generator(args.seed, state.global_step, 2 * acc.process_index + 3)
             )
+        if self.task.augments_training_batches:  # the task's own symmetries (e.g. a global sign flip)
+            batch = self.task.training_batch(batch, step_generator(args.seed, state.global_step, 0))
         inputs, labels = self.task.inputs(batch)
         # the task's data were checked when they were built (train.checks): value checks in the step would
         # only cost a host sync each (and a graph break under --compile)

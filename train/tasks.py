@@ -102,6 +102,16 @@ class Task:
         raise NotImplementedError
 
     @property
+    def augments_training_batches(self) -> bool:
+        """Whether `training_batch` changes training batches (the task's own data symmetries)."""
+        return False
+
+    def training_batch(self, batch: dict, generator: torch.Generator) -> dict:
+        """A collated training ``batch`` after the task's own label-preserving transformations, drawn
+        from ``generator`` (the dataset task's ``sign_symmetric_features``); unchanged by default."""
+        return batch
+
+    @property
     def resamples_orientation(self) -> bool:
         """Whether the task implements `resample_orientation` (``in_range_augmentation``)."""
         return type(self).resample_orientation is not Task.resample_orientation

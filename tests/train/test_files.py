@@ -421,3 +421,35 @@ def test_a_small_split_of_equal_rows_is_held_as_tensors_with_the_same_batches(tm
     for key in ("features", "attention_mask", "labels"):
         assert torch.equal(held[key], read[key]), key
     assert torch.equal(held["positions"]["direction"], read["positions"]["direction"])
+
+
+def test_sign_symmetric_features_flip_together_in_a_random_half_of_the_training_batches(
+    particle_files, tmp_path, monkeypatch
+):
+    """Each example's charge column is negated or kept by one coin (the generator's), the other
+    features, the positions and the labels never change; the trainer flips every training batch."""
+    from train.files import FileDataset
+
+    config = load_config(
+        particle_args(particle_files, tmp_path / "run", "--sign_symmetric_features", "charge")
+    )
+    task = config.make_task()
+    build_model(config, task)
+    batch = task.split(task.build()["train"])[torch.arange(64)]
+    flipped = task.training_batch(batch, torch.Generator().manual_seed(3))
+    coins = torch.randint(0, 2, (64, 1, 1), generator=torch.Generator().manual_seed(3)).bool()[:, 0, 0]
+    charge, speed = flipped["features"][..., 0], flipped["features"][..., 1]
+    torch.testing.assert_close(charge[coins], -batch["features"][coins][..., 0], rtol=0, atol=0)
+    torch.testing.assert_close(charge[~coins], batch["features"][~coins][..., 0], rtol=0, atol=0)
+    assert 0 < int(coins.sum()) < 64 and torch.equal(speed, batch["features"][..., 1])
+    assert torch.equal(flipped["labels"], batch["labels"])
+    assert all(torch.equal(flipped["positions"][k], v) for k, v in batch["positions"].items())
+    calls = []
+    original = FileDataset.training_batch
+    monkeypatch.setattr(
+        FileDataset, "training_batch", lambda self, b, g: calls.append(1) or original(self, b, g)
+    )
+    train(config)
+    assert len(calls) == 8  # every training step of both phases, no evaluation batch
+    with pytest.raises(ConfigError, match=r"sign_symmetric_features: 'mass' is not a mapped feature column"):
+        load_config(particle_args(particle_files, tmp_path / "bad", "--sign_symmetric_features", "mass"))

@@ -59,6 +59,7 @@ class FileDataset(Task):
         id_column: str | None = None
         fixed_length: int | None = None
         skip_bad_rows: bool = False
+        sign_symmetric_features: list[str] | None = None
 
         def __post_init__(self):
             for name in ("features", "sequence_features"):  # one column may be given as a string
@@ -95,6 +96,15 @@ class FileDataset(Task):
                 )
             if self.target_kind == "position" and not self.positions:
                 raise ConfigError("target_kind: position outputs move with a mapped position attribute")
+            if isinstance(self.sign_symmetric_features, str):
+                self.sign_symmetric_features = [self.sign_symmetric_features]
+            mapped = (self.features or []) + (self.sequence_features or [])
+            for name in self.sign_symmetric_features or []:
+                if name not in mapped:
+                    raise ConfigError(
+                        f"sign_symmetric_features: {name!r} is not a mapped feature column (features and "
+                        f"sequence_features map {mapped})"
+                    )
 
     def __init__(self, options: Options):
         super().__init__(options)
@@ -167,6 +177,28 @@ class FileDataset(Task):
         if o.target_kind == "class" and self._num_labels is None:
             self._num_labels = self._column_max(o.target, o.target_level == "token", "target") + 1
         return tables
+
+    @property
+    def augments_training_batches(self) -> bool:
+        return bool(self.options.sign_symmetric_features)
+
+    def training_batch(self, batch: dict, generator: torch.Generator) -> dict:
+        """``sign_symmetric_features``: the columns' signs flipped together in a random half of the
+        examples (one coin per example from ``generator``); the labels stay (the flip is a symmetry)."""
+        o = self.options
+        if not o.sign_symmetric_features:
+            return batch
+        channels, start = [], 0
+        for name in (o.features or []) + (o.sequence_features or []):
+            if name in o.sign_symmetric_features:
+                channels += range(start, start + self._widths[name])
+            start += self._widths[name]
+        features = batch["features"]
+        coins = torch.randint(0, 2, (features.shape[0], 1, 1), generator=generator).to(features.device)
+        signs = torch.ones(features.shape[-1], dtype=features.dtype, device=features.device)
+        signs[channels] = -1.0
+        flipped = torch.where(coins.bool(), features * signs, features)
+        return {**batch, "features": flipped}
 
     def _column_max(self, name: str, per_token: bool, key: str) -> int:
         path, train = self.open()["train"]

@@ -26,14 +26,16 @@ class PairGeometry:
     radial functions of their distances, ``offsets`` {point attribute: (B, T, T, 3)}, x_j - x_i in
     D_1's (y, z, x) component order, and ``neighbours`` (B, 1, 1, 1), the other valid tokens of each
     set (at least 1), over which signed messages are averaged, ``valid`` (B, T, T), 1 on the pairs of
-    two different valid tokens, and ``invariants`` (B, T, T, 3 x vectors), the pairs' r_ij . v_i,
-    r_ij . v_j and v_i . v_j of each input vector (``pair_vector_invariants``)."""
+    two different valid tokens, ``invariants`` (B, T, T, 3 x vectors), the pairs' r_ij . v_i,
+    r_ij . v_j and v_i . v_j of each input vector (``pair_vector_invariants``), and ``vector_offsets``
+    {input vector: (B, T, T, 3)}, v_j - v_i in Cartesian order (``pair_vector_messages``)."""
 
     basis: torch.Tensor | None = None
     offsets: dict[str, torch.Tensor] | None = None
     neighbours: torch.Tensor | None = None
     valid: torch.Tensor | None = None
     invariants: torch.Tensor | None = None
+    vector_offsets: dict[str, torch.Tensor] | None = None
 
 
 class GeoTransformerInputs:
@@ -156,7 +158,13 @@ class GeoTransformerInputs:
                 if mask is not None:
                     offset = offset * (mask[:, :, None] & mask[:, None, :])[..., None].to(offset.dtype)
                 offsets[attr] = offset
-        return PairGeometry(basis, offsets, neighbours, valid, invariants)
+        vector_offsets = None
+        if c.pair_vector_messages:  # the vectors are zero on padding, so padded pairs carry nothing
+            vector_offsets = {name: vectors[name][:, None, :] - vectors[name][:, :, None] for name in vectors}
+            if mask is not None:
+                pair_mask = (mask[:, :, None] & mask[:, None, :])[..., None]
+                vector_offsets = {k: d * pair_mask.to(d.dtype) for k, d in vector_offsets.items()}
+        return PairGeometry(basis, offsets, neighbours, valid, invariants, vector_offsets)
 
     def pair_vector_invariants(
         self, x: torch.Tensor, vectors: dict[str, torch.Tensor], mask: torch.Tensor | None

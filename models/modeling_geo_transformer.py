@@ -307,6 +307,11 @@ class GeoAttention(nn.Module):
             if config.coordinate_updates
             else {}
         )
+        self.vector_message_proj = nn.ModuleDict(
+            {v: CoordinateStep(self.num_heads, 1, bias=False) for v in config.vector_inputs or []}
+            if config.pair_vector_messages
+            else {}
+        )
 
     def _on_relative_heads(self, apply, x: torch.Tensor, enc) -> torch.Tensor:
         """``apply(x, enc)`` on the heads made of scalars; the other heads pass unchanged."""
@@ -420,7 +425,7 @@ class GeoAttention(nn.Module):
                 pooled = (pair_hidden * pairs.valid[..., None]).sum(2) / pairs.neighbours[:, 0]
                 to_scalars = self.pair_to_scalars(pooled)
                 out = out + F.pad(to_scalars, (0, out.shape[-1] - to_scalars.shape[-1]))
-            steps = self._coordinate_steps(messages, pairs.offsets)
+            steps = self._coordinate_steps(messages, pairs.offsets, pairs.vector_offsets)
         return out, weights, steps
 
     def _signed_messages(
@@ -443,14 +448,24 @@ class GeoAttention(nn.Module):
         coefficients = last(hidden).permute(0, 3, 1, 2)  # (B, heads, T, T)
         return coefficients / pairs.neighbours.to(coefficients.dtype), hidden
 
-    def _coordinate_steps(self, messages: torch.Tensor, offsets: dict[str, torch.Tensor]) -> dict:
+    def _coordinate_steps(
+        self,
+        messages: torch.Tensor,
+        offsets: dict[str, torch.Tensor],
+        vector_offsets: dict[str, torch.Tensor] | None = None,
+    ) -> dict:
         """{point attribute: (B, T, 3)}: sum_j c_ij (x_j - x_i), c_ij the heads' pair weights mixed by a
-        linear map per layer; Cartesian (x, y, z). Offsets are zero on padded pairs."""
+        linear map per layer, plus sum_j e_ij (v_j - v_i) for each of ``vector_offsets`` (Cartesian,
+        ``pair_vector_messages``); Cartesian (x, y, z). Offsets are zero on padded pairs."""
         steps = {}
+        pair_weights = messages.permute(0, 2, 3, 1)  # (B, T, T, heads)
+        moved = 0
+        for name, proj in self.vector_message_proj.items():
+            moved = moved + (proj(pair_weights) * vector_offsets[name].to(messages.dtype)).sum(2)
         for attribute, proj in self.coordinate_proj.items():
             offset = offsets[attribute].to(messages.dtype)  # (B, T, T, 3), (y, z, x)
-            coefficients = proj(messages.permute(0, 2, 3, 1))  # (B, T, T, 1)
-            steps[attribute] = (coefficients * offset).sum(2)[..., list(CARTESIAN_FROM_DEGREE_1)]
+            coefficients = proj(pair_weights)  # (B, T, T, 1)
+            steps[attribute] = (coefficients * offset).sum(2)[..., list(CARTESIAN_FROM_DEGREE_1)] + moved
         return steps
 
     def _point_values(self, weights: torch.Tensor, offsets: dict[str, torch.Tensor]) -> torch.Tensor:

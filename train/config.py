@@ -156,6 +156,11 @@ class ModelArguments:
         "with point_messages signed and vector_inputs: the pair MLP also reads r_ij . v_i, r_ij . v_j and"
         " v_i . v_j of each input vector (how fast two particles approach)",
     )
+    pair_vector_messages: bool = _model_arg(
+        "pair_vector_messages",
+        "with coordinate_updates and vector_inputs: each layer also moves x_i by sum_j e_ij (v_j - v_i), e_ij"
+        " the heads' pair weights mixed by a map of its own",
+    )
     coordinate_updates: bool = _model_arg(
         "coordinate_updates",
         "every layer moves the point attributes by its pair messages and phi_v(s) v, and the next layer"

@@ -58,6 +58,7 @@ def padded_to_zero(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         dict(point_messages="signed", relative_point_values=True, vector_inputs=["velocity"]),
         dict(DYNAMICS, pair_scalar_messages=True),
         dict(DYNAMICS, pair_scalar_messages=True, pair_vector_invariants=True),
+        dict(DYNAMICS, pair_vector_messages=True),
     ],
     ids=[
         "signed",
@@ -67,6 +68,7 @@ def padded_to_zero(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         "no-coordinate-updates",
         "scalar-messages",
         "vector-invariants",
+        "vector-messages",
     ],
 )
 def test_phase_one_is_e3_equivariant(settings, dtype):
@@ -195,6 +197,32 @@ def test_pair_vector_invariants_against_a_loop():
     assert (messages - unseen).abs().max() > 1e-6
 
 
+def test_pair_vector_messages_against_a_loop():
+    """The step adds sum_j (sum_h u_h c_ij^h) (v_j - v_i) over the valid particles, u the layer's own
+    mix of the heads; padded particles add nothing."""
+    model = make(pair_vector_messages=True)
+    batch = particles(torch.float64)
+    mask = batch["attention_mask"].bool()
+    inputs = model.model.inputs
+    points = inputs.center_points(batch["positions"], B, T, mask)[0]
+    vectors = inputs.vectors(batch["positions"], B, T, mask, torch.float64)
+    pairs = inputs.pair_geometry(points, mask, torch.float64, vectors)
+    attention = model.model.layers[0].self_attn
+    with torch.no_grad():  # a mix large enough to see
+        attention.vector_message_proj["velocity"].weight.normal_()
+    messages = torch.randn(B, 4, T, T, dtype=torch.float64)
+    steps = attention._coordinate_steps(messages, pairs.offsets, pairs.vector_offsets)["position"]
+    still = {name: torch.zeros_like(d) for name, d in pairs.vector_offsets.items()}
+    without = attention._coordinate_steps(messages, pairs.offsets, still)["position"]
+    mix = attention.vector_message_proj["velocity"].weight[0]
+    v = vectors["velocity"]
+    for b in range(B):
+        valid = int(mask[b].sum())
+        for i in range(valid):
+            expected = sum((mix * messages[b, :, i, j]).sum() * (v[b, j] - v[b, i]) for j in range(valid))
+            torch.testing.assert_close(steps[b, i] - without[b, i], expected)
+
+
 def test_each_layer_reads_the_points_the_previous_one_moved():
     """Layer l's pair geometry is that of the points after the steps of layers 0 .. l-1, and the model's
     displacements are the sum of all the steps."""
@@ -298,6 +326,8 @@ def test_the_switch_keeps_the_function_and_phase_two_trains(tmp_path):
         ({"distance_bias": 0}, r"point_messages: 'signed' .* set one of them and distance_bias"),
         ({"coordinate_updates": False}, r"point_messages: 'signed' weighs"),
         ({"point_messages": "softmax", "pair_scalar_messages": True}, r"pair_scalar_messages: they are the"),
+        ({"pair_vector_messages": True, "coordinate_updates": False, "relative_point_values": True},
+         r"pair_vector_messages: they move the points by the input vectors' differences"),
         ({"pair_vector_invariants": True, "vector_inputs": None},
          r"pair_vector_invariants: the pair MLP of point_messages='signed' reads them from the vector"),
         ({"point_messages": "softmax", "point_attributes": None, "distance_bias": 0},

@@ -96,6 +96,15 @@ class GeoTransformerConfig(PreTrainedConfig):
             scalars, and each token's scalars receive the mean of its hidden pair messages over the other
             tokens: EGNN's edge function phi_e(s_i, s_j, |x_i - x_j|, logits) and node update, beside
             attention's own messages. Invariant inputs only, so equivariant in every phase.
+        pair_vector_invariants: with ``point_messages="signed"`` and ``vector_inputs``, the pair MLP
+            also reads, for each input vector v, the pair's invariants r_ij . v_i, r_ij . v_j and
+            v_i . v_j (r_ij = x_j - x_i of the first point attribute, recomputed from the moved points
+            in every layer): whether and how fast two particles approach, which EGNN's messages can only
+            rebuild over several layers. Invariants only, so equivariant in every phase.
+        pair_vector_messages: with ``coordinate_updates`` and ``vector_inputs``, each layer's step also
+            moves x_i by sum_j e_ij (v_j - v_i) for each input vector v, e_ij the heads' pair weights
+            mixed by a linear map of its own: the separation a pair will have, not only the one it has,
+            steers the step (the force on i turns as both particles move). Equivariant in every phase.
         coordinate_updates: every layer moves the point attributes, x_i <- x_i + sum_j c_ij (x_j - x_i)
             + sum_v phi_v(s_i) v_i, with c_ij the pair weights of ``point_messages`` mixed over heads,
             v the ``vector_inputs`` and phi_v an MLP on the token's scalars s_i; the next layer's pair
@@ -159,6 +168,8 @@ class GeoTransformerConfig(PreTrainedConfig):
         relative_point_values: bool = False,
         point_messages: str = "softmax",
         pair_scalar_messages: bool = False,
+        pair_vector_invariants: bool = False,
+        pair_vector_messages: bool = False,
         coordinate_updates: bool = False,
         vector_inputs: list[str] | None = None,
         moment_readout: list[str] | None = None,
@@ -195,6 +206,8 @@ class GeoTransformerConfig(PreTrainedConfig):
         self.relative_point_values = relative_point_values
         self.point_messages, self.coordinate_updates = point_messages, coordinate_updates
         self.pair_scalar_messages = pair_scalar_messages
+        self.pair_vector_invariants = pair_vector_invariants
+        self.pair_vector_messages = pair_vector_messages
         self.vector_inputs = list(vector_inputs) if vector_inputs else None
         self.moment_readout = list(moment_readout) if moment_readout else None
         self.shared_rotations = [list(group) for group in shared_rotations] if shared_rotations else None
@@ -364,6 +377,16 @@ class GeoTransformerConfig(PreTrainedConfig):
             )
         if self.pair_scalar_messages and self.point_messages != "signed":
             raise ValueError("pair_scalar_messages: they are the hidden messages of point_messages='signed'")
+        if self.pair_vector_invariants and (self.point_messages != "signed" or not self.vector_inputs):
+            raise ValueError(
+                "pair_vector_invariants: the pair MLP of point_messages='signed' reads them from the "
+                "vector_inputs; set both"
+            )
+        if self.pair_vector_messages and not (self.coordinate_updates and self.vector_inputs):
+            raise ValueError(
+                "pair_vector_messages: they move the points by the input vectors' differences; set "
+                "coordinate_updates and vector_inputs"
+            )
         if self.coordinate_updates and not self.point_attributes:
             raise ValueError("coordinate_updates: they move points; set point_attributes")
         points = self.point_attributes or []

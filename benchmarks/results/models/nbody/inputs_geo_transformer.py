@@ -25,13 +25,17 @@ class PairGeometry:
     """What attention reads about token pairs (self-attention only): ``basis`` (B, T, T, features), the
     radial functions of their distances, ``offsets`` {point attribute: (B, T, T, 3)}, x_j - x_i in
     D_1's (y, z, x) component order, and ``neighbours`` (B, 1, 1, 1), the other valid tokens of each
-    set (at least 1), over which signed messages are averaged, and ``valid`` (B, T, T), 1 on the pairs of
-    two different valid tokens."""
+    set (at least 1), over which signed messages are averaged, ``valid`` (B, T, T), 1 on the pairs of
+    two different valid tokens, ``invariants`` (B, T, T, 3 x vectors), the pairs' r_ij . v_i,
+    r_ij . v_j and v_i . v_j of each input vector (``pair_vector_invariants``), and ``vector_offsets``
+    {input vector: (B, T, T, 3)}, v_j - v_i in Cartesian order (``pair_vector_messages``)."""
 
     basis: torch.Tensor | None = None
     offsets: dict[str, torch.Tensor] | None = None
     neighbours: torch.Tensor | None = None
     valid: torch.Tensor | None = None
+    invariants: torch.Tensor | None = None
+    vector_offsets: dict[str, torch.Tensor] | None = None
 
 
 class GeoTransformerInputs:
@@ -119,13 +123,24 @@ class GeoTransformerInputs:
             cache[key] = neutral.to(device=like.device, dtype=like.dtype)
         return cache[key]
 
-    def pair_geometry(self, positions: dict, mask: torch.Tensor | None, dtype: torch.dtype) -> PairGeometry:
+    def pair_geometry(
+        self,
+        positions: dict,
+        mask: torch.Tensor | None,
+        dtype: torch.dtype,
+        vectors: dict[str, torch.Tensor] | None = None,
+    ) -> PairGeometry:
         """The `PairGeometry` attention reads: radial functions (``distance_bias``, in ``dtype``) and
         offsets x_j - x_i (``relative_point_values``, ``coordinate_updates``; in D_1's (y, z, x) order,
-        zero on padded pairs) of the centred points; once per forward, or once per layer where the
+        zero on padded pairs) of the centred points, and with ``pair_vector_invariants`` the pairs'
+        products with ``vectors`` {name: (B, T, 3)}; once per forward, or once per layer where the
         layers move the points."""
         c = self.config
         basis = self.pair_distance_basis(positions, mask).to(dtype) if c.distance_bias else None
+        invariants = None
+        if c.pair_vector_invariants:
+            points = positions[c.point_attributes[0]]
+            invariants = self.pair_vector_invariants(points, vectors, mask).to(dtype)
         offsets = neighbours = valid = None
         if c.relative_point_values or c.coordinate_updates:
             x = positions[c.point_attributes[0]]
@@ -143,7 +158,32 @@ class GeoTransformerInputs:
                 if mask is not None:
                     offset = offset * (mask[:, :, None] & mask[:, None, :])[..., None].to(offset.dtype)
                 offsets[attr] = offset
-        return PairGeometry(basis, offsets, neighbours, valid)
+        vector_offsets = None
+        if c.pair_vector_messages:  # the vectors are zero on padding, so padded pairs carry nothing
+            vector_offsets = {name: vectors[name][:, None, :] - vectors[name][:, :, None] for name in vectors}
+            if mask is not None:
+                pair_mask = (mask[:, :, None] & mask[:, None, :])[..., None]
+                vector_offsets = {k: d * pair_mask.to(d.dtype) for k, d in vector_offsets.items()}
+        return PairGeometry(basis, offsets, neighbours, valid, invariants, vector_offsets)
+
+    def pair_vector_invariants(
+        self, x: torch.Tensor, vectors: dict[str, torch.Tensor], mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``(B, T, T, 3 x vectors)``: r_ij . v_i, r_ij . v_j and v_i . v_j for the points ``x`` (B, T, 3)
+        (r_ij = x_j - x_i) and each of ``vectors`` (zero on padding); zero on padded pairs."""
+        r = x[:, None, :] - x[:, :, None]  # (B, T, T, 3): [b, i, j] = x_j - x_i
+        features = []
+        for name in self.config.vector_inputs:
+            v = vectors[name].to(r.dtype)
+            features += [
+                torch.einsum("bijc,bic->bij", r, v),
+                torch.einsum("bijc,bjc->bij", r, v),
+                v @ v.transpose(1, 2),
+            ]
+        invariants = torch.stack(features, dim=-1)
+        if mask is not None:
+            invariants = invariants * (mask[:, :, None] & mask[:, None, :])[..., None].to(invariants.dtype)
+        return invariants
 
     def pair_distance_basis(self, positions: dict, mask: torch.Tensor | None) -> torch.Tensor:
         """``(B, T, T, points x distance_bias)``: Gaussian radial functions of |x_i - x_j| for each point

@@ -289,8 +289,11 @@ class GeoAttention(nn.Module):
         self.pair_mlp = None
         if config.point_messages == "signed":
             width = config.scalar_size
+            invariants = 3 * len(config.vector_inputs or []) if config.pair_vector_invariants else 0
             self.pair_mlp = nn.Sequential(
-                nn.Linear(self.num_heads + pair_features, width), nn.SiLU(), nn.Linear(width, self.num_heads)
+                nn.Linear(self.num_heads + pair_features + invariants, width),
+                nn.SiLU(),
+                nn.Linear(width, self.num_heads),
             )
         # EGNN's edge and node messages: the pair MLP also reads both tokens' scalars, and the scalars
         # receive the mean of its hidden pair messages m_ij over the other tokens
@@ -302,6 +305,11 @@ class GeoAttention(nn.Module):
         self.coordinate_proj = nn.ModuleDict(
             {a: CoordinateStep(self.num_heads, 1, bias=False) for a in config.point_attributes or []}
             if config.coordinate_updates
+            else {}
+        )
+        self.vector_message_proj = nn.ModuleDict(
+            {v: CoordinateStep(self.num_heads, 1, bias=False) for v in config.vector_inputs or []}
+            if config.pair_vector_messages
             else {}
         )
 
@@ -417,16 +425,20 @@ class GeoAttention(nn.Module):
                 pooled = (pair_hidden * pairs.valid[..., None]).sum(2) / pairs.neighbours[:, 0]
                 to_scalars = self.pair_to_scalars(pooled)
                 out = out + F.pad(to_scalars, (0, out.shape[-1] - to_scalars.shape[-1]))
-            steps = self._coordinate_steps(messages, pairs.offsets)
+            steps = self._coordinate_steps(messages, pairs.offsets, pairs.vector_offsets)
         return out, weights, steps
 
     def _signed_messages(
         self, scores: torch.Tensor, pairs: PairGeometry, scalars: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, heads, T, T)``: EGNN's pair weights phi_x(m_ij), an MLP on the pair's logits (every head)
-        and radial functions (with ``pair_scalar_messages`` also on both tokens' ``scalars`` (B, T, s)),
-        divided by the set's other tokens; and the MLP's hidden pair messages m_ij (B, T, T, width)."""
-        features = torch.cat((scores.permute(0, 2, 3, 1), pairs.basis.to(scores.dtype)), dim=-1)
+        and radial functions (with ``pair_scalar_messages`` also on both tokens' ``scalars`` (B, T, s),
+        with ``pair_vector_invariants`` on the pairs' products with the input vectors), divided by the
+        set's other tokens; and the MLP's hidden pair messages m_ij (B, T, T, width)."""
+        features = [scores.permute(0, 2, 3, 1), pairs.basis.to(scores.dtype)]
+        if pairs.invariants is not None:
+            features.append(pairs.invariants.to(scores.dtype))
+        features = torch.cat(features, dim=-1)
         first, activation, last = self.pair_mlp
         pre = first(features)
         if self.pair_nodes is not None:  # W [s_i; s_j] as two products per token, not one per pair
@@ -436,14 +448,24 @@ class GeoAttention(nn.Module):
         coefficients = last(hidden).permute(0, 3, 1, 2)  # (B, heads, T, T)
         return coefficients / pairs.neighbours.to(coefficients.dtype), hidden
 
-    def _coordinate_steps(self, messages: torch.Tensor, offsets: dict[str, torch.Tensor]) -> dict:
+    def _coordinate_steps(
+        self,
+        messages: torch.Tensor,
+        offsets: dict[str, torch.Tensor],
+        vector_offsets: dict[str, torch.Tensor] | None = None,
+    ) -> dict:
         """{point attribute: (B, T, 3)}: sum_j c_ij (x_j - x_i), c_ij the heads' pair weights mixed by a
-        linear map per layer; Cartesian (x, y, z). Offsets are zero on padded pairs."""
+        linear map per layer, plus sum_j e_ij (v_j - v_i) for each of ``vector_offsets`` (Cartesian,
+        ``pair_vector_messages``); Cartesian (x, y, z). Offsets are zero on padded pairs."""
         steps = {}
+        pair_weights = messages.permute(0, 2, 3, 1)  # (B, T, T, heads)
+        moved = 0
+        for name, proj in self.vector_message_proj.items():
+            moved = moved + (proj(pair_weights) * vector_offsets[name].to(messages.dtype)).sum(2)
         for attribute, proj in self.coordinate_proj.items():
             offset = offsets[attribute].to(messages.dtype)  # (B, T, T, 3), (y, z, x)
-            coefficients = proj(messages.permute(0, 2, 3, 1))  # (B, T, T, 1)
-            steps[attribute] = (coefficients * offset).sum(2)[..., list(CARTESIAN_FROM_DEGREE_1)]
+            coefficients = proj(pair_weights)  # (B, T, T, 1)
+            steps[attribute] = (coefficients * offset).sum(2)[..., list(CARTESIAN_FROM_DEGREE_1)] + moved
         return steps
 
     def _point_values(self, weights: torch.Tensor, offsets: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -821,7 +843,7 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
                         "memory: distance_bias and relative_point_values are defined between the model's own "
                         "tokens only"
                     )
-                pairs = self.inputs.pair_geometry(positions, mask, self.dtype)
+                pairs = self.inputs.pair_geometry(positions, mask, self.dtype, vectors)
             start = {a: positions[a].to(self.dtype) for a in points}  # the centred points
             moving = start
             distances = self.embed_distances(distances.to(self.embed_distances.weight.dtype))
@@ -874,7 +896,7 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
             if steps:  # coordinate_updates: move the points, and the next layer reads their new geometry
                 moving = {a: moving[a] + steps[a] for a in points}
                 if layer is not self.layers[-1]:
-                    pairs = self.inputs.pair_geometry(moving, mask, self.dtype)
+                    pairs = self.inputs.pair_geometry(moving, mask, self.dtype, vectors)
             if output_hidden_states:
                 hidden_states += (x,)
             if output_attentions:

@@ -277,6 +277,10 @@ def test_the_nbody_runner_caches_each_seed_and_its_wall_time_budget(tmp_path):
     assert len(json.loads((tmp_path / "nbody_quick.json").read_text())["egnn"][0]["curve"]) == 1
     assert main([*args, "--run-seeds", "3", "--skip-egnn"]) == 0  # no cached run for seed 3: none trained
     assert json.loads((tmp_path / "nbody_quick.json").read_text())["egnn"] == []
+    assert main([*args, "--egnn-ema-decay", "0.9"]) == 0  # the control: EGNN with a weight average
+    result = json.loads((tmp_path / "nbody_quick.json").read_text())
+    (control,) = result["egnn_ema"]
+    assert control["ema_decay"] == 0.9 and control["test_mse"] != result["egnn"][0]["test_mse"]
 
 
 @pytest.mark.parametrize("text", ["", "1,1", "-1", "0,a"])

@@ -413,6 +413,11 @@ def write_report(folder: Path, suffix: str = "", results: Path = RESULTS) -> dic
         if egnn_fresh:
             summary["nbody_egnn_fresh_mse"] = statistics.fmean(egnn_fresh)
             lines.append(f"| EGNN (ours), on the same fresh systems | {_mse(egnn_fresh)} |")
+        controls = nbody.get("egnn_ema", [])
+        if controls:
+            label = (f"EGNN (ours) with the geo transformer's weight average {controls[0]['ema_decay']} "
+                     f"(a control; {max(r['epochs_run'] for r in controls)} epochs)")  # fmt: skip
+            lines.append(f"| {label} | {_mse([r['test_mse'] for r in controls])} |")
         epochs = geo_epochs(nbody["sizes"]["train"])
         equal = [_best_within(r["curve"], epochs) for r in nbody["egnn"] if r.get("curve")]
         if equal and all(v is not None for v in equal):

@@ -435,6 +435,10 @@ def write_report(folder: Path, suffix: str = "", results: Path = RESULTS) -> dic
         summary["field_geo_best_or_tied_cells"] = f"{wins}/{cells}"
         lines += [f"Two-phase is best or tied (within the two spreads over seeds combined) in {wins} of the "
                   f"{cells} onset cells.", ""]  # fmt: skip
+        control_wins, controls = field_best_or_tied(field, "throughout")
+        if controls:
+            lines += [f"In the control cells (the field acting throughout) it is best or tied in "
+                      f"{control_wins} of {controls}.", ""]  # fmt: skip
     if inertia is not None:
         lines += ["## Inertia (EMLP) and ModifiedInertia (RPP)", "", "| task | method | test MSE |",
                   "| --- | --- | --- |"]  # fmt: skip

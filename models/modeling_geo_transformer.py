@@ -896,7 +896,7 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
             if steps:  # coordinate_updates: move the points, and the next layer reads their new geometry
                 moving = {a: moving[a] + steps[a] for a in points}
                 if layer is not self.layers[-1]:
-                    pairs = self.inputs.pair_geometry(moving, mask, self.dtype, vectors)
+                    pairs = self.inputs.pair_geometry(moving, mask, self.dtype, vectors, pairs)
             if output_hidden_states:
                 hidden_states += (x,)
             if output_attentions:

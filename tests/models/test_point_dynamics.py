@@ -221,6 +221,12 @@ def test_pair_vector_messages_against_a_loop():
         for i in range(valid):
             expected = sum((mix * messages[b, :, i, j]).sum() * (v[b, j] - v[b, i]) for j in range(valid))
             torch.testing.assert_close(steps[b, i] - without[b, i], expected)
+    # a later layer's geometry (moved points) keeps the input vectors' differences: they never move
+    moved = {name: x + 0.5 for name, x in points.items()}
+    carried = inputs.pair_geometry(moved, mask, torch.float64, vectors, pairs)
+    fresh = inputs.pair_geometry(moved, mask, torch.float64, vectors)
+    assert carried.vector_offsets is pairs.vector_offsets
+    assert torch.equal(carried.vector_offsets["velocity"], fresh.vector_offsets["velocity"])
 
 
 def test_each_layer_reads_the_points_the_previous_one_moved():

@@ -117,6 +117,7 @@ class FileDataset(Task):
         }.get((o.target_kind, o.target_level), GeoTransformerForEquivariantRegression)
         self._tables: dict[str, tuple[str, Dataset]] | None = None
         self._widths: dict[str, int] = {}
+        self._flip_channels: list[int] | None = None
         self._spaces: dict | None = None
         self._shared: list[list[str]] = []
         self._points: list[str] = []
@@ -185,20 +186,25 @@ class FileDataset(Task):
     def training_batch(self, batch: dict, generator: torch.Generator) -> dict:
         """``sign_symmetric_features``: the columns' signs flipped together in a random half of the
         examples (one coin per example from ``generator``); the labels stay (the flip is a symmetry)."""
-        o = self.options
-        if not o.sign_symmetric_features:
+        if not self.options.sign_symmetric_features:
             return batch
-        channels, start = [], 0
-        for name in (o.features or []) + (o.sequence_features or []):
-            if name in o.sign_symmetric_features:
-                channels += range(start, start + self._widths[name])
-            start += self._widths[name]
         features = batch["features"]
         coins = torch.randint(0, 2, (features.shape[0], 1, 1), generator=generator).to(features.device)
         signs = torch.ones(features.shape[-1], dtype=features.dtype, device=features.device)
-        signs[channels] = -1.0
+        signs[self._sign_symmetric_channels()] = -1.0
         flipped = torch.where(coins.bool(), features * signs, features)
         return {**batch, "features": flipped}
+
+    def _sign_symmetric_channels(self) -> list[int]:
+        """The feature channels of ``sign_symmetric_features``, found once from the column widths."""
+        if self._flip_channels is None:
+            o, channels, start = self.options, [], 0
+            for name in (o.features or []) + (o.sequence_features or []):
+                if name in o.sign_symmetric_features:
+                    channels += range(start, start + self._widths[name])
+                start += self._widths[name]
+            self._flip_channels = channels
+        return self._flip_channels
 
     def _column_max(self, name: str, per_token: bool, key: str) -> int:
         path, train = self.open()["train"]

@@ -129,18 +129,16 @@ class GeoTransformerInputs:
         mask: torch.Tensor | None,
         dtype: torch.dtype,
         vectors: dict[str, torch.Tensor] | None = None,
+        previous: PairGeometry | None = None,
     ) -> PairGeometry:
         """The `PairGeometry` attention reads: radial functions (``distance_bias``, in ``dtype``) and
         offsets x_j - x_i (``relative_point_values``, ``coordinate_updates``; in D_1's (y, z, x) order,
         zero on padded pairs) of the centred points, and with ``pair_vector_invariants`` the pairs'
         products with ``vectors`` {name: (B, T, 3)}; once per forward, or once per layer where the
-        layers move the points."""
+        layers move the points. ``previous``: the geometry of the layer before, whose ``vector_offsets``
+        are kept (the input vectors do not move)."""
         c = self.config
         basis = self.pair_distance_basis(positions, mask).to(dtype) if c.distance_bias else None
-        invariants = None
-        if c.pair_vector_invariants:
-            points = positions[c.point_attributes[0]]
-            invariants = self.pair_vector_invariants(points, vectors, mask).to(dtype)
         offsets = neighbours = valid = None
         if c.relative_point_values or c.coordinate_updates:
             x = positions[c.point_attributes[0]]
@@ -158,8 +156,14 @@ class GeoTransformerInputs:
                 if mask is not None:
                     offset = offset * (mask[:, :, None] & mask[:, None, :])[..., None].to(offset.dtype)
                 offsets[attr] = offset
-        vector_offsets = None
-        if c.pair_vector_messages:  # the vectors are zero on padding, so padded pairs carry nothing
+        invariants = None
+        if c.pair_vector_invariants:
+            attr = c.point_attributes[0]
+            # x_j - x_i back in Cartesian order from D_1's (y, z, x), where the offsets are built anyway
+            r = offsets[attr][..., [2, 0, 1]] if offsets else None
+            invariants = self.pair_vector_invariants(positions[attr], vectors, mask, r).to(dtype)
+        vector_offsets = None if previous is None else previous.vector_offsets
+        if c.pair_vector_messages and vector_offsets is None:  # zero vectors on padding, zero pairs
             vector_offsets = {name: vectors[name][:, None, :] - vectors[name][:, :, None] for name in vectors}
             if mask is not None:
                 pair_mask = (mask[:, :, None] & mask[:, None, :])[..., None]
@@ -167,11 +171,17 @@ class GeoTransformerInputs:
         return PairGeometry(basis, offsets, neighbours, valid, invariants, vector_offsets)
 
     def pair_vector_invariants(
-        self, x: torch.Tensor, vectors: dict[str, torch.Tensor], mask: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        vectors: dict[str, torch.Tensor],
+        mask: torch.Tensor | None,
+        r: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``(B, T, T, 3 x vectors)``: r_ij . v_i, r_ij . v_j and v_i . v_j for the points ``x`` (B, T, 3)
-        (r_ij = x_j - x_i) and each of ``vectors`` (zero on padding); zero on padded pairs."""
-        r = x[:, None, :] - x[:, :, None]  # (B, T, T, 3): [b, i, j] = x_j - x_i
+        (r_ij = x_j - x_i, or ``r`` (B, T, T, 3) where the caller has it) and each of ``vectors`` (zero on
+        padding); zero on padded pairs."""
+        if r is None:
+            r = x[:, None, :] - x[:, :, None]  # (B, T, T, 3): [b, i, j] = x_j - x_i
         features = []
         for name in self.config.vector_inputs:
             v = vectors[name].to(r.dtype)

@@ -16,7 +16,17 @@ from benchmarks.published.digits import rasterise
 from benchmarks.published.egnn import EGNN
 from benchmarks.published.field import ONSET_STEP, parse_cells, random_rotations
 from benchmarks.published.inertia import equivariant_floor, inertia_tensors, make_splits
-from benchmarks.published.nbody import DT, forces, load_splits, make_split, simulate, trivial_baselines
+from benchmarks.published.nbody import (
+    DT,
+    Systems,
+    forces,
+    linear_dynamics_mse,
+    linear_dynamics_time,
+    load_splits,
+    make_split,
+    simulate,
+    trivial_baselines,
+)
 from geo_pe import quaternion
 from geo_pe.testing import assert_equivariant
 
@@ -64,6 +74,7 @@ def test_the_protocol_is_calibrated_against_its_trivial_baselines(tmp_path):
     assert abs(baselines["start_position"] - 0.27) < 0.04
     assert abs(baselines["constant_velocity"] - 0.11) < 0.025
     assert abs(baselines["pooled_linear"] - 0.07) < 0.02
+    assert abs(baselines["linear_dynamics"] - 0.0819) < 0.012  # EGNN's "Linear", Table 2
     again = load_splits(tmp_path, sizes={"train": 400, "test": 400})  # from the cache, unchanged
     np.testing.assert_array_equal(again["test"].positions, splits["test"].positions)
 
@@ -104,10 +115,14 @@ def test_field_cells_name_the_bad_entry():
         parse_cells("onset:1,sideways:1")
 
 
+@pytest.mark.parametrize("input_distance_edges", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_egnn_is_e3_equivariant_and_permutation_equivariant(dtype):
+def test_egnn_is_e3_equivariant_and_permutation_equivariant(dtype, input_distance_edges):
     torch.manual_seed(0)
-    model = EGNN().to(dtype)
+    model = EGNN(input_distance_edges=input_distance_edges).to(dtype)
+    if input_distance_edges:  # the released script's details: a second edge attribute, no bias in phi_x
+        layer = model.layers[0]
+        assert layer.edge[0].in_features == 2 * 64 + 1 + 2 and layer.coordinate[-1].bias is None
     gen = torch.Generator().manual_seed(1)
     x, v = torch.randn(4, 5, 3, generator=gen, dtype=dtype), torch.randn(4, 5, 3, generator=gen, dtype=dtype)
     q = torch.randint(0, 2, (4, 5), generator=gen).to(dtype) * 2 - 1
@@ -180,6 +195,20 @@ def test_rasterised_digits_turn_with_the_cloud(sigma):
         assert int(point.argmax()) % 16 == column and int(point.argmax()) // 16 in (7, 8)
 
 
+def test_linear_dynamics_is_the_least_squares_time():
+    """x_T ~ x_0 + t v_0: an exact t is found back with zero error, and on simulated systems the fitted t
+    is the minimum of the training MSE."""
+    systems = make_split(50, 3)
+    exact = Systems(systems.charges, systems.positions, systems.velocities,
+                    systems.positions + 0.6 * systems.velocities, systems.target_velocities)  # fmt: skip
+    assert linear_dynamics_time(exact) == pytest.approx(0.6, abs=1e-12)
+    assert linear_dynamics_mse(exact, 0.6) == pytest.approx(0.0, abs=1e-20)
+    t = linear_dynamics_time(systems)
+    assert 0.3 < t < 1.0  # deflected paths fall short of the straight line (t = 1) on average
+    best = linear_dynamics_mse(systems, t)
+    assert best < linear_dynamics_mse(systems, t - 1e-3) and best < linear_dynamics_mse(systems, t + 1e-3)
+
+
 def test_the_runner_writes_every_benchmark_and_the_report_in_quick_mode(tmp_path):
     args = ["all", "--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]
     assert main(args) == 0
@@ -189,8 +218,16 @@ def test_the_runner_writes_every_benchmark_and_the_report_in_quick_mode(tmp_path
                 "field_geo_best_or_tied_cells", "inertia_geo_fresh_mse", "inertia_geo_fresh_median_mse",
                 "modified_inertia_geo_fresh_mse", "modified_inertia_geo_fresh_median_mse",
                 "digits_geo_min_margin_points", "digits_geo_min_margin_points_by_cell",
-                "nbody_egnn_fresh_mse", "nbody_egnn_equal_epochs_mse"}  # fmt: skip
+                "nbody_egnn_fresh_mse", "nbody_egnn_equal_epochs_mse",
+                "nbody_egnn_published_at_our_difficulty"}  # fmt: skip
     assert set(summary) == expected
+    nbody_run = json.loads((tmp_path / "nbody_quick.json").read_text())
+    shipped = json.loads((tmp_path / "shipped_quick.json").read_text())
+    fresh_linear = sum(shipped["fresh_nbody_linear_dynamics"].values()) / 2  # 2 fresh seeds
+    scaled = {"test": 0.0071 * nbody_run["linear_dynamics_by_split"]["test"] / 0.0819,
+              "fresh": 0.0071 * fresh_linear / 0.0819}  # fmt: skip
+    assert summary["nbody_egnn_published_at_our_difficulty"] == pytest.approx(scaled)
+    assert nbody_run["linear_dynamics_by_split"]["test"] == nbody_run["trivial_baselines"]["linear_dynamics"]
     wins, cells = map(int, summary["field_geo_best_or_tied_cells"].split("/"))
     assert cells == 2 and 0 <= wins <= cells  # the quick run's two onset cells
     inertia = json.loads((tmp_path / "inertia_quick.json").read_text())

@@ -10,6 +10,10 @@ Per layer, over all pairs i != j (dense: the systems are small):
 with h_i initialised from |v_i|, a_ij = q_i q_j, and v_i the input velocity. The output is the positions
 after the last layer: E(3)-equivariant in (x, v) and invariant in the charges. The paper's settings are
 the defaults: 4 layers, 64 channels, SiLU, Adam at 5e-4, batches of 100.
+
+``input_distance_edges`` adds the authors' released N-body script's second edge attribute, the input
+squared distance |x_i - x_j|^2 (which later layers would otherwise see only as moved), and drops the bias
+of phi_x's last layer as that script does; off, the model is the paper's equations alone.
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ def _mlp(sizes: list[int], last_activation: bool = False) -> nn.Sequential:
 class EquivariantLayer(nn.Module):
     """One E(n)-equivariant graph convolution with the velocity term (dense over particles)."""
 
-    def __init__(self, hidden: int, edge_features: int = 1):
+    def __init__(self, hidden: int, edge_features: int = 1, coordinate_bias: bool = True):
         super().__init__()
         self.edge = _mlp([2 * hidden + 1 + edge_features, hidden, hidden], last_activation=True)
         self.node = _mlp([2 * hidden, hidden, hidden])
         self.coordinate = _mlp([hidden, hidden, 1])
+        if not coordinate_bias:
+            self.coordinate[-1].bias = None
         nn.init.xavier_uniform_(self.coordinate[-1].weight, gain=0.001)  # small first steps, as in the paper
         self.velocity = _mlp([hidden, hidden, 1])
 
@@ -60,10 +66,14 @@ class EquivariantLayer(nn.Module):
 class EGNN(nn.Module):
     """Positions after ``layers`` EGNN layers from positions, velocities and charges ``(B, n)``."""
 
-    def __init__(self, hidden: int = 64, layers: int = 4):
+    def __init__(self, hidden: int = 64, layers: int = 4, input_distance_edges: bool = False):
         super().__init__()
+        self.input_distance_edges = input_distance_edges
         self.embed = nn.Linear(1, hidden)
-        self.layers = nn.ModuleList(EquivariantLayer(hidden) for _ in range(layers))
+        self.layers = nn.ModuleList(
+            EquivariantLayer(hidden, 1 + input_distance_edges, coordinate_bias=not input_distance_edges)
+            for _ in range(layers)
+        )
 
     def forward(
         self, positions: torch.Tensor, velocities: torch.Tensor, charges: torch.Tensor
@@ -71,6 +81,9 @@ class EGNN(nn.Module):
         n = positions.shape[1]
         h = self.embed(velocities.norm(dim=-1, keepdim=True))
         edge_attr = (charges[:, :, None] * charges[:, None, :])[..., None]
+        if self.input_distance_edges:
+            squared = (positions[:, :, None] - positions[:, None]).pow(2).sum(-1, keepdim=True)
+            edge_attr = torch.cat((edge_attr, squared), -1)
         pair_mask = 1.0 - torch.eye(n, dtype=positions.dtype, device=positions.device)
         x = positions
         for layer in self.layers:

@@ -18,6 +18,7 @@ from benchmarks.published.field import ONSET_STEP, parse_cells, random_rotations
 from benchmarks.published.inertia import equivariant_floor, inertia_tensors, make_splits
 from benchmarks.published.nbody import (
     DT,
+    SAMPLE_EVERY,
     Systems,
     forces,
     linear_dynamics_mse,
@@ -25,8 +26,10 @@ from benchmarks.published.nbody import (
     load_splits,
     make_split,
     simulate,
+    time_reversed,
     trivial_baselines,
 )
+from benchmarks.published.report import reversal_rows
 from geo_pe import quaternion
 from geo_pe.testing import assert_equivariant
 
@@ -195,6 +198,22 @@ def test_rasterised_digits_turn_with_the_cloud(sigma):
         assert int(point.argmax()) % 16 == column and int(point.argmax()) // 16 in (7, 8)
 
 
+def test_time_reversed_systems_run_forward_to_the_input_frame():
+    """Leapfrog is time-reversible: the simulator's own steps from a reversed example (the target frame,
+    velocities reversed half a step ahead) land on the input frame's positions and reversed velocities."""
+    run = simulate(20, 5, frames=2)
+    p, v, q = run["positions"], run["velocities"], run["charges"]
+    systems = Systems(q, p[:, 1], v[:, 1], p[:, 2], v[:, 2])  # 100 steps apart
+    backwards = time_reversed(systems)
+    x, u = backwards.positions, backwards.velocities + DT * forces(backwards.positions, q)  # first kick
+    for _ in range(SAMPLE_EVERY):
+        x = x + DT * u
+        stored, u = u, u + DT * forces(x, q)
+    np.testing.assert_allclose(x, systems.positions, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(stored, backwards.target_velocities, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(time_reversed(backwards).positions, systems.positions)
+
+
 def test_linear_dynamics_is_the_least_squares_time():
     """x_T ~ x_0 + t v_0: an exact t is found back with zero error, and on simulated systems the fitted t
     is the minimum of the training MSE."""
@@ -301,7 +320,9 @@ def test_the_nbody_runner_caches_each_seed_and_its_wall_time_budget(tmp_path):
     args = ["nbody", "--quick", "--skip-geo", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]
     assert main(args) == 0
     result = json.loads((tmp_path / "nbody_quick.json").read_text())
-    assert set(result["trivial_baselines"]) == {"start_position", "constant_velocity", "pooled_linear"}
+    assert set(result["trivial_baselines"]) == {
+        "start_position", "constant_velocity", "pooled_linear", "linear_dynamics"
+    }  # fmt: skip
     assert result["published"]["EGNN"] == 0.0071 and result["geo_transformer"] == []
     (run,) = result["egnn"]  # quick: the first of --run-seeds only
     assert run["seed"] == 0 and run["test_mse"] > 0
@@ -318,6 +339,24 @@ def test_the_nbody_runner_caches_each_seed_and_its_wall_time_budget(tmp_path):
     result = json.loads((tmp_path / "nbody_quick.json").read_text())
     (control,) = result["egnn_ema"]
     assert control["ema_decay"] == 0.9 and control["test_mse"] != result["egnn"][0]["test_mse"]
+    assert main([*args, "--time-reversal"]) == 0  # EGNN on the systems and their time-reversed copies
+    (reversal,) = json.loads((tmp_path / "nbody_quick.json").read_text())["egnn_reversal"]
+    assert reversal["method"] == "egnn_reversal" and reversal["test_mse"] != result["egnn"][0]["test_mse"]
+
+
+def test_time_reversed_runs_become_the_headline_with_the_protocol_figure_kept():
+    def run(test, fresh):
+        return {"phases": [{"validation_mse": 1.0, "test_mse": test, "phase": "free"}],
+                "test_mse": test, "fresh_test_mse": {"7": fresh, "8": fresh}}  # fmt: skip
+
+    nbody = {"egnn_reversal": [run(0.009, 0.008)],
+             "geo_transformer_reversal": [run(0.007, 0.006), run(0.008, 0.007)]}  # fmt: skip
+    summary = {"nbody_geo_mse": 0.0083}
+    rows = reversal_rows(nbody, summary)
+    assert len(rows) == 2 and "0.0075 ± 0.0005 (2) (fresh systems: 0.0065 ± 0.0005 (2))" in rows[1]
+    assert summary["nbody_geo_mse"] == pytest.approx(0.0065)
+    assert summary["nbody_geo_mse_protocol_data"] == 0.0083
+    assert summary["nbody_egnn_reversal_fresh_mse"] == pytest.approx(0.008)
 
 
 @pytest.mark.parametrize("text", ["", "1,1", "-1", "0,a"])

@@ -44,6 +44,7 @@ from benchmarks.published.nbody import (
     load_splits,
     make_split,
     trivial_baselines,
+    with_time_reversed,
     write_parquet,
 )
 
@@ -147,6 +148,20 @@ def nbody(args) -> dict:
                          method="geo_two_phase", seed=seed)  # fmt: skip
         if run is not None:
             result["geo_transformer"].append(run)
+        if args.time_reversal:  # both models on the training systems and their time-reversed copies
+            doubled = {**splits, "train": with_time_reversed(splits["train"])}
+            egnn = partial(train_egnn, doubled, epochs=2 if args.quick else args.epochs, seed=seed,
+                           eval_every=1 if args.quick else 5, max_minutes=args.minutes)  # fmt: skip
+            run = cached_run(folder / f"egnn_reversal_s{seed}.json", egnn, force=args.force,
+                             skip=args.skip_egnn, method="egnn_reversal", seed=seed,
+                             max_minutes=args.minutes)  # fmt: skip
+            if run is not None:
+                result.setdefault("egnn_reversal", []).append(run)
+            geo = partial(_geo_nbody, args, doubled, seed, "_reversal")
+            run = cached_run(folder / f"geo_two_phase_reversal_s{seed}.json", geo, force=args.force,
+                             skip=args.skip_geo, method="geo_two_phase_reversal", seed=seed)  # fmt: skip
+            if run is not None:
+                result.setdefault("geo_transformer_reversal", []).append(run)
     return result
 
 
@@ -349,13 +364,15 @@ def train_geo_transformer(config: Path, files: dict, out: Path, quick: bool, **o
 FRESH_NBODY_SEEDS = (7, 8)  # data seeds no split of any run was drawn with (those are 1000 seed + 0, 1, 2)
 
 
-def _geo_nbody(args, splits, seed: int) -> dict:
+def _geo_nbody(args, splits, seed: int, variant: str = "") -> dict:
     """The two-phase geo transformer (``nbody.yaml``), and its selected model scored on 2,000 systems
-    simulated afresh for each of `FRESH_NBODY_SEEDS` (200 with ``--quick``)."""
+    simulated afresh for each of `FRESH_NBODY_SEEDS` (200 with ``--quick``); ``variant`` names the
+    training data's own files and run folder (``"_reversal"``)."""
     from benchmarks.published.shipped import load, nbody_mse
 
-    files = write_parquet(splits, args.cache / ("nbody_quick" if args.quick else "nbody_parquet"))
-    out = args.cache / "runs" / ("nbody" if seed == 0 else f"nbody_s{seed}")
+    name = f"nbody{variant}_quick" if args.quick else f"nbody{variant}_parquet"
+    files = write_parquet(splits, args.cache / name)
+    out = args.cache / "runs" / (f"nbody{variant}" if seed == 0 else f"nbody{variant}_s{seed}")
     result = train_geo_transformer(HERE / "nbody.yaml", files, out, args.quick, seed=seed)
     model = load("model", out)
     count = 200 if args.quick else 2000
@@ -547,6 +564,11 @@ def main(argv: list[str] | None = None) -> int:
         default=[0, 1, 2],
         help="seeds of the geo transformer and the N-body peers (nbody, field, inertia): 0,1,2",
     )
+    parser.add_argument(
+        "--time-reversal", action="store_true",
+        help="N-body: also train EGNN and the geo transformer on the training systems and their "
+        "time-reversed copies (nbody.time_reversed)",
+    )  # fmt: skip
     parser.add_argument(
         "--skip-geo", action="store_true", help="N-body: train no geo transformer (keep cached runs)"
     )

@@ -91,6 +91,33 @@ def make_split(count: int, seed: int, field: float = 0.0, field_from: int = 0) -
     )
 
 
+def time_reversed(systems: Systems) -> Systems:
+    """The same trajectories run backwards: from the target frame's positions and reversed velocities to
+    the input frame's positions, exact examples of the same map (leapfrog is time-reversible).
+
+    A frame stores x_s and v_{s-1/2}, the velocity of the drift into x_s. Backwards from x_T, the first
+    drift uses -v_{T-1/2}, which the simulator reaches from the stored input -v_{T+1/2} = -(v_{T-1/2} +
+    dt F(x_T)) by its first kick. The field benchmark's external force is not reversed here: no field."""
+
+    def half_step_ahead(x, v):  # v_{s+1/2} from x_s and v_{s-1/2}: the simulator's kick
+        return v + DT * forces(x, systems.charges)
+
+    return Systems(
+        systems.charges,
+        systems.target_positions,
+        -half_step_ahead(systems.target_positions, systems.target_velocities),
+        systems.positions,
+        -half_step_ahead(systems.positions, systems.velocities),
+    )
+
+
+def with_time_reversed(systems: Systems) -> Systems:
+    """``systems`` followed by their `time_reversed` copies: twice the examples of the same map."""
+    backwards = time_reversed(systems)
+    pairs = zip(vars(systems).values(), vars(backwards).values(), strict=True)
+    return Systems(*(np.concatenate((forwards, reversed_)) for forwards, reversed_ in pairs))
+
+
 def load_splits(
     cache: Path | None = None,
     seed: int = 0,

@@ -92,22 +92,21 @@ def make_split(count: int, seed: int, field: float = 0.0, field_from: int = 0) -
 
 
 def time_reversed(systems: Systems) -> Systems:
-    """The same trajectories run backwards: from the target frame's positions and reversed velocities to
-    the input frame's positions, exact examples of the same map (leapfrog is time-reversible).
+    """The same trajectories run backwards, from the stored data alone: the target frame's positions
+    with their velocities reversed, and the input frame's positions as the target.
 
-    A frame stores x_s and v_{s-1/2}, the velocity of the drift into x_s. Backwards from x_T, the first
-    drift uses -v_{T-1/2}, which the simulator reaches from the stored input -v_{T+1/2} = -(v_{T-1/2} +
-    dt F(x_T)) by its first kick. The field benchmark's external force is not reversed here: no field."""
-
-    def half_step_ahead(x, v):  # v_{s+1/2} from x_s and v_{s-1/2}: the simulator's kick
-        return v + DT * forces(x, systems.charges)
-
+    Newton's equations are symmetric under t -> -t, and leapfrog keeps the symmetry: a frame stores x_s
+    and v_{s-1/2}, and the simulator run from x_T and -v_{T+1/2} lands exactly on x_0. Only the force law
+    gives v_{T+1/2} = v_{T-1/2} + dt F(x_T), and a model must not be handed it; the stored -v_{T-1/2}
+    differs by that one kick (at most 0.1 per component, the clip), so each reversed example is the
+    exact map's output up to the drift of one kick. The field benchmark's external force would not
+    reverse: no field."""
     return Systems(
         systems.charges,
         systems.target_positions,
-        -half_step_ahead(systems.target_positions, systems.target_velocities),
+        -systems.target_velocities,
         systems.positions,
-        -half_step_ahead(systems.positions, systems.velocities),
+        -systems.velocities,
     )
 
 

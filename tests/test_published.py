@@ -351,6 +351,12 @@ def test_the_nbody_runner_caches_each_seed_and_its_wall_time_budget(tmp_path):
     assert main([*args, "--time-reversal"]) == 0  # EGNN on the systems and their time-reversed copies
     (reversal,) = json.loads((tmp_path / "nbody_quick.json").read_text())["egnn_reversal"]
     assert reversal["method"] == "egnn_reversal" and reversal["test_mse"] != result["egnn"][0]["test_mse"]
+    geo_args = ["nbody", "--quick", "--time-reversal", "--skip-egnn", "--out", str(tmp_path),
+                "--cache", str(tmp_path / "cache")]  # fmt: skip
+    assert main(geo_args) == 0  # the geo transformer too, in the quick run's few steps
+    (geo,) = json.loads((tmp_path / "nbody_quick.json").read_text())["geo_transformer_reversal"]
+    assert [p["best_step"] <= 8 for p in geo["phases"]] == [True, True]
+    assert set(geo["fresh_test_mse"]) == {"7", "8"}
 
 
 def test_time_reversed_runs_become_the_headline_with_the_protocol_figure_kept():

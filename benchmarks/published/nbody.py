@@ -13,6 +13,7 @@ step 3,000: switched on as the particles enter, the broken case).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,7 +188,11 @@ def write_tables(columns: dict[str, dict], folder: Path) -> dict[str, Path]:
     paths = {}
     for split, table in columns.items():
         paths[split] = folder / f"{split}.parquet"
-        pq.write_table(pa.table(table), paths[split])
+        # written aside, then moved in one step: a run of another seed reading the same files (the data
+        # do not depend on the seed) never sees a half-written one
+        partial = paths[split].with_name(f".{split}.{os.getpid()}.parquet")
+        pq.write_table(pa.table(table), partial)
+        os.replace(partial, paths[split])
     return paths
 
 

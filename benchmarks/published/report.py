@@ -449,7 +449,7 @@ def write_report(folder: Path, suffix: str = "", results: Path = RESULTS) -> dic
                  if "fresh_test_mse" in r]  # fmt: skip
         if fresh:
             summary["nbody_geo_mse"] = statistics.fmean(fresh)
-            label = "geo transformer, two-phase, on fresh systems (2 x 2,000 per seed, as the shipped model)"
+            label = "geo transformer, two-phase, on fresh systems (2 x 2,000 per seed)"
             lines.append(f"| {label} | {_mse(fresh)} |")
         egnn_fresh = [statistics.fmean(r["fresh_test_mse"].values()) for r in nbody["egnn"]
                       if "fresh_test_mse" in r]  # fmt: skip

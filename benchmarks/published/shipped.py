@@ -12,6 +12,7 @@ N-body (``nbody``, no field): ``features`` (N, 5, 2) = [charge, |v|], ``position
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -66,10 +67,17 @@ def error_summary(errors: torch.Tensor) -> dict:
     }
 
 
+@lru_cache(maxsize=4)
+def fresh_nbody(seed: int, count: int) -> nbody.Systems:
+    """``count`` N-body systems simulated afresh with ``seed``, once per process (about 30 s for 2,000):
+    the shipped model and the split-difficulty baseline read the same ones."""
+    return nbody.make_split(count, seed)
+
+
 @torch.no_grad()
 def nbody_mse(model, seed: int, count: int = 2000) -> float:
     """Test MSE on ``count`` fresh N-body systems simulated with ``seed`` (no field)."""
-    test = nbody.make_split(count, seed)
+    test = fresh_nbody(seed, count)
     x, v = (torch.tensor(a, dtype=torch.float32) for a in (test.positions, test.velocities))
     features = torch.stack((torch.tensor(test.charges, dtype=torch.float32), v.norm(dim=-1)), dim=-1)
     parts = []

@@ -122,7 +122,13 @@ class ModelArguments:
     )
     point_attributes: list[str] | None = _model_arg(  # noqa: RUF009 (None: nothing mutable is shared)
         "point_attributes",
-        "s2 attributes given as points in R^3: the model centres them on the valid centroid",
+        "s2 attributes given as points in R^3, or so2 attributes as points in the plane: the model reads"
+        " them from their valid centroid (point_origin)",
+    )
+    point_origin: str = _model_arg(
+        "point_origin",
+        "where point_attributes are read from: centroid (the set's valid centroid; invariance to"
+        " translations) or origin (the coordinates' own, for rotations about a fixed centre)",
     )
     output_attribute: str | None = _model_arg(
         "output_attribute", "the rotation attribute that equivariant outputs (vectors, matrices) turn with"

@@ -182,38 +182,44 @@ def _load_digits():
     return load_digits()
 
 
-def _digit_examples(indices, range_deg, seed, max_tokens, min_intensity, tilt_digits, tilt_deg, plain):
+def _digit_examples(
+    indices, range_deg, seed, max_tokens, min_intensity, tilt_digits, tilt_deg, plain, planar=False
+):
     """One example per digit image: its lit pixels as tokens, the image rotated by a random angle in
-    [-range, range]; digits below ``tilt_digits`` get label digit + 10 when tilted beyond ``tilt_deg``."""
+    [-range, range]; digits below ``tilt_digits`` get label digit + 10 when tilted beyond ``tilt_deg``.
+    ``planar``: positions are the turned pixel centres (x, y), features the intensity only."""
     digits = _load_digits()
     rng = np.random.default_rng(seed)
     rows, cols = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
     x, y = cols - 3.5, 3.5 - rows  # pixel centres, origin at the image centre, y up
     radius, angle = np.hypot(x, y), np.arctan2(y, x)
     half_range = math.radians(range_deg)
-    width = 4 if plain else 2
+    width = 4 if plain else 1 if planar else 2
     for index in indices:
         image = digits.images[index]
         lit = image >= min_intensity
         n = int(lit.sum())
         rotation = rng.uniform(-half_range, half_range)
         features = np.zeros((max_tokens, width), dtype=np.float32)
-        angles = np.zeros(max_tokens, dtype=np.float32)
+        positions = np.zeros((max_tokens, 2) if planar else max_tokens, dtype=np.float32)  # padding: 0
         mask = np.zeros(max_tokens, dtype=np.int64)
         turned = angle[lit] + rotation
         features[:n, 0] = image[lit] / 16.0
-        features[:n, 1] = radius[lit] / 5.0
+        if planar:
+            positions[:n] = np.stack((radius[lit] * np.cos(turned), radius[lit] * np.sin(turned)), axis=-1)
+        else:
+            features[:n, 1] = radius[lit] / 5.0
+            positions[:n] = np.angle(np.exp(1j * turned))  # wrapped to (-pi, pi]
         if plain:
             features[:n, 2] = radius[lit] * np.cos(turned) / 5.0
             features[:n, 3] = radius[lit] * np.sin(turned) / 5.0
-        angles[:n] = np.angle(np.exp(1j * turned))  # wrapped to (-pi, pi]
         mask[:n] = 1
         label = int(digits.target[index])
         if label < tilt_digits and abs(rotation) > math.radians(tilt_deg):
             label += 10
         yield {
             "features": features,
-            "positions": angles,
+            "positions": positions,
             "attention_mask": mask,
             "labels": label,
             "rotation": float(rotation),
@@ -225,7 +231,10 @@ class RotatedDigits(Task):
     """scikit-learn's 8x8 digits (1,797 images) as point clouds: each lit pixel is a token with invariant
     features (intensity, radius) and its polar angle as the SO(2) element. Each image is rotated by a
     seeded random angle within ``rotation_range`` degrees (``test_rotation_range`` for validation and
-    test: 0 and 180 test upright training on rotated digits).
+    test: 0 and 180 test upright training on rotated digits). With ``planar_points`` the positions are
+    the pixel centres (x, y) about the image centre, in pixels, and the features the intensity only: a
+    model with ``point_attributes`` reads the angle and radius itself, and the pairwise distances
+    (``distance_bias``) that angles alone give only indirectly.
 
     Symmetry breaking, weak: below 180 degrees the upright orientation tells 6 from 9 (handwritten 6
     and 9 are not exact rotations of each other, so this signal is weak). Strong and adjustable: the
@@ -245,8 +254,9 @@ class RotatedDigits(Task):
         test_fraction: float = 0.2
         tilt_digits: int = 0  # digits 0 .. tilt_digits-1 get label digit + 10 when tilted
         tilt_threshold: float | None = None  # degrees; None: half of rotation_range
-        min_intensity: int = 1  # pixels at or above this level (0..16) are tokens
+        min_intensity: int = 1  # pixels at or above this level (0..16) are tokens; 0: all 64
         plain_features: bool = False  # (x, y) among the features and no positions
+        planar_points: bool = False  # positions are pixel centres (x, y), not angles (point_attributes)
         data_seed: int = 0
 
         def __post_init__(self):
@@ -261,12 +271,18 @@ class RotatedDigits(Task):
                 check_range("tilt_threshold", self.tilt_threshold, low=0.0, high=180.0)
             if self.train_size is not None:
                 check_range("train_size", self.train_size, low=1)
-            check_range("min_intensity", self.min_intensity, low=1, high=16)
+            check_range("min_intensity", self.min_intensity, low=0, high=16)
             check_range("data_seed", self.data_seed, low=0)
+            if self.plain_features and self.planar_points:
+                raise ConfigError(
+                    "planar_points: the plain features carry (x, y) without positions; set one of "
+                    "plain_features and planar_points"
+                )
 
     def model_settings(self) -> dict:
+        o = self.options
         return {
-            "feature_size": 4 if self.options.plain_features else 2,
+            "feature_size": 4 if o.plain_features else 1 if o.planar_points else 2,
             "num_labels": 10 + self.options.tilt_digits,
         }
 
@@ -285,11 +301,16 @@ class RotatedDigits(Task):
             train = train[: o.train_size]
         test_range = o.rotation_range if o.test_rotation_range is None else o.test_rotation_range
         tilt = o.tilt_threshold if o.tilt_threshold is not None else o.rotation_range / 2
-        width = 4 if o.plain_features else 2
+        width = 4 if o.plain_features else 1 if o.planar_points else 2
+        positions = (
+            Array2D((max_tokens, 2), "float32")
+            if o.planar_points
+            else Sequence(Value("float32"), length=max_tokens)
+        )
         features = Features(
             {
                 "features": Array2D((max_tokens, width), "float32"),
-                "positions": Sequence(Value("float32"), length=max_tokens),
+                "positions": positions,
                 "attention_mask": Sequence(Value("int64"), length=max_tokens),
                 "labels": Value("int64"),
                 "rotation": Value("float64"),
@@ -301,6 +322,7 @@ class RotatedDigits(Task):
             "tilt_digits": o.tilt_digits,
             "tilt_deg": float(tilt),
             "plain": o.plain_features,
+            "planar": o.planar_points,
         }
         splits = {  # a tuple: datasets would split a list of indices into shards
             "train": {"indices": tuple(map(int, train)), "range_deg": float(o.rotation_range)},
@@ -325,10 +347,13 @@ class RotatedDigits(Task):
         new = new.to(batch["positions"].device)
         turn = new - batch["rotation"].to(torch.float64)
         out = dict(batch)
-        angles = batch["positions"].to(torch.float64) + turn[:, None]
-        out["positions"] = (torch.remainder(angles + math.pi, 2 * math.pi) - math.pi).to(
-            batch["positions"].dtype
-        )
+        if o.planar_points:
+            out["positions"] = _rotate_plane(batch["positions"], (0, 1), turn)
+        else:
+            angles = batch["positions"].to(torch.float64) + turn[:, None]
+            out["positions"] = (torch.remainder(angles + math.pi, 2 * math.pi) - math.pi).to(
+                batch["positions"].dtype
+            )
         if o.plain_features:
             out["features"] = _rotate_plane(batch["features"], (2, 3), turn)
         digit = batch["labels"] % 10  # tilted digits carry digit + 10
@@ -345,6 +370,8 @@ class RotatedDigits(Task):
         out = dict(inputs)
         if self.options.plain_features:
             out["features"] = _rotate_plane(inputs["features"], (2, 3), angle)
+        elif self.options.planar_points:
+            out["positions"] = _rotate_plane(inputs["positions"], (0, 1), angle)
         else:
             out["positions"] = inputs["positions"] + angle[:, None].to(inputs["positions"].dtype)
         return out

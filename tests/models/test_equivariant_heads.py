@@ -14,6 +14,7 @@ from geo_pe.testing import assert_close_to_rounding, assert_equivariant, assert_
 from models import (
     GeoTransformerConfig,
     GeoTransformerForEquivariantRegression,
+    GeoTransformerForSequenceClassification,
     harmonic_to_traceless,
     traceless_to_harmonic,
 )
@@ -324,6 +325,115 @@ def test_distance_bias_reads_pairwise_distances():
     with torch.no_grad():
         model.model.layers[0].self_attn.distance_bias.weight.add_(1.0)
     assert (model(**inputs).predictions - before)[mask.bool()].abs().max() > 1e-3
+
+
+def planar_model(origin: str, dtype, point_values: bool = False) -> GeoTransformerForSequenceClassification:
+    config = GeoTransformerConfig(
+        feature_size=1,  # an intensity; the distance to the origin or centroid is added by the model
+        hidden_size=32,
+        num_attention_heads=4,
+        pe_absolute="so2:2x1+2x2",
+        pe_relative="so2:1x1+1x2+1x3+1x4",
+        point_attributes=["angle"],
+        point_origin=origin,
+        distance_bias=6,
+        relative_point_values=point_values,
+        num_labels=5,
+        phase_history=["equivariant"],
+        initializer_range=0.3,
+    )
+    torch.manual_seed(0)
+    return GeoTransformerForSequenceClassification(config).to(dtype).eval()
+
+
+def _planar_motion(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    angle = (2 * torch.rand((), generator=generator, dtype=torch.float64) - 1) * math.pi
+    return angle, 5 * torch.randn(2, generator=generator, dtype=torch.float64)
+
+
+def _turn_plane(angle: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    c, s = angle.cos().to(points.dtype), angle.sin().to(points.dtype)
+    return torch.stack((c * points[..., 0] - s * points[..., 1], s * points[..., 0] + c * points[..., 1]), -1)
+
+
+@pytest.mark.parametrize("origin, point_values", [("centroid", False), ("origin", False), ("centroid", True)])
+def test_planar_points_give_invariant_logits(origin, point_values, dtype):
+    """so2 point attributes given as points in the plane: the logits are invariant under rotations about
+    the origin, and with ``point_origin="centroid"`` under rigid motions of the plane (padding holds NaN);
+    with ``"origin"`` a translation changes them (the model reads the points from the origin). With
+    ``relative_point_values`` the offsets x_j - x_i enter the frequency-1 blocks, and this still holds."""
+    model = planar_model(origin, dtype, point_values)
+    points = 1 + 2 * torch.randn(B, T, 2, dtype=dtype)
+    intensity = torch.rand(B, T, 1, dtype=dtype)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[2, 3:] = 0
+    points[2, 3:] = float("nan")
+
+    def logits(x):
+        return model(features=intensity, positions={"angle": x}, attention_mask=mask).logits
+
+    def rigid(g, x):
+        angle, shift = g
+        moved = _turn_plane(angle, x)
+        return moved + shift.to(x.dtype) if origin == "centroid" else moved
+
+    assert_equivariant(logits, points, _planar_motion, act_in=rigid)
+    encoded, centred, distances = model.model.inputs.center_points({"angle": points}, B, T, mask.bool())
+    valid = mask.bool()
+    expected = points.clone()
+    if origin == "centroid":
+        expected = points - torch.stack([points[b][valid[b]].mean(0) for b in range(B)])[:, None]
+    torch.testing.assert_close(centred["angle"][valid], expected[valid])
+    angles = torch.atan2(expected[..., 1], expected[..., 0])
+    torch.testing.assert_close(encoded["angle"][valid], angles[valid])
+    torch.testing.assert_close(distances[..., 0][valid], expected.norm(dim=-1)[valid])
+    shifted = logits(points + torch.tensor([1.5, -0.5], dtype=dtype))
+    assert ((shifted - logits(points)).abs().max() > 1e-3) == (origin == "origin")
+
+
+def test_planar_point_values_turn_with_the_state(dtype):
+    """With ``relative_point_values`` on planar points the whole token state is equivariant: a rotation
+    of the points by g turns every state by the state representation's matrix of g (scalars fixed,
+    frequency-k blocks by k g); the offsets are read (zeroing their map changes the state)."""
+    model = planar_model("centroid", dtype, point_values=True).model
+    points = 2 * torch.randn(B, T, 2, dtype=dtype)
+    intensity = torch.rand(B, T, 1, dtype=dtype)
+
+    def states(x):
+        return model(features=intensity, positions={"angle": x}).last_hidden_state
+
+    def turn_state(angle, y):
+        return y @ model.state_rep.matrices({"angle": angle.to(y.dtype)}).T
+
+    def rotation(generator):
+        return _planar_motion(generator)[0]
+
+    assert_equivariant(states, points, rotation, act_in=_turn_plane, act_out=turn_state)
+    before = states(points)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.self_attn.point_value_proj["angle"].weight.zero_()
+    assert (states(points) - before).abs().max() > 1e-3
+
+
+def test_planar_points_refuse_what_they_cannot_serve():
+    model = planar_model("origin", torch.float32)
+    shape = r"positions\['angle'\]: expected planar points of shape \(1, 3, 2\)"
+    with pytest.raises(ValueError, match=shape):
+        model(features=torch.ones(1, 3, 1), positions={"angle": torch.randn(1, 3, 3)})
+    on_origin = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]]])
+    with pytest.raises(ValueError, match=r"positions\['angle'\]: a point lies at the origin"):
+        model(features=torch.ones(1, 3, 1), positions=on_origin)
+    common = dict(feature_size=1, hidden_size=32, num_attention_heads=4, pe_absolute="so2:2x1+2x2",
+                  pe_relative="so2:1x1+1x2+1x3+1x4", point_attributes=["angle"], distance_bias=4)  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match="coordinate_updates: moves and input vectors are taken with points "
+        "in R\\^3; \\['angle'\\] are planar",
+    ):
+        GeoTransformerConfig(**common, relative_point_values=True, coordinate_updates=True)
+    with pytest.raises(ValueError, match="point_origin: expected one of"):
+        GeoTransformerConfig(**common, point_origin="image centre")
 
 
 def test_distance_basis_stays_out_of_the_subnormal_range():

@@ -100,7 +100,7 @@ def first_layer_pairs(model) -> tuple:
     """The valid tokens, centred points and pair geometry of `particles`, and random logits (B, 4, T, T)."""
     batch = particles(torch.float64)
     mask = batch["attention_mask"].bool()
-    points = model.model.inputs.center_points(batch["positions"], B, T, mask)[0]
+    points = model.model.inputs.center_points(batch["positions"], B, T, mask)[1]
     pairs = model.model.inputs.pair_geometry(points, mask, torch.float64)
     return mask, points, pairs, torch.randn(B, 4, T, T, dtype=torch.float64)
 
@@ -174,7 +174,7 @@ def test_pair_vector_invariants_against_a_loop():
     batch = particles(torch.float64)
     mask = batch["attention_mask"].bool()
     inputs = model.model.inputs
-    points = inputs.center_points(batch["positions"], B, T, mask)[0]
+    points = inputs.center_points(batch["positions"], B, T, mask)[1]
     vectors = inputs.vectors(batch["positions"], B, T, mask, torch.float64)
     pairs = inputs.pair_geometry(points, mask, torch.float64, vectors)
     x, v = points["position"], vectors["velocity"]
@@ -204,7 +204,7 @@ def test_pair_vector_messages_against_a_loop():
     batch = particles(torch.float64)
     mask = batch["attention_mask"].bool()
     inputs = model.model.inputs
-    points = inputs.center_points(batch["positions"], B, T, mask)[0]
+    points = inputs.center_points(batch["positions"], B, T, mask)[1]
     vectors = inputs.vectors(batch["positions"], B, T, mask, torch.float64)
     pairs = inputs.pair_geometry(points, mask, torch.float64, vectors)
     attention = model.model.layers[0].self_attn
@@ -240,7 +240,7 @@ def test_each_layer_reads_the_points_the_previous_one_moved():
         layer.self_attn.register_forward_hook(lambda module, args, out: seen.append(args[-1]))
         layer.register_forward_hook(lambda module, args, out: steps.append(out[2]["position"]))
     out = model.model(**batch)
-    start = model.model.inputs.center_points(batch["positions"], B, T, mask)[0]["position"]
+    start = model.model.inputs.center_points(batch["positions"], B, T, mask)[1]["position"]
     x = start
     for pairs, step in zip(seen, steps, strict=True):
         expected = model.model.inputs.pair_geometry({"position": x}, mask, torch.float64)

@@ -9,6 +9,7 @@ import torch
 
 from geo_pe import quaternion
 from train.tasks import Motifs, RotatedDigits, RotorChain, _rotor_energy
+from train.validation import ConfigError
 
 
 def _first(task, split="train", count=16):
@@ -72,6 +73,32 @@ def test_in_range_resampling_turns_each_upright_image_to_a_fresh_angle_in_range(
         radius = out["features"][..., 1]
         turned = torch.stack((radius * out["positions"].cos(), radius * out["positions"].sin()), dim=-1)
         torch.testing.assert_close(out["features"][..., 2:][mask], turned[mask], atol=1e-5, rtol=0)
+
+
+def test_digit_planar_points_are_the_turned_pixel_centres():
+    """Planar points against the angle encoding of the same images: radius and angle agree; the in-range
+    resampling and the full-circle transform turn every point of an image by its image's one angle."""
+    options = dict(rotation_range=45.0, train_size=100)
+    planar_task = RotatedDigits(RotatedDigits.Options(planar_points=True, **options))
+    planar = planar_task.build()["train"][:100]
+    geo = RotatedDigits(RotatedDigits.Options(**options)).build()["train"][:100]
+    mask = geo["attention_mask"].bool()
+    points = planar["positions"]
+    assert points.shape[-1] == 2 and planar["features"].shape[-1] == 1
+    torch.testing.assert_close(points.norm(dim=-1)[mask], 5.0 * geo["features"][..., 1][mask])
+    angle = torch.atan2(points[..., 1], points[..., 0])
+    assert _wrapped(angle - geo["positions"])[mask].abs().max() < 1e-5
+    assert points[~mask].abs().max() == 0  # padding at 0
+    out = planar_task.resample_orientation(planar, torch.Generator().manual_seed(5))
+    turn = _wrapped(torch.atan2(out["positions"][..., 1], out["positions"][..., 0]) - angle)
+    expected = (out["rotation"] - planar["rotation"])[:, None].float()
+    assert _wrapped(turn - expected)[mask].abs().max() < 1e-4
+    torch.testing.assert_close(out["positions"].norm(dim=-1), points.norm(dim=-1))
+    moved = planar_task.transform(dict(planar), torch.Generator().manual_seed(3))["positions"]
+    turn = _wrapped(torch.atan2(moved[..., 1], moved[..., 0]) - angle)
+    assert ((turn - turn[:, :1]).abs() * mask).amax() < 1e-4
+    with pytest.raises(ConfigError, match="planar_points: the plain features"):
+        RotatedDigits.Options(planar_points=True, plain_features=True)
 
 
 @pytest.mark.parametrize("absolute_fraction", [0.0, 1.0])

@@ -246,7 +246,7 @@ def test_the_runner_writes_every_benchmark_and_the_report_in_quick_mode(tmp_path
                 "field_geo_best_or_tied_cells", "inertia_geo_fresh_mse", "inertia_geo_fresh_median_mse",
                 "modified_inertia_geo_fresh_mse", "modified_inertia_geo_fresh_median_mse",
                 "digits_geo_min_margin_points", "digits_geo_min_margin_points_by_cell",
-                "nbody_egnn_fresh_mse", "nbody_egnn_equal_epochs_mse",
+                "digits_geo_margin_methods", "nbody_egnn_fresh_mse", "nbody_egnn_equal_epochs_mse",
                 "nbody_egnn_published_at_our_difficulty"}  # fmt: skip
     assert set(summary) == expected
     nbody_run = json.loads((tmp_path / "nbody_quick.json").read_text())
@@ -291,9 +291,16 @@ def test_the_runner_writes_every_benchmark_and_the_report_in_quick_mode(tmp_path
     (augmented,) = geo["augmented"]  # in-range augmentation in phase II, data seed 0 in quick mode
     assert augmented["labels"]["method"] == "two_phase_augmented"
     assert augmented["overrides"]["in_range_augmentation"] == "phase2"
-    expected_margin = 100 * augmented["test"] - best_baseline
+    # where the planar model ran (pixels as points, distance biases), the headline margin is its own
+    (planar,) = geo["planar"]
+    assert geo["planar_size"] == planar["labels"]["size"] == "planar_h32x2"
+    assert planar["overrides"]["planar_points"] and planar["overrides"]["distance_bias"] == 8
+    assert planar["overrides"]["in_range_augmentation"] == "phase2"
+    expected_margin = 100 * planar["test"] - best_baseline
     assert summary["digits_geo_min_margin_points"] == pytest.approx(expected_margin)
     assert summary["digits_geo_min_margin_points_by_cell"] == {"rotated_45": pytest.approx(expected_margin)}
+    assert summary["digits_geo_margin_methods"] == {"rotated_45": "planar_augmented"}
+    assert "Pixels as planar points" in (tmp_path / "PUBLISHED_quick.md").read_text()
     assert "size, chosen on validation" in (tmp_path / "PUBLISHED_quick.md").read_text()
 
 
@@ -301,10 +308,11 @@ def test_digits_geo_specs_are_valid_configs_and_the_size_is_chosen_on_validation
     from benchmarks.experiments.runner import build_config
     from benchmarks.published import digits_geo
 
-    for size in digits_geo.SIZES:
+    sizes = {**digits_geo.SIZES, **digits_geo.PLANAR_SIZES}
+    for size in sizes:
         for method in digits_geo.SCHEDULES:
             config = build_config(digits_geo.spec("tilt_45", 300, size, method, 0), str(tmp_path))
-            assert config.model.hidden_size == digits_geo.SIZES[size]["hidden_size"]
+            assert config.model.hidden_size == sizes[size]["hidden_size"]
             assert config.training.early_stopping_patience == digits_geo.PATIENCE
             assert config.data.tilt_digits == 10 and config.data.rotation_range == 45.0
     records = [

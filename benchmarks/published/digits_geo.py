@@ -20,6 +20,11 @@ benchmark picks up where it stopped.
   turned afresh within the training range (``in_range_augmentation: phase2``; tilt labels follow the
   new angle), on every cell (+-45 degrees, the full circle, +-45 degrees with tilt labels) at every size
   over data seeds 0-4 (each its own split and rotations, as the baselines').
+* Planar points (``planar_augmented``): the pixels handed as points in the plane about the image centre
+  (``planar_points``, ``point_attributes``, ``point_origin: origin``), with Gaussian radial functions of
+  the pairwise pixel distances biasing every head (``distance_bias``), and in-range augmentation in phase
+  II. Its depth (`PLANAR_SIZES`) is chosen on validation (seed 100, +-45 degrees, 300 images, the
+  method itself), then it runs on ``PLANAR_CELLS`` at every size over data seeds 0-4.
 """
 
 from __future__ import annotations
@@ -44,9 +49,19 @@ SIZES = {  # name: model, batch and regularisation overrides (heads of 8 channel
         "classifier_dropout": 0.1, "weight_decay": 0.01,
     },
 }  # fmt: skip
+PLANAR = {  # pixels as points about the image centre; radial functions every pixel apart, up to 7 pixels
+    "planar_points": True, "point_attributes": ["angle"], "point_origin": "origin", "distance_bias": 8,
+    "distance_bias_max": 7.0,
+}  # fmt: skip
+PLANAR_SIZES = {
+    f"planar_h32x{depth}": {**SIZES["h32x2_regularised"], **PLANAR, "num_hidden_layers": depth}
+    for depth in (2, 3, 4, 6)
+}
+PLANAR_CELLS = ("rotated_45",)  # the cell of the margin goal; the depth is tuned there, at 300 images
 SCHEDULES = {  # method: overrides on top of the common ones (two_phase is the library's default)
     "two_phase": {},
     "two_phase_augmented": {"in_range_augmentation": "phase2"},  # weak equivariance by data in phase II
+    "planar_augmented": {"in_range_augmentation": "phase2"},  # with a planar size (PLANAR_SIZES)
     "unconstrained": {"phase1_constraint": "free", "phase2": "none", "phase1_steps": 2 * PHASE_STEPS},
     "adaptive": {"switch_patience": 4},  # phase I ends after 200 steps without a better validation
     "scalar_identity": {"phase1_constraint": "scalar_identity"},
@@ -67,7 +82,8 @@ def spec(
         "rotation_range": range_deg, "tilt_digits": tilt, "train_size": train_size, "data_seed": data_seed,
         "seed": seed, "learning_rate": 3e-3, "phase1_constraint": "equivariant", "phase2": "free",
         "phase2_lr_multiplier": 1.0, "phase1_steps": PHASE_STEPS, "phase2_steps": PHASE_STEPS,
-        "eval_steps": 50, "early_stopping_patience": PATIENCE, **SIZES[size], **SCHEDULES[method],
+        "eval_steps": 50, "early_stopping_patience": PATIENCE, **{**SIZES, **PLANAR_SIZES}[size],
+        **SCHEDULES[method],
     }  # fmt: skip
     if quick:
         overrides.update(QUICK, switch_patience=min(overrides.get("switch_patience", 0), 1))
@@ -121,6 +137,21 @@ def run(runs_file: Path, jobs: int = 2, quick: bool = False, sizes=SIZES) -> dic
     last = [s for s in final if s.labels["seed"] == SEEDS[-1]]
     first = [s for s in final if s not in last]
     failures += run_specs(first + schedules + last + augmented, runs_file, jobs)
+    planar_sizes = {name: PLANAR_SIZES[name] for name in list(PLANAR_SIZES)[: 1 if quick else None]}
+    planar_cells = cells if quick else [(c, n) for c, n in TUNING_CELLS if c in PLANAR_CELLS]
+    planar_tuning = [
+        spec(c, n, s, "planar_augmented", TUNING_SEED, quick) for c, n in planar_cells for s in planar_sizes
+    ]
+    failures += run_specs(planar_tuning, runs_file, jobs)
+    planar_tuning_records = _records(runs_file, planar_tuning)
+    planar_size = choose_size(planar_tuning_records)
+    planar = [
+        spec(cell, n, planar_size, "planar_augmented", data_seed, quick, data_seed)
+        for cell in PLANAR_CELLS
+        for data_seed in ((0,) if quick else DATA_SEEDS)
+        for n in ((50,) if quick else digits.TRAIN_SIZES)
+    ]
+    failures += run_specs(planar, runs_file, jobs)
     if failures:
         raise RuntimeError(f"digits_geo: {len(failures)} runs failed, first: {failures[0]['error']}")
     return {
@@ -131,6 +162,10 @@ def run(runs_file: Path, jobs: int = 2, quick: bool = False, sizes=SIZES) -> dic
         "final": _records(runs_file, final),
         "schedules": _records(runs_file, schedules),
         "augmented": _records(runs_file, augmented),
+        "planar_size": planar_size,
+        "planar_sizes": planar_sizes,
+        "planar_tuning": planar_tuning_records,
+        "planar": _records(runs_file, planar),
     }
 
 
@@ -138,5 +173,5 @@ def summary(result: dict) -> dict:
     """{cell: {train_size: {method: (mean, std) of test accuracy in %}}} of the final runs, the
     schedules (two_phase in the schedule cells comes from the final runs) and the in-range augmented
     runs over data seeds, as `digits.summary`."""
-    runs = result["final"] + result["schedules"] + result.get("augmented", [])
+    runs = result["final"] + result["schedules"] + result.get("augmented", []) + result.get("planar", [])
     return digits.summary([{**r["labels"], "test": r["test"]} for r in runs])

@@ -72,16 +72,18 @@ def digits_margins(baselines: dict, geo: dict) -> list[dict]:
 
 
 AUGMENTED_METHOD = "two_phase_augmented"  # run over the baselines' data seeds on every cell
+# pixels as planar points with pairwise distances: where it ran, the geo transformer's digits figure
+PLANAR_METHOD = "planar_augmented"
 TARGET_CELL = "rotated_45"  # the cell of `digits_geo_min_margin_points`
 
 
-def augmented_margins(baselines: dict, geo: dict) -> list[dict]:
-    """Per cell and training size: two-phase with in-range augmentation against the best baseline, both
-    as means over the same data seeds."""
+def augmented_margins(baselines: dict, geo: dict, method: str = AUGMENTED_METHOD) -> list[dict]:
+    """Per cell and training size: ``method`` (two-phase with in-range augmentation) against the best
+    baseline, both as means over the same data seeds."""
     rows = []
     for cell, sizes in baselines.items():
         for size, methods in sizes.items():
-            own = geo.get(cell, {}).get(size, {}).get(AUGMENTED_METHOD)
+            own = geo.get(cell, {}).get(size, {}).get(method)
             if own is None:
                 continue
             best = max(methods, key=lambda m: methods[m][0])
@@ -91,8 +93,8 @@ def augmented_margins(baselines: dict, geo: dict) -> list[dict]:
     return sorted(rows, key=lambda r: (r["cell"], r["train_size"]))
 
 
-def augmented_section(rows: list[dict]) -> list[str]:
-    lines = ["Two-phase with in-range augmentation in phase II (`two_phase_augmented`) against the best "
+def augmented_section(rows: list[dict], method: str = AUGMENTED_METHOD, what: str = "") -> list[str]:
+    lines = [f"Two-phase with in-range augmentation in phase II (`{method}`){what} against the best "
              "baseline, on the same data seeds; test accuracy in %, mean ± std over data seeds:", "",
              "| cell | training images | geo transformer, augmented | best baseline | margin (points) |",
              "| --- | --- | --- | --- | --- |"]  # fmt: skip
@@ -101,6 +103,22 @@ def augmented_section(rows: list[dict]) -> list[str]:
         lines.append(f"| {r['cell']} | {r['train_size']} | {mean:.1f} ± {std:.1f} | {r['best_baseline']} "
                      f"{base:.1f} ± {base_std:.1f} | {r['margin_points']:+.1f} |")  # fmt: skip
     return [*lines, ""]
+
+
+def planar_section(digits_geo: dict, rows: list[dict]) -> list[str]:
+    """The planar model's depth, chosen on validation, and its margins over data seeds."""
+    lines = [f"### Pixels as planar points (`{PLANAR_METHOD}`, depth chosen on validation: "
+             f"{digits_geo['planar_size']})", "",
+             "| size | cell | train | validation | test | phase I + II steps run | seconds |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for r in digits_geo["planar_tuning"]:
+        labels = r["labels"]
+        steps = " + ".join(str(p["ended_at_step"] - p["started_at_step"]) for p in r["phases"])
+        lines.append(f"| {labels['size']} | {labels['cell']} | {labels['train_size']} | "
+                     f"{100 * r['validation']:.1f} | {100 * r['test']:.1f} | {steps} | "
+                     f"{r['seconds']:.0f} |")  # fmt: skip
+    what = ", the pixels as points about the image centre with pairwise-distance attention biases,"
+    return [*lines, "", *augmented_section(rows, PLANAR_METHOD, what)]
 
 
 def reversal_rows(nbody: dict, summary: dict) -> list[str]:
@@ -530,15 +548,24 @@ def write_report(folder: Path, suffix: str = "", results: Path = RESULTS) -> dic
         summary["digits_min_margin_points"] = min((m["margin_points"] for m in margins), default=None)
         lines += digits_section(digits, digits_geo, geo, margins)
         augmented = augmented_margins(digits["summary"], geo)
-        on_target = [m["margin_points"] for m in augmented if m["cell"] == TARGET_CELL]
+        planar = augmented_margins(digits["summary"], geo, PLANAR_METHOD)
+        planar_cells = {m["cell"] for m in planar}
+        headline = planar + [m for m in augmented if m["cell"] not in planar_cells]
+        on_target = [m["margin_points"] for m in headline if m["cell"] == TARGET_CELL]
         if on_target:
             summary["digits_geo_min_margin_points"] = min(on_target)
-        if augmented:
+        if headline:
             by_cell: dict[str, float] = {}
-            for m in augmented:
+            for m in headline:
                 by_cell[m["cell"]] = min(by_cell.get(m["cell"], m["margin_points"]), m["margin_points"])
             summary["digits_geo_min_margin_points_by_cell"] = by_cell
+            summary["digits_geo_margin_methods"] = {
+                cell: PLANAR_METHOD if cell in planar_cells else AUGMENTED_METHOD for cell in by_cell
+            }
+        if augmented:
             lines += augmented_section(augmented)
+        if planar:
+            lines += planar_section(digits_geo, planar)
     if shipped is not None:
         lines += ["## Shipped models on freshly simulated systems", "", "| model | seed | test MSE |",
                   "| --- | --- | --- |"]  # fmt: skip

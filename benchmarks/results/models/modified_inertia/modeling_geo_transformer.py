@@ -99,14 +99,15 @@ class SequenceRegressionOutput(ModelOutput):
 def degree_one_channels(
     config: GeoTransformerConfig, embedding_rep, attributes: list[str] | None
 ) -> dict[str, list[int]]:
-    """{attribute: first channel (in the token state) of each degree-1 block that turns with it}."""
+    """{attribute: first channel (in the token state) of each degree-1 block that turns with it}: an SO(3)
+    block of 3 channels in D_1's (y, z, x) order, or an SO(2) block of frequency 1, (x, y)."""
     out: dict[str, list[int]] = {}
     offset = config.scalar_size
     for mult, irrep in embedding_rep.irreps:
         for _ in range(mult):
             group, _, frame = str(irrep.group).partition("@")
             for attribute in attributes or []:
-                if group == "so3" and irrep.label == 1 and attribute in frame.split("+"):
+                if group in ("so3", "so2") and irrep.label == 1 and attribute in frame.split("+"):
                     out.setdefault(attribute, []).append(offset)
             offset += irrep.dim
     return out
@@ -470,15 +471,17 @@ class GeoAttention(nn.Module):
 
     def _point_values(self, weights: torch.Tensor, offsets: dict[str, torch.Tensor]) -> torch.Tensor:
         """``(B, T, hidden)``: sum_j a_ij^h (x_j - x_i) per head h, mixed across heads into each
-        degree-1 block that turns with the point attribute (components in D_1's (y, z, x) order)."""
+        degree-1 block that turns with the point attribute (components in D_1's (y, z, x) order, or
+        (x, y) for planar points)."""
         B, _, T, _ = weights.shape
         update = weights.new_zeros(B, T, self.config.hidden_size)
         for attribute, starts in self.point_value_channels.items():
-            offset = offsets[attribute].to(weights.dtype)  # (B, T, T, 3), already in (y, z, x)
-            means = torch.einsum("bhij,bijc->bich", weights, offset)  # (B, T, 3, heads)
-            blocks = self.point_value_proj[attribute](means)  # (B, T, 3, blocks)
+            offset = offsets[attribute].to(weights.dtype)  # (B, T, T, 3 or 2), in the block's order
+            means = torch.einsum("bhij,bijc->bich", weights, offset)  # (B, T, 3 or 2, heads)
+            blocks = self.point_value_proj[attribute](means)  # (B, T, 3 or 2, blocks)
+            width = offset.shape[-1]
             for k, start in enumerate(starts):
-                update[..., start : start + 3] += blocks[..., k]
+                update[..., start : start + width] += blocks[..., k]
         return update
 
 
@@ -836,15 +839,15 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
         pairs = None
         vectors = self.inputs.vectors(positions, B, T, mask, self.dtype)
         if points:
-            positions, distances = self.inputs.center_points(positions, B, T, mask)
+            positions, centred, distances = self.inputs.center_points(positions, B, T, mask)
             if c.distance_bias or c.relative_point_values or c.coordinate_updates:
                 if memory is not None:
                     raise ValueError(
                         "memory: distance_bias and relative_point_values are defined between the model's own "
                         "tokens only"
                     )
-                pairs = self.inputs.pair_geometry(positions, mask, self.dtype, vectors)
-            start = {a: positions[a].to(self.dtype) for a in points}  # the centred points
+                pairs = self.inputs.pair_geometry(centred, mask, self.dtype, vectors)
+            start = {a: centred[a].to(self.dtype) for a in points}
             moving = start
             distances = self.embed_distances(distances.to(self.embed_distances.weight.dtype))
             scalars = scalars + distances

@@ -23,6 +23,7 @@ RELATIVE_MODES = ("rotary", "gta")
 EQUIVARIANT_TARGETS = ("vector", "symmetric_matrix", "matrix", "position")
 EQUIVARIANT_LEVELS = ("token", "sequence")
 POINT_MESSAGES = ("softmax", "signed")
+POINT_ORIGINS = ("centroid", "origin")
 PHASE_LAYERS = ("attention", "all")
 
 
@@ -69,10 +70,18 @@ class GeoTransformerConfig(PreTrainedConfig):
             ``[["position", "velocity"]]`` for a particle's position and velocity directions (``s2``) or
             ``[["orientation", "direction"]]``: their SO(3) irreps of equal degree are one irrep, so the
             phase I maps mix their channels (`geo_pe.reps.share_rotation`).
-        point_attributes: ``s2`` attributes given as points in R^3 (atoms, particles), not directions: the
-            model centres each on the centroid of the valid tokens, reads the direction from there, adds
-            the distance to the invariant inputs, and moves "position" outputs with the raw points. The
-            model is then invariant to translations as well, with no pre-processing by the user.
+        point_attributes: ``s2`` attributes given as points in R^3 (atoms, particles), not directions, or
+            ``so2`` attributes given as points in the plane ``(B, T, 2)`` (pixels, planar particles), not
+            angles: the model centres each on the centroid of the valid tokens (``point_origin``), reads the
+            direction (s2) or the angle (so2) from there, adds the distance to the invariant inputs, and
+            moves "position" outputs with the raw points. The model is then invariant to translations as
+            well, with no pre-processing by the user. Planar points serve ``distance_bias`` and
+            ``relative_point_values`` (into SO(2) blocks of frequency 1); the moves below are defined
+            for points in R^3.
+        point_origin: where the points are read from: ``"centroid"``, the centroid of the set's valid
+            points (invariance to translations; a point at the centroid has no direction and is refused),
+            or ``"origin"``, the coordinates' own origin, for data whose rotations turn about a fixed
+            centre (an image about its centre); the model is then equivariant to rotations about it only.
         distance_bias: Gaussian radial functions of the distances |x_i - x_j| between the tokens' points
             (each of ``point_attributes``), mapped by a linear layer per attention layer to an additive bias
             of every head's logits (0: none). Distances are invariant under rotations, translations and
@@ -163,6 +172,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         pe_gate: bool = False,
         shared_rotations: list[list[str]] | None = None,
         point_attributes: list[str] | None = None,
+        point_origin: str = "centroid",
         distance_bias: int = 0,
         distance_bias_max: float = 5.0,
         relative_point_values: bool = False,
@@ -212,6 +222,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         self.moment_readout = list(moment_readout) if moment_readout else None
         self.shared_rotations = [list(group) for group in shared_rotations] if shared_rotations else None
         self.point_attributes = list(point_attributes) if point_attributes else None
+        self.point_origin = point_origin
         super().__init__(**kwargs)
         self.validate_geometry()
 
@@ -320,11 +331,20 @@ class GeoTransformerConfig(PreTrainedConfig):
         for spec in (self.pe_absolute, self.pe_relative):
             if spec is not None:
                 attributes.update(IrrepsSpec.parse(spec).attributes)
-        not_points = [a for a in self.point_attributes or [] if attributes.get(a) != "s2"]
+        not_points = [a for a in self.point_attributes or [] if attributes.get(a) not in ("s2", "so2")]
         if not_points:
             raise ValueError(
-                f"point_attributes: {not_points} are not s2 attributes of the encodings "
+                f"point_attributes: {not_points} are not s2 or so2 attributes of the encodings "
                 f"({sorted(attributes)})"
+            )
+        if self.point_origin not in POINT_ORIGINS:
+            raise ValueError(f"point_origin: expected one of {POINT_ORIGINS}, got {self.point_origin!r}")
+        planar = [a for a in self.point_attributes or [] if attributes.get(a) == "so2"]
+        moved = [k for k in ("coordinate_updates", "pair_vector_invariants") if getattr(self, k)]
+        if planar and moved:
+            raise ValueError(
+                f"{moved[0]}: moves and input vectors are taken with points in R^3; {planar} are planar "
+                "(so2) points, which serve distance_bias and relative_point_values"
             )
         if not isinstance(self.distance_bias, int) or self.distance_bias < 0 or self.distance_bias == 1:
             raise ValueError(

@@ -24,11 +24,12 @@ __all__ = ["GeoTransformerInputs", "PairGeometry"]
 class PairGeometry:
     """What attention reads about token pairs (self-attention only): ``basis`` (B, T, T, features), the
     radial functions of their distances, ``offsets`` {point attribute: (B, T, T, 3)}, x_j - x_i in
-    D_1's (y, z, x) component order, and ``neighbours`` (B, 1, 1, 1), the other valid tokens of each
-    set (at least 1), over which signed messages are averaged, ``valid`` (B, T, T), 1 on the pairs of
-    two different valid tokens, ``invariants`` (B, T, T, 3 x vectors), the pairs' r_ij . v_i,
-    r_ij . v_j and v_i . v_j of each input vector (``pair_vector_invariants``), and ``vector_offsets``
-    {input vector: (B, T, T, 3)}, v_j - v_i in Cartesian order (``pair_vector_messages``)."""
+    D_1's (y, z, x) component order ((B, T, T, 2) in (x, y) for planar points), and ``neighbours``
+    (B, 1, 1, 1), the other valid tokens of each set (at least 1), over which signed messages are
+    averaged, ``valid`` (B, T, T), 1 on the pairs of two different valid tokens, ``invariants``
+    (B, T, T, 3 x vectors), the pairs' r_ij . v_i, r_ij . v_j and v_i . v_j of each input vector
+    (``pair_vector_invariants``), and ``vector_offsets`` {input vector: (B, T, T, 3)}, v_j - v_i in
+    Cartesian order (``pair_vector_messages``)."""
 
     basis: torch.Tensor | None = None
     offsets: dict[str, torch.Tensor] | None = None
@@ -152,7 +153,9 @@ class GeoTransformerInputs:
             offsets = {}
             for attr in c.point_attributes:
                 x = positions[attr]
-                offset = (x[:, None, :] - x[:, :, None])[..., [1, 2, 0]]  # x_j - x_i in D_1's (y, z, x)
+                offset = x[:, None, :] - x[:, :, None]  # x_j - x_i: planar points in (x, y), as SO(2)'s
+                if offset.shape[-1] == 3:  # frequency 1 turns them; in R^3 in D_1's (y, z, x)
+                    offset = offset[..., [1, 2, 0]]
                 if mask is not None:
                     offset = offset * (mask[:, :, None] & mask[:, None, :])[..., None].to(offset.dtype)
                 offsets[attr] = offset
@@ -305,32 +308,40 @@ class GeoTransformerInputs:
 
     def center_points(
         self, positions, B: int, T: int, mask: torch.Tensor | None
-    ) -> tuple[dict, torch.Tensor]:
-        """Centre each point attribute on the centroid of its valid tokens: ``(positions with the
-        centred points, distances (B, T, points))``. Padded points may hold anything."""
+    ) -> tuple[dict, dict[str, torch.Tensor], torch.Tensor]:
+        """Read each point attribute from the centroid of its valid tokens (``point_origin``): ``(positions
+        for the encodings, the centred points {attribute: (B, T, 3 or 2)}, distances (B, T, points))``.
+        An s2 attribute is encoded by its centred point (its direction), an so2 attribute by the angle of
+        its centred planar point. Padded points may hold anything."""
+        c = self.config
+        if isinstance(positions, torch.Tensor) and len(self.attribute_spaces) == 1:
+            positions = {next(iter(self.attribute_spaces)): positions}  # the only attribute
         if not isinstance(positions, dict):
-            raise ValueError(
-                f"positions: expected a dict with the point attributes {self.config.point_attributes}"
-            )
-        positions, distances = dict(positions), []
+            raise ValueError(f"positions: expected a dict with the point attributes {c.point_attributes}")
+        positions, points, distances = dict(positions), {}, []
         keep = torch.ones(B, T, 1, dtype=torch.bool) if mask is None else mask[..., None]
-        for attr in self.config.point_attributes:
+        for attr in c.point_attributes:
             name, x = f"positions[{attr!r}]", positions.get(attr)
-            if not isinstance(x, torch.Tensor) or x.shape != (B, T, 3) or not x.is_floating_point():
+            planar = self.attribute_spaces[attr].name == "so2"
+            dim = 2 if planar else 3
+            if not isinstance(x, torch.Tensor) or x.shape != (B, T, dim) or not x.is_floating_point():
                 shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-                raise ValueError(f"{name}: expected points of shape ({B}, {T}, 3), got {shape}")
+                kind = "planar points" if planar else "points"
+                raise ValueError(f"{name}: expected {kind} of shape ({B}, {T}, {dim}), got {shape}")
             keep = keep.to(x.device)
             x = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
-            count = keep.sum(1, keepdim=True).clamp_min(1).to(x.dtype)
-            centred = x - x.sum(1, keepdim=True) / count
-            distance = torch.linalg.vector_norm(centred, dim=-1) * keep[..., 0]
+            if c.point_origin == "centroid":
+                count = keep.sum(1, keepdim=True).clamp_min(1).to(x.dtype)
+                x = x - x.sum(1, keepdim=True) / count
+            distance = torch.linalg.vector_norm(x, dim=-1) * keep[..., 0]
             if self.validates_values():
                 if not bool(torch.isfinite(x).all()):
                     raise ValueError(f"{name}: expected finite points on valid tokens")
                 if bool(((distance == 0) & keep[..., 0]).any()):  # also a set of one point
-                    raise ValueError(
-                        f"{name}: a point lies at the centroid of its set, where its direction is undefined"
-                    )
-            positions[attr] = centred
+                    where = "the centroid of its set" if c.point_origin == "centroid" else "the origin"
+                    raise ValueError(f"{name}: a point lies at {where}, where its direction is undefined")
+            points[attr] = x
+            # padded planar points are at 0, whose angle atan2 reads as 0; positions() replaces them anyway
+            positions[attr] = torch.atan2(x[..., 1], x[..., 0]) if planar else x
             distances.append(distance)
-        return positions, torch.stack(distances, dim=-1)
+        return positions, points, torch.stack(distances, dim=-1)

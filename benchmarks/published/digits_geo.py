@@ -124,7 +124,7 @@ def run(runs_file: Path, jobs: int = 2, quick: bool = False, sizes=SIZES) -> dic
         spec(c, 50 if quick else 300, chosen, m, seed, quick)
         for c, seeds in ((("tilt_45", (0,)),) if quick else SCHEDULE_CELLS.items())
         for m in (SCHEDULES if quick else SCHEDULE_METHODS)
-        if m not in ("two_phase", "two_phase_augmented")
+        if m not in ("two_phase", "two_phase_augmented", "planar_augmented")
         for seed in seeds
     ]
     augmented = [  # the model seed follows the data seed, as the baselines' CNN; cell by cell

@@ -106,19 +106,26 @@ def augmented_section(rows: list[dict], method: str = AUGMENTED_METHOD, what: st
     return [*lines, ""]
 
 
-def planar_section(digits_geo: dict, rows: list[dict], selected: list[dict]) -> list[str]:
-    """The planar model's depth, chosen on validation, its margins over data seeds, and those of the
-    model chosen on validation per run (angles or planar points)."""
-    lines = [f"### Pixels as planar points (`{PLANAR_METHOD}`, depth chosen on validation: "
-             f"{digits_geo['planar_size']})", "",
-             "| size | cell | train | validation | test | phase I + II steps run | seconds |",
+def tuning_table(title: str, records: list[dict]) -> list[str]:
+    """A heading and one row per tuning run: size, cell, training size, validation and test accuracy
+    in %, the steps each phase ran and the wall seconds."""
+    lines = [title, "", "| size | cell | train | validation | test | phase I + II steps run | seconds |",
              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-    for r in digits_geo["planar_tuning"]:
+    for r in records:
         labels = r["labels"]
         steps = " + ".join(str(p["ended_at_step"] - p["started_at_step"]) for p in r["phases"])
         lines.append(f"| {labels['size']} | {labels['cell']} | {labels['train_size']} | "
                      f"{100 * r['validation']:.1f} | {100 * r['test']:.1f} | {steps} | "
                      f"{r['seconds']:.0f} |")  # fmt: skip
+    return lines
+
+
+def planar_section(digits_geo: dict, rows: list[dict], selected: list[dict]) -> list[str]:
+    """The planar model's depth, chosen on validation, its margins over data seeds, and those of the
+    model chosen on validation per run (angles or planar points)."""
+    title = (f"### Pixels as planar points (`{PLANAR_METHOD}`, depth chosen on validation: "
+             f"{digits_geo['planar_size']})")  # fmt: skip
+    lines = tuning_table(title, digits_geo["planar_tuning"])
     what = ", the pixels as points about the image centre with pairwise-distance attention biases,"
     lines += ["", *augmented_section(rows, PLANAR_METHOD, what)]
     if not selected:
@@ -401,15 +408,8 @@ def digits_section(digits: dict, digits_geo: dict | None, geo: dict, margins: li
     lines.append("")
     if digits_geo is None:
         return lines
-    lines += ["### The geo transformer's size, chosen on validation (two-phase, seed 100)", "",
-              "| size | cell | train | validation | test | phase I + II steps run | seconds |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-    for r in digits_geo["tuning"]:
-        labels = r["labels"]
-        steps = " + ".join(str(p["ended_at_step"] - p["started_at_step"]) for p in r["phases"])
-        lines.append(f"| {labels['size']} | {labels['cell']} | {labels['train_size']} | "
-                     f"{100 * r['validation']:.1f} | {100 * r['test']:.1f} | {steps} | "
-                     f"{r['seconds']:.0f} |")  # fmt: skip
+    title = "### The geo transformer's size, chosen on validation (two-phase, seed 100)"
+    lines += tuning_table(title, digits_geo["tuning"])
     lines += ["", "### Schedules (test accuracy %, wall seconds per run)", "",
               "| cell | train | method | seeds | test | seconds |",
               "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip

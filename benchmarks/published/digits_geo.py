@@ -59,6 +59,7 @@ PLANAR_SIZES = {
     f"planar_h32x{depth}": {**SIZES["h32x2_regularised"], **PLANAR, "num_hidden_layers": depth}
     for depth in (2, 3, 4, 6)
 }
+ALL_SIZES = {**SIZES, **PLANAR_SIZES}
 PLANAR_CELLS = ("rotated_45",)  # the cell of the margin goal; the depth is tuned there, at 300 images
 SCHEDULES = {  # method: overrides on top of the common ones (two_phase is the library's default)
     "two_phase": {},
@@ -84,7 +85,7 @@ def spec(
         "rotation_range": range_deg, "tilt_digits": tilt, "train_size": train_size, "data_seed": data_seed,
         "seed": seed, "learning_rate": 3e-3, "phase1_constraint": "equivariant", "phase2": "free",
         "phase2_lr_multiplier": 1.0, "phase1_steps": PHASE_STEPS, "phase2_steps": PHASE_STEPS,
-        "eval_steps": 50, "early_stopping_patience": PATIENCE, **{**SIZES, **PLANAR_SIZES}[size],
+        "eval_steps": 50, "early_stopping_patience": PATIENCE, **ALL_SIZES[size],
         **SCHEDULES[method],
     }  # fmt: skip
     if quick:

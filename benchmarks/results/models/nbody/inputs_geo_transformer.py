@@ -57,6 +57,16 @@ class GeoTransformerInputs:
         (eager, `geo_pe.set_input_validation`)."""
         return bool(self.config.validate_inputs) and value_checks_enabled()
 
+    def keyed(self, positions):
+        """A tensor given for the model's only attribute as ``{attribute: tensor}``; anything else as is."""
+        if not isinstance(positions, torch.Tensor):
+            return positions
+        if len(self.attribute_spaces) != 1:
+            raise ValueError(
+                f"positions: expected a dict with keys {sorted(self.attribute_spaces)}, got a tensor"
+            )
+        return {next(iter(self.attribute_spaces)): positions}
+
     def positions(
         self, positions, B: int, T: int, mask: torch.Tensor | None, device, reference: str
     ) -> GroupElements | None:
@@ -77,10 +87,7 @@ class GeoTransformerInputs:
                 raise ValueError(
                     f"positions: the model's encodings read {sorted(attributes)}; pass a tensor per attribute"
                 )
-        if isinstance(positions, torch.Tensor):
-            if len(attributes) != 1:
-                raise ValueError(f"positions: expected a dict with keys {sorted(attributes)}, got a tensor")
-            positions = {next(iter(attributes)): positions}
+        positions = self.keyed(positions)
         if not isinstance(positions, dict):
             raise ValueError(
                 f"positions: expected a tensor or a dict of tensors, got {type(positions).__name__}"
@@ -314,8 +321,7 @@ class GeoTransformerInputs:
         An s2 attribute is encoded by its centred point (its direction), an so2 attribute by the angle of
         its centred planar point. Padded points may hold anything."""
         c = self.config
-        if isinstance(positions, torch.Tensor) and len(self.attribute_spaces) == 1:
-            positions = {next(iter(self.attribute_spaces)): positions}  # the only attribute
+        positions = self.keyed(positions)
         if not isinstance(positions, dict):
             raise ValueError(f"positions: expected a dict with the point attributes {c.point_attributes}")
         positions, points, distances = dict(positions), {}, []

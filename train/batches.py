@@ -8,13 +8,14 @@ processes with B / k each compute.
 
 from __future__ import annotations
 
+import hashlib
 from typing import TypeVar
 
 import torch
 
 from train.validation import ConfigError
 
-__all__ = ["Split", "StepBatches", "shard", "step_generator", "to_device"]
+__all__ = ["STREAMS", "Split", "StepBatches", "shard", "step_generator", "to_device"]
 
 T = TypeVar("T")
 
@@ -74,6 +75,16 @@ def _rows(columns: dict, index) -> dict:
     return {k: _rows(v, index) if isinstance(v, dict) else v[index] for k, v in columns.items()}
 
 
-def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
-    """A generator for the random group elements of one step: a pure function of (seed, step, stream)."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 7 + stream)
+STREAMS = ("task", "transform", "equivariance", "orientation")  # what a step draws, each its own stream
+
+
+def step_generator(seed: int, step: int, stream: str = "task", rank: int = 0) -> torch.Generator:
+    """A generator for the random draws of one step: a pure function of (seed, step, stream, rank).
+
+    Every (step, stream, rank) gets its own seed, a 64-bit hash of the four: the draws of one process never
+    repeat another's, or another stream's, or another step's (an affine mix such as
+    ``(seed * P + step) * k + stream`` collides once a rank's streams pass k)."""
+    if stream not in STREAMS:
+        raise ValueError(f"stream: expected one of {STREAMS}, got {stream!r}")
+    key = f"{seed}/{step}/{stream}/{rank}".encode()
+    return torch.Generator().manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") >> 1)

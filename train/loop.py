@@ -358,10 +358,11 @@ class Trainer:
             args.in_range_augmentation == "phase2" and self.phase.index > 0
         ):
             batch = self.task.resample_orientation(
-                batch, step_generator(args.seed, state.global_step, 2 * acc.process_index + 3)
+                batch, step_generator(args.seed, state.global_step, "orientation", acc.process_index)
             )
         if self.task.augments_training_batches:  # the task's own symmetries (e.g. a global sign flip)
-            batch = self.task.training_batch(batch, step_generator(args.seed, state.global_step, 0))
+            draws = step_generator(args.seed, state.global_step, "task", acc.process_index)
+            batch = self.task.training_batch(batch, draws)
         inputs, labels = self.task.inputs(batch)
         # the task's data were checked when they were built (train.checks): value checks in the step would
         # only cost a host sync each (and a graph break under --compile)
@@ -385,7 +386,7 @@ class Trainer:
         args, task, state = self.args, self.task, self.state
         rank = self.accelerator.process_index
         if args.augment:  # a random global transformation of every training example
-            inputs = task.transform(inputs, step_generator(args.seed, state.global_step, 2 * rank + 1))
+            inputs = task.transform(inputs, step_generator(args.seed, state.global_step, "transform", rank))
         parts = {}
         if args.equivariance_loss_weight > 0:
             outputs = {}
@@ -395,7 +396,7 @@ class Trainer:
                 return task.predictions(outputs["out"], batch)
 
             def draws(_element) -> torch.Generator:  # one element per step, drawn again for the outputs
-                return step_generator(args.seed, state.global_step, 2 * rank + 2)
+                return step_generator(args.seed, state.global_step, "equivariance", rank)
 
             soft = equivariance_loss(
                 forward,

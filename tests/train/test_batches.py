@@ -1,0 +1,29 @@
+"""The random draws of a training step: a pure function of (seed, step, stream, rank), never shared."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from train.batches import STREAMS, step_generator
+
+
+def _draws(generator: torch.Generator) -> tuple[int, ...]:
+    return tuple(torch.randint(0, 2**62, (4,), generator=generator).tolist())
+
+
+def test_step_draws_are_reproducible_and_never_shared():
+    """The same arguments give the same draws; every (seed, step, stream, rank) of a grid gets its own.
+    An affine seed such as (seed * P + step) * 7 + stream shares them: a rank's fourth stream at step s
+    is the next step's first stream of rank 0."""
+    assert _draws(step_generator(3, 17, "orientation", 2)) == _draws(step_generator(3, 17, "orientation", 2))
+    grid = list(itertools.product(range(3), range(40), STREAMS, range(8)))
+    draws = {_draws(step_generator(*key)) for key in grid}
+    assert len(draws) == len(grid)
+
+
+def test_an_unknown_stream_is_named():
+    with pytest.raises(ValueError, match=r"stream: expected one of \('task', 'transform'"):
+        step_generator(0, 0, "augment")

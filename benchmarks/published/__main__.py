@@ -318,8 +318,6 @@ def nbody_curve(args) -> dict:
             else:
                 files = write_parquet(subset, args.cache / f"nbody_curve_{size}{'_quick' * args.quick}")
                 run_dir = args.cache / "runs" / "nbody_curve" / f"{size}_{method}"
-                if args.quick:  # the quick run's own few steps
-                    overrides = {k: v for k, v in overrides.items() if not k.endswith("_steps")}
                 result = train_geo_transformer(HERE / config, files, run_dir, args.quick, **overrides)
                 result["test_mse"] = min(result["phases"], key=lambda p: p["validation_mse"])["test_mse"]
             result.update(train_size=size, method=method)
@@ -338,7 +336,8 @@ PUBLISHED_INERTIA = {  # test MSE: EMLP (Finzi, Welling, Wilson 2021) Table; RPP
 
 
 def train_geo_transformer(config: Path, files: dict, out: Path, quick: bool, **overrides) -> dict:
-    """The geo transformer through the dataset task on ``files``: the run's results (both phases)."""
+    """The geo transformer through the dataset task on ``files``: the run's results (both phases). A
+    ``quick`` run keeps its own few steps: step counts among ``overrides`` are dropped."""
     from train import load_config, train
 
     argv = ["--config", str(config), "--output_dir", str(out), "--overwrite_output_dir", "true",
@@ -347,7 +346,7 @@ def train_geo_transformer(config: Path, files: dict, out: Path, quick: bool, **o
         argv += [f"--{split}_file", str(path)]
     if quick:
         overrides = {"phase1_steps": 4, "phase2_steps": 4, "eval_steps": 2, "save_steps": 8, "batch_size": 20,
-                     "eval_batch_size": 20, **overrides}  # fmt: skip
+                     "eval_batch_size": 20, **{k: v for k, v in overrides.items() if not k.endswith("_steps")}}  # fmt: skip
     for key, value in overrides.items():
         argv += [f"--{key}", str(value)]
     result = train(load_config(argv))
@@ -377,8 +376,6 @@ def _geo_nbody(args, splits, seed: int, variant: str = "", **overrides) -> dict:
     name = f"nbody{variant}_quick" if args.quick else f"nbody{variant}_parquet"
     files = write_parquet(splits, args.cache / name)
     out = args.cache / "runs" / (f"nbody{variant}" if seed == 0 else f"nbody{variant}_s{seed}")
-    if args.quick:  # the quick run's own few steps
-        overrides = {k: v for k, v in overrides.items() if not k.endswith("_steps")}
     result = train_geo_transformer(HERE / "nbody.yaml", files, out, args.quick, seed=seed, **overrides)
     model = load("model", out)
     count = 200 if args.quick else 2000
@@ -481,8 +478,6 @@ def inertia_variants(args) -> dict:
         if name not in INERTIA_VARIANTS:
             raise ValueError(f"--variants: unknown {name!r}; expected some of {sorted(INERTIA_VARIANTS)}")
         breaking, config, overrides = INERTIA_VARIANTS[name]
-        if args.quick:
-            overrides = {k: v for k, v in overrides.items() if not k.endswith("_steps")}
         for seed in (0,) if args.quick else VARIANT_SEEDS.get(name, (0,)):
             key = name if seed == 0 else f"{name}_s{seed}"
 

@@ -86,5 +86,5 @@ def step_generator(seed: int, step: int, stream: str = "task", rank: int = 0) ->
     ``(seed * P + step) * k + stream`` collides once a rank's streams pass k)."""
     if stream not in STREAMS:
         raise ValueError(f"stream: expected one of {STREAMS}, got {stream!r}")
-    key = f"{seed}/{step}/{stream}/{rank}".encode()
-    return torch.Generator().manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") >> 1)
+    digest = hashlib.blake2b(f"{seed}/{step}/{stream}/{rank}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "big") >> 1)

@@ -345,8 +345,9 @@ def train_geo_transformer(config: Path, files: dict, out: Path, quick: bool, **o
     for split, path in files.items():
         argv += [f"--{split}_file", str(path)]
     if quick:
+        own = {k: v for k, v in overrides.items() if not k.endswith("_steps")}
         overrides = {"phase1_steps": 4, "phase2_steps": 4, "eval_steps": 2, "save_steps": 8, "batch_size": 20,
-                     "eval_batch_size": 20, **{k: v for k, v in overrides.items() if not k.endswith("_steps")}}  # fmt: skip
+                     "eval_batch_size": 20, **own}  # fmt: skip
     for key, value in overrides.items():
         argv += [f"--{key}", str(value)]
     result = train(load_config(argv))

@@ -449,5 +449,11 @@ def test_variants_aggregate_over_seeds_and_the_residual_meets_two_phase_seed_for
     assert variant_means(variants) == {"modified_residual": (0.3, [0.2, 0.4]), "breaking_1": (1.0, [0.5])}
     two_phase = {"phases": [{"phase": "free", "test_mse": 0.1, "validation_mse": 0.2}]}
     lines = variants_section(variants, {"modified_inertia": {"geo_transformer": [two_phase]}})
-    expected = "residual (RPP-style) 0.300 ± 0.100 (2), two-phase with moment_readout (`inertia`, same data"
-    assert f"{expected} per seed) 0.100 (1)" in "\n".join(lines)
+    expected = ("residual (RPP-style) 0.300 ± 0.100 (2) on the model before moment_readout, two-phase with "
+                "moment_readout (`inertia`, same data per seed) 0.100 (1)")  # fmt: skip
+    assert expected in "\n".join(lines)
+    variants |= {"modified_residual_moment": run("modified_residual_moment", 0, 0.05),
+                 "modified_residual_moment_s1": run("modified_residual_moment", 1, 0.15)}  # fmt: skip
+    lines = variants_section(variants, {"modified_inertia": {"geo_transformer": [two_phase]}})
+    expected = "before moment_readout, with moment_readout 0.100 ± 0.050 (2), two-phase with moment_readout"
+    assert expected in "\n".join(lines)

@@ -360,9 +360,9 @@ class Trainer:
             batch = self.task.resample_orientation(
                 batch, step_generator(args.seed, state.global_step, "orientation", acc.process_index)
             )
-        if self.task.augments_training_batches:  # the task's own symmetries (e.g. a global sign flip)
-            draws = step_generator(args.seed, state.global_step, "task", acc.process_index)
-            batch = self.task.training_batch(batch, draws)
+        if self.task.augments_training_batches:  # the task's own symmetries (e.g. a global sign flip),
+            # drawn once per global batch and shared by every rank, so k processes do what one does
+            batch = self.task.training_batch(batch, step_generator(args.seed, state.global_step, "task"))
         inputs, labels = self.task.inputs(batch)
         # the task's data were checked when they were built (train.checks): value checks in the step would
         # only cost a host sync each (and a graph break under --compile)

@@ -16,8 +16,8 @@ def _draws(generator: torch.Generator) -> tuple[int, ...]:
 
 def test_step_draws_are_reproducible_and_never_shared():
     """The same arguments give the same draws; every (seed, step, stream, rank) of a grid gets its own.
-    An affine seed such as (seed * P + step) * 7 + stream shares them: a rank's fourth stream at step s
-    is the next step's first stream of rank 0."""
+    The affine seed (seed * P + step) * 7 + stream used before shared them: rank 2's orientation stream
+    (2 * 2 + 3 = 7) at step s was rank 0's task stream at step s + 1."""
     assert _draws(step_generator(3, 17, "orientation", 2)) == _draws(step_generator(3, 17, "orientation", 2))
     grid = list(itertools.product(range(3), range(40), STREAMS, range(8)))
     draws = {_draws(step_generator(*key)) for key in grid}

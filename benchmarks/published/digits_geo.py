@@ -38,6 +38,7 @@ from pathlib import Path
 from benchmarks.experiments.runner import read_cache, run_specs
 from benchmarks.experiments.suites import Spec
 from benchmarks.published import digits
+from benchmarks.published.report import SELECTED_METHOD
 
 PHASE_STEPS, PATIENCE = 3000, 10
 TUNING_SEED, SEEDS = 100, (0, 1, 2)
@@ -142,7 +143,7 @@ def run(runs_file: Path, jobs: int = 2, quick: bool = False, sizes=SIZES) -> dic
     first = [s for s in final if s not in last]
     failures += run_specs(first + schedules + last + augmented, runs_file, jobs)
     planar_sizes = {name: PLANAR_SIZES[name] for name in list(PLANAR_SIZES)[: 1 if quick else None]}
-    planar_cells = cells if quick else [(c, n) for c, n in TUNING_CELLS if c in PLANAR_CELLS]
+    planar_cells = cells if quick else [(PLANAR_CELLS[0], 300)]
     planar_tuning = [
         spec(c, n, s, "planar_augmented", TUNING_SEED, quick) for c, n in planar_cells for s in planar_sizes
     ]
@@ -171,9 +172,6 @@ def run(runs_file: Path, jobs: int = 2, quick: bool = False, sizes=SIZES) -> dic
         "planar_tuning": planar_tuning_records,
         "planar": _records(runs_file, planar),
     }
-
-
-SELECTED_METHOD = "selected_on_validation"
 
 
 def selected_on_validation(augmented: list[dict], planar: list[dict]) -> list[dict]:

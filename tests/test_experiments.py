@@ -115,6 +115,7 @@ def _check_quick_run(out: Path, names: list[str], expected_pngs: set[str]) -> No
     assert (out / "RESULTS.md").read_text() == report
 
 
+@pytest.mark.slow  # about 60 s; a subset of the next test, for a quicker look at the runner
 def test_quick_mode_on_three_suites_regenerates_their_tables_and_plots(tmp_path):
     names = ["tuning", "layerwise", "motifs", "rotors_eps"]
     pngs = {"layerwise_filters.png", "layerwise_natural_filters.png", "motifs.png", "rotors_eps.png"}

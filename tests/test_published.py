@@ -237,6 +237,7 @@ def test_linear_dynamics_is_the_least_squares_time():
     assert best < linear_dynamics_mse(systems, t - 1e-3) and best < linear_dynamics_mse(systems, t + 1e-3)
 
 
+@pytest.mark.slow  # every benchmark end to end (about 140 s); the report's pieces are tested below
 def test_the_runner_writes_every_benchmark_and_the_report_in_quick_mode(tmp_path):
     args = ["all", "--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]
     assert main(args) == 0
@@ -355,6 +356,7 @@ def test_the_shipped_models_hold_on_fresh_data():
     assert shipped.nbody_mse(shipped.load("nbody"), seed=11, count=300) < 0.03
 
 
+@pytest.mark.slow  # three short N-body trainings (about 35 s)
 def test_the_nbody_runner_caches_each_seed_and_its_wall_time_budget(tmp_path):
     args = ["nbody", "--quick", "--skip-geo", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]
     assert main(args) == 0

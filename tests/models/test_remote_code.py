@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 from geo_pe import quaternion
@@ -98,6 +99,7 @@ def load(name, folder, cls, auto, output):
 """
 
 
+@pytest.mark.slow  # one fresh interpreter per head (about 30 s); the default run loads one folder (below)
 def test_every_heads_folder_loads_with_trust_remote_code(tmp_path):
     """Every folder is named ``model`` (as the trainer names it) and carries the code of its own class.
     transformers maps AutoModel to the first remote class a process loads for the same config code, so

@@ -61,6 +61,7 @@ def test_every_entry_point_gives_the_same_run(tmp_path, data_cache):
             torch.testing.assert_close(results[name][key], value, msg=f"{name}: {key}")
 
 
+@pytest.mark.slow  # three fresh interpreters (about 30 s); the wheel's contents are checked by default
 def test_the_script_runs_the_installed_package_beside_a_users_train_py(tmp_path, data_cache):
     (tmp_path / "train.py").write_text("raise SystemExit('the user train.py ran')\n")
     shadowed = run([sys.executable, "-m", "train", "--help"], tmp_path)

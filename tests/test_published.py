@@ -304,6 +304,10 @@ def test_the_runner_writes_every_benchmark_and_the_report_in_quick_mode(tmp_path
     assert summary["digits_geo_min_margin_points_by_cell"] == {"rotated_45": pytest.approx(expected_margin)}
     assert summary["digits_geo_margin_methods"] == {"rotated_45": "selected_on_validation"}
     assert "Pixels as planar points" in (tmp_path / "PUBLISHED_quick.md").read_text()
+    (upright,) = geo["upright"]  # the control: no rotation, the planar model's size
+    assert upright["overrides"]["rotation_range"] == 0.0 and upright["labels"]["size"] == geo["planar_size"]
+    assert sorted(r["method"] for r in geo["upright_baselines"]) == ["cnn", "rbf_svm"]
+    assert "The upright control" in (tmp_path / "PUBLISHED_quick.md").read_text()
     assert "size, chosen on validation" in (tmp_path / "PUBLISHED_quick.md").read_text()
 
 
@@ -345,6 +349,35 @@ def test_digits_geo_specs_are_valid_configs_and_the_size_is_chosen_on_validation
     assert digits_geo.choose_size(records) == "b"  # mean 0.75 beats 0.70, though "a" has the best run
     with pytest.raises(SystemExit):
         main(["digits_geo", "--jobs", "0"])
+
+
+def test_the_upright_control_turns_nothing_and_sits_beside_the_45_degree_cell(tmp_path):
+    from benchmarks.experiments.runner import build_config
+    from benchmarks.published import digits_geo
+    from benchmarks.published.report import upright_methods, upright_section
+
+    upright = digits_geo.upright_spec("planar_h32x4", 3)
+    config = build_config(upright, str(tmp_path))
+    assert config.data.rotation_range == 0.0 and config.data.train_size == digits_geo.UPRIGHT_SIZE
+    assert config.data.planar_points and config.data.data_seed == 3 and config.training.seed == 3
+    turned = digits_geo.spec("rotated_45", 50, "planar_h32x4", "planar_augmented", 3, data_seed=3)
+    assert upright.key != turned.key and upright.labels == {**turned.labels, "cell": "upright"}
+
+    def run(method, test):
+        return {"labels": {"cell": "upright", "train_size": 50, "method": method}, "test": test}
+
+    result = {"upright": [run("planar_augmented", 0.6), run("planar_augmented", 0.7)],
+              "upright_baselines": [{"method": "cnn", "test": 0.8}, {"method": "cnn", "test": 0.9},
+                                    {"method": "rbf_svm", "test": 0.85}]}  # fmt: skip
+    methods = upright_methods(result)
+    assert methods["planar_augmented"] == pytest.approx((65.0, 5.0))  # population std, as every table
+    assert methods["cnn"] == pytest.approx((85.0, 5.0)) and methods["rbf_svm"] == pytest.approx((85.0, 0.0))
+    baselines = {"rotated_45": {"50": {"cnn_aug": (76.5, 1.8), "cnn": (62.1, 4.3)}}}
+    geo = {"rotated_45": {"50": {"planar_augmented": (65.4, 6.8)}}}
+    table = upright_section(result, baselines, geo)
+    assert "| upright | 85.0 ± 0.0 | 85.0 ± 5.0 |  | 65.0 ± 5.0 |" in table
+    assert "| rotated_45 (±45°) |  | 62.1 ± 4.3 | 76.5 ± 1.8 | 65.4 ± 6.8 |" in table
+    assert upright_section({"upright": []}, baselines, geo) == []  # the control has not run
 
 
 def test_the_shipped_models_hold_on_fresh_data():

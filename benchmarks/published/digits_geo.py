@@ -28,6 +28,9 @@ benchmark picks up where it stopped.
   at every size over data seeds 0-4. For each cell, data seed and size, ``selected_on_validation``
   keeps whichever of the two augmented models (angles or planar points) has the better validation
   accuracy.
+* The upright control (``UPRIGHT_CELL``): the planar model and the baselines at 50 images with no rotation
+  at all, over the same data seeds. It separates what the rotations cost each model from what the model
+  itself costs at this size.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ QUICK = {"phase1_steps": 8, "phase2_steps": 4, "eval_steps": 4, "early_stopping_
 
 
 AUGMENTED_CELLS, DATA_SEEDS = ("rotated_45", "full_circle", "tilt_45"), (0, 1, 2, 3, 4)  # every data seed
+UPRIGHT_CELL, UPRIGHT_SIZE = "upright", 50  # the control: rotation_range 0, baselines and planar model
 
 
 def spec(
@@ -97,6 +101,15 @@ def spec(
     labels = {"cell": cell, "train_size": train_size, "size": size, "method": method, "seed": seed,
               "data_seed": data_seed}  # fmt: skip
     return Spec("digits_geo", "digits", labels, overrides)
+
+
+def upright_spec(size: str, data_seed: int, quick: bool = False) -> Spec:
+    """The planar model (``size``) at `UPRIGHT_SIZE` images with no rotation (in-range augmentation is then
+    the identity), labelled `UPRIGHT_CELL`."""
+    upright = spec("rotated_45", UPRIGHT_SIZE, size, "planar_augmented", data_seed, quick, data_seed)
+    upright.overrides["rotation_range"] = 0.0
+    upright.labels["cell"] = UPRIGHT_CELL
+    return upright
 
 
 def _records(runs_file: Path, specs: list[Spec]) -> list[dict]:
@@ -156,7 +169,12 @@ def run(runs_file: Path, jobs: int = 2, quick: bool = False, sizes=SIZES) -> dic
         for data_seed in ((0,) if quick else DATA_SEEDS)
         for n in ((50,) if quick else digits.TRAIN_SIZES)
     ]
-    failures += run_specs(planar, runs_file, jobs)
+    upright = [upright_spec(planar_size, data_seed, quick) for data_seed in ((0,) if quick else DATA_SEEDS)]
+    failures += run_specs(planar + upright, runs_file, jobs)
+    upright_baselines = digits.run(
+        data_seeds=1 if quick else len(DATA_SEEDS), sizes=(UPRIGHT_SIZE,), cells={UPRIGHT_CELL: (0.0, 0)},
+        epochs=2 if quick else 200, cache=runs_file.parent / "upright_baselines.jsonl", log=lambda row: None,
+    )  # fmt: skip
     if failures:
         raise RuntimeError(f"digits_geo: {len(failures)} runs failed, first: {failures[0]['error']}")
     return {
@@ -171,6 +189,8 @@ def run(runs_file: Path, jobs: int = 2, quick: bool = False, sizes=SIZES) -> dic
         "planar_sizes": planar_sizes,
         "planar_tuning": planar_tuning_records,
         "planar": _records(runs_file, planar),
+        "upright": _records(runs_file, upright),
+        "upright_baselines": [r for r in upright_baselines if r["method"] != "cnn_aug"],  # nothing to turn
     }
 
 

@@ -134,6 +134,37 @@ def planar_section(digits_geo: dict, rows: list[dict], selected: list[dict]) -> 
     return [*lines, *augmented_section(selected, SELECTED_METHOD, what)]
 
 
+def upright_methods(digits_geo: dict) -> dict[str, tuple[float, float]]:
+    """``{method: (mean, std)}`` of test accuracy in % in digits_geo's upright control (no rotation, 50
+    images): the baselines and the planar model; empty where the control has not run."""
+    runs: dict[str, list[float]] = defaultdict(list)
+    for r in digits_geo.get("upright_baselines", []):
+        runs[r["method"]].append(100 * r["test"])
+    for r in digits_geo.get("upright", []):
+        runs[r["labels"]["method"]].append(100 * r["test"])
+    return {method: _mean_std(values) for method, values in runs.items()}
+
+
+def upright_section(digits_geo: dict, digits_summary: dict, geo: dict) -> list[str]:
+    """The upright control beside the +-45 degree cell at the same size: what the rotations cost each
+    model, and what the model itself costs at this size."""
+    upright = upright_methods(digits_geo)
+    if PLANAR_METHOD not in upright:
+        return []
+    size = str(digits_geo["upright"][0]["labels"]["train_size"])
+    turned = {**digits_summary.get(TARGET_CELL, {}).get(size, {}), **geo.get(TARGET_CELL, {}).get(size, {})}
+    columns = ("rbf_svm", "cnn", "cnn_aug", PLANAR_METHOD)
+    lines = [f"### The upright control ({size} images, no rotation)", "",
+             "Test accuracy (%), mean ± std over the same data seeds. The CNN's augmentation has nothing to "
+             "turn upright, so it has no upright figure.", "",
+             "| digits | SVM | CNN | CNN + aug | geo-pe planar points |",
+             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for name, methods in (("upright", upright), (f"{TARGET_CELL} (±45°)", turned)):
+        figures = [_accuracy(methods[m]) if m in methods else "" for m in columns]
+        lines.append(f"| {name} | {' | '.join(figures)} |")
+    return [*lines, ""]
+
+
 def reversal_rows(nbody: dict, summary: dict) -> list[str]:
     """Rows of the runs trained on the training systems and their time-reversed copies (``--time-reversal``).
     Where the geo transformer has them, its headline ``nbody_geo_mse`` is theirs (fresh systems), and the
@@ -577,6 +608,8 @@ def write_report(folder: Path, suffix: str = "", results: Path = RESULTS) -> dic
             lines += augmented_section(augmented)
         if planar:
             lines += planar_section(digits_geo, planar, selected)
+        if digits_geo is not None:
+            lines += upright_section(digits_geo, digits["summary"], geo)
     if shipped is not None:
         lines += ["## Shipped models on freshly simulated systems", "", "| model | seed | test MSE |",
                   "| --- | --- | --- |"]  # fmt: skip

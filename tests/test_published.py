@@ -492,3 +492,29 @@ def test_variants_aggregate_over_seeds_and_the_residual_meets_two_phase_seed_for
     lines = variants_section(variants, {"modified_inertia": {"geo_transformer": [two_phase]}})
     expected = "before moment_readout, with moment_readout 0.100 ± 0.050 (2), two-phase with moment_readout"
     assert expected in "\n".join(lines)
+
+
+def test_the_long_budget_line_takes_the_best_validated_phase_and_the_steps_run():
+    from benchmarks.published.report import budget_lines
+
+    def run(name, seed, best_step, steps, test, validation):
+        phases = [
+            {"phase": "equivariant", "best_step": 1000, "test_mse": 0.6, "validation_mse": 0.7},
+            {"phase": "free", "best_step": best_step, "test_mse": test, "validation_mse": validation},
+        ]
+        return {"name": name, "seed": seed, "phases": phases, "curve": [{"step": 250}, {"step": steps}]}
+
+    variants = {
+        "modified_two_phase_long": run("modified_two_phase_long", 0, 7000, 9000, 0.004, 0.01),
+        "modified_two_phase_long_s1": run("modified_two_phase_long", 1, 8000, 10000, 0.008, 0.02),
+    }
+    assert budget_lines(variants) == []  # the residual has not run
+    variants |= {
+        "modified_residual_moment_long": run("modified_residual_moment_long", 0, 11000, 12000, 0.003, 0.9),
+        "modified_residual_moment_long_s1": run("modified_residual_moment_long", 1, 9500, 11500, 0.001, 0.01),
+    }
+    line, blank = budget_lines(variants)
+    assert blank == "" and "two_phase_long 0.0060 ± 0.0020 (2), best validation at step 7000 / 8000" in line
+    assert "of 9000 / 10000 run; modified_residual" in line  # the steps each run took, seed by seed
+    # seed 0's free phase validates worse than its equivariant phase, so its test MSE is phase I's
+    assert "modified_residual_moment_long 0.3005 ± 0.2995 (2), best validation at step 1000 / 9500" in line

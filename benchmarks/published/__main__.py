@@ -449,6 +449,12 @@ INERTIA_VARIANTS = {  # name: (breaking coefficient, config, overrides); seed 0 
     # the residual pathway on the headline model (moment_readout), two-phase's 3,000 + 3,000 steps in one
     "modified_residual_moment": (0.3, "modified_inertia", {"phase1_constraint": "residual", "phase2": "none",
                                                            "phase1_steps": 6000}),
+    # both schedules on twice the budget, each phase ended by 2,000 steps without a better validation MSE
+    "modified_two_phase_long": (0.3, "modified_inertia", {"phase1_steps": 6000, "phase2_steps": 6000,
+                                                          "early_stopping_patience": 8}),
+    "modified_residual_moment_long": (0.3, "modified_inertia", {"phase1_constraint": "residual",
+                                                                "phase2": "none", "phase1_steps": 12000,
+                                                                "early_stopping_patience": 8}),
     "breaking_0.1": (0.1, MODIFIED_DIRECTIONS, {}),
     "breaking_1": (1.0, MODIFIED_DIRECTIONS, {}),
     "inertia_commutant": (0.0, DIRECTIONS, {}),
@@ -458,7 +464,9 @@ INERTIA_VARIANTS = {  # name: (breaking coefficient, config, overrides); seed 0 
 
 # the residual pathway beside two-phase's 3 seeds on ModifiedInertia (`inertia`, the same data per seed);
 # every other variant runs on seed 0
-VARIANT_SEEDS = {"modified_residual": (0, 1, 2), "modified_residual_moment": (0, 1, 2)}
+SEEDED_VARIANTS = ("modified_residual", "modified_residual_moment", "modified_two_phase_long",
+                   "modified_residual_moment_long")  # fmt: skip
+VARIANT_SEEDS = dict.fromkeys(SEEDED_VARIANTS, (0, 1, 2))
 
 
 def _validation_curve(run_dir: Path) -> list[dict]:

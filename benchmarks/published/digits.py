@@ -200,12 +200,22 @@ CELLS = {  # name: (rotation range in degrees, tilt digits)
 TRAIN_SIZES = (50, 100, 300, 1000)
 
 
+METHODS = ("rbf_svm", "cnn", "cnn_aug")
+
+
 def run(
-    data_seeds: int = 5, sizes=TRAIN_SIZES, cells=CELLS, epochs: int = 200, cache=None, log=print
+    data_seeds: int = 5,
+    sizes=TRAIN_SIZES,
+    cells=CELLS,
+    epochs: int = 200,
+    cache=None,
+    log=print,
+    methods=METHODS,
 ) -> list[dict]:
     """Every cell x size x data seed (the task's ``data_seed``: the split and the rotations): the SVM,
     and the CNN with and without augmentation (initialised from the same seed). Rows already in the
-    JSON-lines file ``cache`` are kept; new ones are appended, so a run cut short resumes."""
+    JSON-lines file ``cache`` are kept; new ones are appended, so a run cut short resumes. ``methods``
+    picks among `METHODS`."""
     done = {}
     if cache is not None and cache.is_file():
         for line in cache.read_text().splitlines():
@@ -216,7 +226,7 @@ def run(
         for name, (range_deg, tilt) in cells.items():
             for size in sizes:
                 cell = None
-                for method in ("rbf_svm", "cnn", "cnn_aug"):
+                for method in methods:
                     key = (name, size, method, data_seed)
                     if key not in done:
                         cell = cell or load_cell(range_deg, tilt, size, data_seed)

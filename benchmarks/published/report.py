@@ -224,9 +224,14 @@ def _best_within(curve: list[dict], epochs: int) -> float | None:
     return seen[-1]["best_test"] if seen else None
 
 
+def _best_phase(run: dict) -> dict:
+    """The phase of a geo transformer run with the best validation MSE."""
+    return min(run["phases"], key=lambda p: p["validation_mse"])
+
+
 def _best_test(run: dict) -> tuple[float, str]:
     """(test MSE of the phase with the best validation MSE, its phase name) of a geo transformer run."""
-    best = min(run["phases"], key=lambda p: p["validation_mse"])
+    best = _best_phase(run)
     return best["test_mse"], best["phase"]
 
 
@@ -333,10 +338,6 @@ def variant_means(variants: dict) -> dict[str, tuple[float, list[float]]]:
     return out
 
 
-def _validation(phase: dict) -> float:
-    return phase["validation_mse"]
-
-
 LONG_BUDGET = ("modified_two_phase_long", "modified_residual_moment_long")
 
 
@@ -352,7 +353,7 @@ def budget_lines(variants: dict) -> list[str]:
     parts = []
     for name in LONG_BUDGET:
         ordered = sorted(runs[name], key=lambda r: r.get("seed", 0))
-        best = " / ".join(str(min(r["phases"], key=_validation)["best_step"]) for r in ordered)
+        best = " / ".join(str(_best_phase(r)["best_step"]) for r in ordered)
         ran = " / ".join(str(r["curve"][-1]["step"]) for r in ordered)
         mse = _mse([_best_test(r)[0] for r in ordered])
         parts.append(f"{name} {mse}, best validation at step {best} of {ran} run")

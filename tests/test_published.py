@@ -353,7 +353,7 @@ def test_digits_geo_specs_are_valid_configs_and_the_size_is_chosen_on_validation
 
 def test_the_upright_control_turns_nothing_and_sits_beside_the_45_degree_cell(tmp_path):
     from benchmarks.experiments.runner import build_config
-    from benchmarks.published import digits_geo
+    from benchmarks.published import digits, digits_geo
     from benchmarks.published.report import upright_methods, upright_section
 
     upright = digits_geo.upright_spec("planar_h32x4", 3)
@@ -378,6 +378,8 @@ def test_the_upright_control_turns_nothing_and_sits_beside_the_45_degree_cell(tm
     assert "| upright | 85.0 ± 0.0 | 85.0 ± 5.0 |  | 65.0 ± 5.0 |" in table
     assert "| rotated_45 (±45°) |  | 62.1 ± 4.3 | 76.5 ± 1.8 | 65.4 ± 6.8 |" in table
     assert upright_section({"upright": []}, baselines, geo) == []  # the control has not run
+    with pytest.raises(ValueError, match=r"methods: unknown \['cnn_augmented'\]"):
+        digits.run(data_seeds=1, sizes=(50,), methods=("cnn", "cnn_augmented"))
 
 
 def test_the_shipped_models_hold_on_fresh_data():

@@ -216,6 +216,9 @@ def run(
     and the CNN with and without augmentation (initialised from the same seed). Rows already in the
     JSON-lines file ``cache`` are kept; new ones are appended, so a run cut short resumes. ``methods``
     picks among `METHODS`."""
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"methods: unknown {unknown}; expected some of {list(METHODS)}")
     done = {}
     if cache is not None and cache.is_file():
         for line in cache.read_text().splitlines():

@@ -95,6 +95,18 @@ class GeoTransformerConfig(PreTrainedConfig):
             equivariant in every phase.
         distance_bias_max: the largest distance the radial functions resolve (their centres are spaced
             evenly on [0, distance_bias_max]), in the points' units.
+        local_descriptor_shells: radii (in the points' units) of the shells of a local descriptor added
+            to each token's scalar inputs (None: none), for planar (``so2``) point attributes: the power
+            spectrum of the token's neighbourhood (`geo_pe.descriptors.planar_power_spectrum`), its
+            neighbours binned by distance into Gaussian shells and by direction into circular harmonics
+            up to ``local_descriptor_frequencies``, through a linear map. It tells each token the shape
+            around it (a stroke's direction, a corner, an end) before any attention, as a CNN's first
+            kernels do, and it is invariant under rotations and translations, so the model keeps its
+            equivariance in every phase.
+        local_descriptor_frequencies: the circular harmonics' highest frequency M (0: shell counts only).
+        local_descriptor_width: the shells' Gaussian width, in the points' units.
+        local_descriptor_weight: the index in ``features`` of each neighbour's weight (an intensity), or
+            None for a weight of 1.
         point_messages: how pairs are weighed in the geometric messages (``relative_point_values`` and
             ``coordinate_updates``): ``"softmax"``, by each head's attention weights (they are positive
             and sum to 1 over the keys); ``"signed"``, by a pair MLP per layer on invariants, the
@@ -175,6 +187,10 @@ class GeoTransformerConfig(PreTrainedConfig):
         point_origin: str = "centroid",
         distance_bias: int = 0,
         distance_bias_max: float = 5.0,
+        local_descriptor_shells: list[float] | None = None,
+        local_descriptor_frequencies: int = 3,
+        local_descriptor_width: float = 0.2,
+        local_descriptor_weight: int | None = None,
         relative_point_values: bool = False,
         point_messages: str = "softmax",
         pair_scalar_messages: bool = False,
@@ -213,6 +229,14 @@ class GeoTransformerConfig(PreTrainedConfig):
         self.equivariant_target, self.equivariant_level = equivariant_target, equivariant_level
         self.output_attribute = output_attribute
         self.distance_bias, self.distance_bias_max = distance_bias, distance_bias_max
+        self.local_descriptor_shells = (
+            [float(r) for r in local_descriptor_shells] if local_descriptor_shells else None
+        )
+        self.local_descriptor_frequencies = local_descriptor_frequencies
+        self.local_descriptor_width, self.local_descriptor_weight = (
+            local_descriptor_width,
+            local_descriptor_weight,
+        )
         self.relative_point_values = relative_point_values
         self.point_messages, self.coordinate_updates = point_messages, coordinate_updates
         self.pair_scalar_messages = pair_scalar_messages
@@ -355,6 +379,7 @@ class GeoTransformerConfig(PreTrainedConfig):
         if self.relative_point_values and not self.point_attributes:
             raise ValueError("relative_point_values: offsets are taken between points; set point_attributes")
         self._validate_point_dynamics(attributes)
+        self._validate_local_descriptors(planar)
         if not self.distance_bias_max > 0:
             raise ValueError(
                 f"distance_bias_max: expected a positive distance, got {self.distance_bias_max!r}"
@@ -384,6 +409,35 @@ class GeoTransformerConfig(PreTrainedConfig):
             )
         if self.pooling != "mean":
             raise ValueError(f"pooling: expected 'mean', got {self.pooling!r}")
+
+    def _validate_local_descriptors(self, planar: list[str]) -> None:
+        """The local descriptors' keys: shells around planar points, a frequency, a width and a weight."""
+        if self.local_descriptor_shells is None:
+            return
+        if not planar:
+            raise ValueError(
+                "local_descriptor_shells: descriptors are taken around planar points; set point_attributes "
+                "to an so2 attribute"
+            )
+        if any(not r >= 0 for r in self.local_descriptor_shells):
+            raise ValueError(
+                f"local_descriptor_shells: expected non-negative radii, got {self.local_descriptor_shells!r}"
+            )
+        m = self.local_descriptor_frequencies
+        if isinstance(m, bool) or not isinstance(m, int) or m < 0:
+            raise ValueError(f"local_descriptor_frequencies: expected a non-negative int, got {m!r}")
+        if not self.local_descriptor_width > 0:
+            raise ValueError(
+                f"local_descriptor_width: expected a positive width, got {self.local_descriptor_width!r}"
+            )
+        w = self.local_descriptor_weight
+        if w is not None and (
+            isinstance(w, bool) or not isinstance(w, int) or not 0 <= w < self.feature_size
+        ):
+            raise ValueError(
+                f"local_descriptor_weight: expected None or a feature index in [0, {self.feature_size}) "
+                f"(feature_size), got {w!r}"
+            )
 
     def _validate_point_dynamics(self, attributes: dict[str, str]) -> None:
         """``point_messages``, ``coordinate_updates`` and ``vector_inputs`` against the point attributes."""

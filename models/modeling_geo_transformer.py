@@ -30,6 +30,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassif
 from transformers.utils import ModelOutput
 
 from geo_pe._checks import compute_dtype
+from geo_pe.descriptors import planar_power_spectrum, planar_power_spectrum_size
 from geo_pe.pe import GTAPE, AbsolutePE, Encoding, RotaryPE
 from geo_pe.phases import (
     EquivariantWeight,
@@ -611,6 +612,8 @@ class GeoTransformerPreTrainedModel(PreTrainedModel):
             init.copy_(module.signature, module.expected_signature())
         elif isinstance(module, CoordinateStep):
             init.normal_(module.weight, mean=0.0, std=1e-3)
+        elif isinstance(module, LocalDescriptorMap):  # many inputs: scaled by their count
+            init.normal_(module.weight, mean=0.0, std=std / module.in_features**0.5)
         elif isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
@@ -636,6 +639,12 @@ def _weight_or_bias_init(tensor: torch.Tensor, std: float) -> None:
         init.normal_(tensor, mean=0.0, std=std)
     else:
         init.zeros_(tensor)
+
+
+class LocalDescriptorMap(nn.Linear):
+    """The linear map of the local descriptors (``local_descriptor_shells``) into the scalar inputs. Its
+    weights start at ``initializer_range / sqrt(in_features)``: the descriptors' many numbers then add
+    about as much to a token's scalars as one input feature does."""
 
 
 class GeoTransformerModel(GeoTransformerPreTrainedModel):
@@ -696,6 +705,15 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
         self.embed_distances = (
             nn.Linear(len(points), config.scalar_size, bias=not config.feature_size) if points else None
         )
+        # local descriptors around planar points: invariant shape features added to the scalar inputs
+        self.descriptor_points = [a for a in points if self.attribute_spaces[a].name == "so2"]
+        shells = config.local_descriptor_shells
+        size = planar_power_spectrum_size(len(shells), config.local_descriptor_frequencies) if shells else 0
+        self.embed_descriptors = (
+            LocalDescriptorMap(size * len(self.descriptor_points), config.scalar_size, bias=False)
+            if size
+            else None
+        )
         self.layers = nn.ModuleList(
             GeoTransformerLayer(config, i, self.state_rep, self.block_sizes, self.embedding_rep)
             for i in range(config.num_hidden_layers)
@@ -713,6 +731,33 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
         self.norm = GeoRMSNorm(config.scalar_size, self.block_sizes, config.rms_norm_eps)
         self._replay_phases()
         self.post_init()
+
+    def _local_descriptors(
+        self, centred: dict[str, torch.Tensor], features: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``(B, T, descriptors)`` of the planar point attributes (``local_descriptor_shells``), in the
+        descriptor map's dtype; computed outside autocast, in the points' precision."""
+        c = self.config
+        weights = None
+        if c.local_descriptor_weight is not None:
+            if features is None:
+                raise ValueError(
+                    f"features: local_descriptor_weight={c.local_descriptor_weight} reads each neighbour's "
+                    "weight from the features; pass them"
+                )
+            weights = features[..., c.local_descriptor_weight]
+        points = {a: centred[a] for a in self.descriptor_points}
+        # half-precision points would bin distances to a few hundredths: at least float32 here
+        points = {
+            a: x.float() if x.dtype in (torch.float16, torch.bfloat16) else x for a, x in points.items()
+        }
+        shells, width = c.local_descriptor_shells, c.local_descriptor_width
+        with _without_autocast(next(iter(points.values())).device.type):
+            parts = [
+                planar_power_spectrum(x, shells, width, c.local_descriptor_frequencies, weights, mask)
+                for x in points.values()
+            ]
+        return torch.cat(parts, dim=-1).to(self.embed_descriptors.weight.dtype)
 
     # --- phases ------------------------------------------------------------------------------------------
     def _phase_arguments(self) -> dict:
@@ -851,6 +896,8 @@ class GeoTransformerModel(GeoTransformerPreTrainedModel):
             moving = start
             distances = self.embed_distances(distances.to(self.embed_distances.weight.dtype))
             scalars = scalars + distances
+            if self.embed_descriptors is not None:
+                scalars = scalars + self.embed_descriptors(self._local_descriptors(centred, features, mask))
         positions = self.inputs.positions(positions, B, T, mask, scalars.device, reference)
         # The residual stream keeps the parameters' dtype (float32 under autocast, as in HF's Llama): a
         # feature projection's bf16 output under autocast would otherwise carry the whole stream in bf16

@@ -142,6 +142,20 @@ class ModelArguments:
         "distance_bias_max",
         "the largest pairwise distance the radial functions resolve, in the points' units",
     )
+    local_descriptor_shells: list[float] | None = _model_arg(  # noqa: RUF009 (None: nothing mutable is shared)
+        "local_descriptor_shells",
+        "shell radii of a rotation-invariant descriptor of each planar point's neighbourhood (its power "
+        "spectrum over distance shells and circular harmonics), added to the scalar inputs (None: off)",
+    )
+    local_descriptor_frequencies: int = _model_arg(
+        "local_descriptor_frequencies", "the local descriptor's highest circular-harmonic frequency"
+    )
+    local_descriptor_width: float = _model_arg(
+        "local_descriptor_width", "the local descriptor's Gaussian shell width, in the points' units"
+    )
+    local_descriptor_weight: int | None = _model_arg(
+        "local_descriptor_weight", "index of the feature that weighs each neighbour (None: weight 1)"
+    )
     relative_point_values: bool = _model_arg(
         "relative_point_values",
         "each head averages the offsets x_j - x_i between points with its weights into the vector "

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from geo_pe import quaternion, se3
+from geo_pe.descriptors import planar_power_spectrum
 from geo_pe.reps import spherical_harmonics, wigner_D
 from geo_pe.testing import assert_close_to_rounding, assert_equivariant, assert_same_weights
 from models import (
@@ -327,7 +328,9 @@ def test_distance_bias_reads_pairwise_distances():
     assert (model(**inputs).predictions - before)[mask.bool()].abs().max() > 1e-3
 
 
-def planar_model(origin: str, dtype, point_values: bool = False) -> GeoTransformerForSequenceClassification:
+def planar_model(
+    origin: str, dtype, point_values: bool = False, descriptors: bool = False
+) -> GeoTransformerForSequenceClassification:
     config = GeoTransformerConfig(
         feature_size=1,  # an intensity; the distance to the origin or centroid is added by the model
         hidden_size=32,
@@ -338,6 +341,8 @@ def planar_model(origin: str, dtype, point_values: bool = False) -> GeoTransform
         point_origin=origin,
         distance_bias=6,
         relative_point_values=point_values,
+        local_descriptor_shells=[1.0, 2.0, 3.0] if descriptors else None,
+        local_descriptor_weight=0 if descriptors else None,
         num_labels=5,
         phase_history=["equivariant"],
         initializer_range=0.3,
@@ -356,13 +361,22 @@ def _turn_plane(angle: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return torch.stack((c * points[..., 0] - s * points[..., 1], s * points[..., 0] + c * points[..., 1]), -1)
 
 
-@pytest.mark.parametrize("origin, point_values", [("centroid", False), ("origin", False), ("centroid", True)])
-def test_planar_points_give_invariant_logits(origin, point_values, dtype):
+@pytest.mark.parametrize(
+    "origin, point_values, descriptors",
+    [
+        ("centroid", False, False),
+        ("origin", False, False),
+        ("centroid", True, False),
+        ("origin", False, True),
+    ],
+)
+def test_planar_points_give_invariant_logits(origin, point_values, descriptors, dtype):
     """so2 point attributes given as points in the plane: the logits are invariant under rotations about
     the origin, and with ``point_origin="centroid"`` under rigid motions of the plane (padding holds NaN);
     with ``"origin"`` a translation changes them (the model reads the points from the origin). With
-    ``relative_point_values`` the offsets x_j - x_i enter the frequency-1 blocks, and this still holds."""
-    model = planar_model(origin, dtype, point_values)
+    ``relative_point_values`` the offsets x_j - x_i enter the frequency-1 blocks, and with
+    ``local_descriptor_shells`` each point's neighbourhood enters the scalars; this still holds."""
+    model = planar_model(origin, dtype, point_values, descriptors)
     points = 1 + 2 * torch.randn(B, T, 2, dtype=dtype)
     intensity = torch.rand(B, T, 1, dtype=dtype)
     mask = torch.ones(B, T, dtype=torch.long)
@@ -416,6 +430,29 @@ def test_planar_point_values_turn_with_the_state(dtype):
     assert (states(points) - before).abs().max() > 1e-3
 
 
+def test_local_descriptors_are_read_and_weighed_by_their_feature():
+    """The descriptors reach the logits (zeroing their map changes them), their map starts at
+    initializer_range / sqrt(inputs), and the neighbours are weighed by the named feature: the
+    descriptors, and so the logits, move when another point's intensity does, beyond what the
+    intensity's own embedding explains."""
+    model = planar_model("origin", torch.float64, descriptors=True)
+    embed = model.model.embed_descriptors
+    assert embed.in_features == 3 + 3 * 3**2 and embed.out_features == model.config.scalar_size
+    assert embed.weight.std().item() == pytest.approx(0.3 / embed.in_features**0.5, rel=0.2)
+    points = 2 * torch.randn(2, 6, 2, dtype=torch.float64)
+    intensity = torch.rand(2, 6, 1, dtype=torch.float64)
+    x = {"angle": points}
+    descriptors = model.model._local_descriptors(x, intensity, None)
+    expected = planar_power_spectrum(points, [1.0, 2.0, 3.0], 0.2, 3, intensity[..., 0])
+    torch.testing.assert_close(descriptors, expected)
+    before = model(features=intensity, positions=x).logits
+    with torch.no_grad():
+        embed.weight.zero_()
+    assert (model(features=intensity, positions=x).logits - before).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="features: local_descriptor_weight=0 reads each neighbour's weight"):
+        model.model._local_descriptors(x, None, None)
+
+
 def test_planar_points_refuse_what_they_cannot_serve():
     model = planar_model("origin", torch.float32)
     shape = r"positions\['angle'\]: expected planar points of shape \(1, 3, 2\)"
@@ -434,6 +471,20 @@ def test_planar_points_refuse_what_they_cannot_serve():
         GeoTransformerConfig(**common, relative_point_values=True, coordinate_updates=True)
     with pytest.raises(ValueError, match="point_origin: expected one of"):
         GeoTransformerConfig(**common, point_origin="image centre")
+    with pytest.raises(
+        ValueError, match="local_descriptor_shells: descriptors are taken around planar points"
+    ):
+        GeoTransformerConfig(feature_size=1, pe_absolute="so2:2x1", local_descriptor_shells=[1.0])
+    with pytest.raises(ValueError, match=r"local_descriptor_shells: expected non-negative radii"):
+        GeoTransformerConfig(**common, local_descriptor_shells=[1.0, -1.0])
+    with pytest.raises(ValueError, match="local_descriptor_frequencies: expected a non-negative int, got -1"):
+        GeoTransformerConfig(**common, local_descriptor_shells=[1.0], local_descriptor_frequencies=-1)
+    with pytest.raises(ValueError, match="local_descriptor_width: expected a positive width, got 0"):
+        GeoTransformerConfig(**common, local_descriptor_shells=[1.0], local_descriptor_width=0.0)
+    with pytest.raises(
+        ValueError, match=r"local_descriptor_weight: expected None or a feature index in \[0, 1\)"
+    ):
+        GeoTransformerConfig(**common, local_descriptor_shells=[1.0], local_descriptor_weight=1)
 
 
 def test_distance_basis_stays_out_of_the_subnormal_range():

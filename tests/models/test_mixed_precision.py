@@ -126,19 +126,26 @@ def test_nbody_model_trains_under_cuda_autocast(phase, half, dynamics):
     assert relative_error(out.predictions, reference) < RELATIVE_ERROR[half]
 
 
+@pytest.mark.parametrize("descriptors", [False, True], ids=["distances", "descriptors"])
 @pytest.mark.parametrize("half", HALF, ids=["bf16", "fp16"])
-def test_planar_digits_model_trains_under_cuda_autocast(half):
-    """Pixels as planar points with pairwise-distance biases (the digits benchmark's planar model): the
-    angles, radii and radial functions are read in float32 whatever the policy."""
+def test_planar_digits_model_trains_under_cuda_autocast(half, descriptors):
+    """Pixels as planar points with pairwise-distance biases (the digits benchmark's planar model), and
+    with local descriptors: the angles, radii, radial functions and descriptors are read in float32
+    whatever the policy."""
     from tests.models.test_equivariant_heads import planar_model
 
     torch.manual_seed(0)
-    model = planar_model("origin", torch.float32).train()
+    model = planar_model("origin", torch.float32, descriptors=descriptors).train()
     gen = torch.Generator().manual_seed(0)
     pixels = 3 * torch.randn(4, 6, 2, generator=gen)
     batch = {"features": torch.rand(4, 6, 1, generator=gen), "positions": pixels,
              "attention_mask": torch.tensor([[1] * 6] * 3 + [[1] * 4 + [0] * 2])}  # fmt: skip
     reference = model(**batch).logits
+    if descriptors:  # the descriptors ignore the policy: float32, bit for bit
+        args = ({"angle": pixels}, batch["features"], batch["attention_mask"].bool())
+        eager = model.model._local_descriptors(*args)
+        with cuda_autocast_policy(half):
+            assert torch.equal(model.model._local_descriptors(*args), eager)
     out = half_step(model, batch, torch.tensor([0, 1, 2, 3]), half)
     assert relative_error(out.logits, reference) < RELATIVE_ERROR[half]
 

@@ -297,15 +297,34 @@ def test_the_runner_writes_every_benchmark_and_the_report_in_quick_mode(tmp_path
     assert geo["planar_size"] == planar["labels"]["size"] == "planar_h32x2"
     assert planar["overrides"]["planar_points"] and planar["overrides"]["distance_bias"] == 8
     assert planar["overrides"]["in_range_augmentation"] == "phase2"
-    # the headline: per data seed and size, the better of the two augmented models on validation
-    chosen = planar if planar["validation"] > augmented["validation"] else augmented
+    # the headline: per data seed and size, the best of the augmented models on validation (angles,
+    # planar points, planar points with local descriptors; the earlier on a tie)
+    (described,) = geo["descriptors"]
+    chosen = augmented
+    for candidate in (planar, described):
+        chosen = candidate if candidate["validation"] > chosen["validation"] else chosen
     expected_margin = 100 * chosen["test"] - best_baseline
     assert summary["digits_geo_min_margin_points"] == pytest.approx(expected_margin)
     assert summary["digits_geo_min_margin_points_by_cell"] == {"rotated_45": pytest.approx(expected_margin)}
     assert summary["digits_geo_margin_methods"] == {"rotated_45": "selected_on_validation"}
     assert "Pixels as planar points" in (tmp_path / "PUBLISHED_quick.md").read_text()
-    (upright,) = geo["upright"]  # the control: no rotation, the planar model's size
+    upright, upright_free, upright_described = geo["upright"]  # the control: no rotation, the planar size
+    assert (
+        upright_described["overrides"]["local_descriptor_shells"]
+        and upright_described["overrides"]["rotation_range"] == 0.0
+    )
     assert upright["overrides"]["rotation_range"] == 0.0 and upright["labels"]["size"] == geo["planar_size"]
+    assert (
+        upright_free["overrides"]["rotation_range"] == 0.0
+        and upright_free["labels"]["method"] == "planar_free"
+    )
+    (free,) = geo["free"]  # the same model with no symmetry prior at +-45 degrees
+    # the planar model with local descriptors, +-45 degrees
+    assert (
+        described["overrides"]["local_descriptor_shells"]
+        and described["labels"]["size"] == geo["planar_size"]
+    )
+    assert free["overrides"]["phase1_constraint"] == "free" and free["overrides"]["rotation_range"] == 45.0
     assert sorted(r["method"] for r in geo["upright_baselines"]) == ["cnn", "rbf_svm"]
     assert "The upright control" in (tmp_path / "PUBLISHED_quick.md").read_text()
     assert "size, chosen on validation" in (tmp_path / "PUBLISHED_quick.md").read_text()
@@ -329,6 +348,44 @@ def test_the_model_chosen_on_validation_is_the_better_of_the_two_per_run():
     result = {"final": [], "schedules": [], "augmented": augmented, "planar": planar}
     mean, _ = digits_geo.summary(result)["rotated_45"]["50"]["selected_on_validation"]
     assert mean == pytest.approx(100 * (0.7 + 0.6 + 0.5) / 3)
+    # with the descriptor model where it ran: the best of three on validation, the earlier on a tie
+    descriptors = [run("planar_descriptors", 0, 0.9, 0.4), run("planar_descriptors", 1, 0.7, 1.0),
+                   run("planar_descriptors", 3, 1.0, 1.0)]  # fmt: skip
+    chosen = digits_geo.selected_on_validation(augmented, planar, descriptors)
+    assert [r["chosen"] for r in chosen] == ["planar_descriptors", "planar_augmented", "two_phase_augmented"]
+    assert [r["test"] for r in chosen] == [0.4, 0.6, 0.5]  # seed 3 has no angle run: not selected
+    summary = digits_geo.summary({**result, "descriptors": descriptors})["rotated_45"]["50"]
+    assert summary["planar_descriptors"][0] == pytest.approx(100 * 2.4 / 3)
+    assert summary["selected_on_validation"][0] == pytest.approx(100 * 1.5 / 3)
+
+
+def test_the_baselines_see_the_geo_transformers_split_and_drop_rows_of_another(tmp_path):
+    """Per data seed the baselines train, validate and test on the very images, rotations and labels of
+    the geo transformer's run of that cell; cached rows from another split are not reused."""
+    import json
+
+    from benchmarks.experiments.runner import build_config
+    from benchmarks.published import digits, digits_geo
+    from train.tasks import RotatedDigits
+
+    cell = digits.load_cell(45.0, 0, 50, 2)
+    run = digits_geo.spec("rotated_45", 50, "planar_h32x4", "planar_augmented", 2, data_seed=2)
+    config = build_config(run, str(tmp_path / "run"))
+    assert config.data.test_fraction == digits.TEST_FRACTION
+    splits = RotatedDigits(config.data).build()
+    for name in ("train", "validation", "test"):
+        split = splits[name].with_format("torch")[:]
+        assert torch.equal(split["labels"], cell[name]["labels"])
+        torch.testing.assert_close(split["rotation"].double(), cell[name]["rotation"])
+    cache = tmp_path / "rows.jsonl"
+    stale = {"cell": "rotated_45", "train_size": 50, "method": "rbf_svm", "data_seed": 0, "test": 2.0}
+    cache.write_text(json.dumps(stale) + "\n")  # no test_fraction: the split before it was recorded
+    (row,) = digits.run(data_seeds=1, sizes=(50,), cells={"rotated_45": (45.0, 0)}, cache=cache,
+                        log=lambda r: None, methods=("rbf_svm",))  # fmt: skip
+    assert row["test_fraction"] == digits.TEST_FRACTION and 0 < row["test"] <= 1
+    again = digits.run(data_seeds=[0], sizes=(50,), cells={"rotated_45": (45.0, 0)}, cache=cache,
+                       log=lambda r: None, methods=("rbf_svm",))  # fmt: skip
+    assert again == [row] and len(cache.read_text().splitlines()) == 2  # reused, not refitted
 
 
 def test_digits_geo_specs_are_valid_configs_and_the_size_is_chosen_on_validation(tmp_path):
@@ -362,21 +419,37 @@ def test_the_upright_control_turns_nothing_and_sits_beside_the_45_degree_cell(tm
     assert config.data.planar_points and config.data.data_seed == 3 and config.training.seed == 3
     turned = digits_geo.spec("rotated_45", 50, "planar_h32x4", "planar_augmented", 3, data_seed=3)
     assert upright.key != turned.key and upright.labels == {**turned.labels, "cell": "upright"}
+    # the control without a symmetry prior: one free phase with both phases' steps, augmented throughout
+    free = build_config(digits_geo.upright_spec("planar_h32x4", 3, method="planar_free"), str(tmp_path))
+    assert free.training.phase1_constraint == "free" and free.training.phase2 == "none"
+    assert free.training.phase1_steps == 2 * digits_geo.PHASE_STEPS and free.data.rotation_range == 0.0
+    assert free.training.in_range_augmentation == "all" and free.data.planar_points
 
-    def run(method, test):
-        return {"labels": {"cell": "upright", "train_size": 50, "method": method}, "test": test}
+    def run(method, test, cell="upright"):
+        return {"labels": {"cell": cell, "train_size": 50, "method": method}, "test": test}
 
-    result = {"upright": [run("planar_augmented", 0.6), run("planar_augmented", 0.7)],
+    planar = [run("planar_augmented", 0.6), run("planar_augmented", 0.7)]
+    result = {"upright": [*planar, run("planar_free", 0.66)],
+              "free": [run("planar_free", 0.64, "rotated_45"), run("planar_free", 0.68, "rotated_45")],
               "upright_baselines": [{"method": "cnn", "test": 0.8}, {"method": "cnn", "test": 0.9},
                                     {"method": "rbf_svm", "test": 0.85}]}  # fmt: skip
     methods = upright_methods(result)
     assert methods["planar_augmented"] == pytest.approx((65.0, 5.0))  # population std, as every table
     assert methods["cnn"] == pytest.approx((85.0, 5.0)) and methods["rbf_svm"] == pytest.approx((85.0, 0.0))
+    assert methods["planar_free"] == pytest.approx((66.0, 0.0))
+    assert upright_methods(result, "free") == {"planar_free": pytest.approx((66.0, 2.0))}  # no baselines
     baselines = {"rotated_45": {"50": {"cnn_aug": (76.5, 1.8), "cnn": (62.1, 4.3)}}}
     geo = {"rotated_45": {"50": {"planar_augmented": (65.4, 6.8)}}}
     table = upright_section(result, baselines, geo)
-    assert "| upright | 85.0 ± 0.0 | 85.0 ± 5.0 |  | 65.0 ± 5.0 |" in table
-    assert "| rotated_45 (±45°) |  | 62.1 ± 4.3 | 76.5 ± 1.8 | 65.4 ± 6.8 |" in table
+    assert "| upright | 85.0 ± 0.0 | 85.0 ± 5.0 |  | 65.0 ± 5.0 | 66.0 ± 0.0 |  |" in table
+    assert "| rotated_45 (±45°) |  | 62.1 ± 4.3 | 76.5 ± 1.8 | 65.4 ± 6.8 | 66.0 ± 2.0 |  |" in table
+    result["upright"].append(run("planar_descriptors", 0.8))  # the descriptor model, beside the others
+    geo["rotated_45"]["50"]["planar_descriptors"] = (74.4, 4.3)
+    table = upright_section(result, baselines, geo)
+    assert "| upright | 85.0 ± 0.0 | 85.0 ± 5.0 |  | 65.0 ± 5.0 | 66.0 ± 0.0 | 80.0 ± 0.0 |" in table
+    assert (
+        "| rotated_45 (±45°) |  | 62.1 ± 4.3 | 76.5 ± 1.8 | 65.4 ± 6.8 | 66.0 ± 2.0 | 74.4 ± 4.3 |" in table
+    )
     assert upright_section({"upright": []}, baselines, geo) == []  # the control has not run
     with pytest.raises(ValueError, match=r"methods: unknown \['cnn_augmented'\]"):
         digits.run(data_seeds=1, sizes=(50,), methods=("cnn", "cnn_augmented"))

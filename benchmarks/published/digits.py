@@ -2,11 +2,12 @@
 point clouds, rasterised to an image.
 
 The data are the ``rotated_digits`` task's (the same images, rotations, splits and labels, by its
-``data_seed``): each lit pixel of scikit-learn's 8x8 digits is a point at radius r and angle theta,
-rotated by the example's angle. Here the points are splatted onto a 16 x 16 grid covering [-6, 6]^2
-(pixel pitch 0.75 of the original pixel), weighted by intensity: bilinearly for the CNN, and for the
-SVM bilinearly or as Gaussians, whichever validation prefers (a bilinear splat leaves holes between
-rotated pixels, which cost the SVM 2-5 points at 50-300 images).
+``data_seed``, with the geo transformer's split: `TEST_FRACTION` of the images held out for test, as
+in ``configs/experiments/digits.yaml``): each lit pixel of scikit-learn's 8x8 digits is a point at
+radius r and angle theta, rotated by the example's angle. Here the points are splatted onto a 16 x 16
+grid covering [-6, 6]^2 (pixel pitch 0.75 of the original pixel), weighted by intensity: bilinearly for
+the CNN, and for the SVM bilinearly or as Gaussians, whichever validation prefers (a bilinear splat
+leaves holes between rotated pixels, which cost the SVM 2-5 points at 50-300 images).
 
 * SVM: scikit-learn's ``SVC`` with the RBF kernel on the flattened images, the splat, C and gamma
   chosen on the validation split from a grid (bilinear or Gaussian of width 0.5 .. 1 pixel, C in 1 ..
@@ -24,13 +25,20 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 GRID, EXTENT = 16, 6.0
+# the geo transformer's test split (its runs' base config), so that both see the same images per data seed
+TEST_FRACTION = yaml.safe_load(
+    (Path(__file__).resolve().parents[2] / "configs" / "experiments" / "digits.yaml").read_text()
+)["data"]["test_fraction"]
 # the SVM's splats, chosen on validation: bilinear (None) or Gaussians of these widths; the CNN's are
 # bilinear, which served it best (a Gaussian of width 0.75 cost it 10 points at 50 images)
 SPLATS = (None, 0.5, 0.75, 1.0)
@@ -80,14 +88,15 @@ def _gaussian_splats(features, angles, mask, extra_rotation, sigma: float) -> to
 
 
 def load_cell(range_deg: float, tilt_digits: int, train_size: int, data_seed: int = 0) -> dict:
-    """The task's splits as tensors (features, angles, mask, labels, rotation, digit)."""
+    """The task's splits as tensors (features, angles, mask, labels, rotation, digit), held out as the
+    geo transformer's runs hold them out (`TEST_FRACTION`)."""
     from train.tasks import RotatedDigits
 
-    task = RotatedDigits(
-        RotatedDigits.Options(
-            rotation_range=range_deg, train_size=train_size, tilt_digits=tilt_digits, data_seed=data_seed
-        )
-    )
+    options = RotatedDigits.Options(
+        rotation_range=range_deg, train_size=train_size, tilt_digits=tilt_digits, data_seed=data_seed,
+        test_fraction=TEST_FRACTION,
+    )  # fmt: skip
+    task = RotatedDigits(options)
     splits = task.build()
     out = {}
     for name, split in splits.items():
@@ -204,7 +213,7 @@ METHODS = ("rbf_svm", "cnn", "cnn_aug")
 
 
 def run(
-    data_seeds: int = 5,
+    data_seeds: int | Sequence[int] = 5,
     sizes=TRAIN_SIZES,
     cells=CELLS,
     epochs: int = 200,
@@ -212,10 +221,10 @@ def run(
     log=print,
     methods=METHODS,
 ) -> list[dict]:
-    """Every cell x size x data seed (the task's ``data_seed``: the split and the rotations): the SVM,
-    and the CNN with and without augmentation (initialised from the same seed). Rows already in the
-    JSON-lines file ``cache`` are kept; new ones are appended, so a run cut short resumes. ``methods``
-    picks among `METHODS`."""
+    """Every cell x size x data seed (the task's ``data_seed``: the split and the rotations;
+    ``data_seeds``, the first n or the seeds themselves): the SVM, and the CNN with and without
+    augmentation (initialised from the same seed). Rows already in the JSON-lines file ``cache`` are
+    kept; new ones are appended, so a run cut short resumes. ``methods`` picks among `METHODS`."""
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"methods: unknown {unknown}; expected some of {list(METHODS)}")
@@ -223,9 +232,11 @@ def run(
     if cache is not None and cache.is_file():
         for line in cache.read_text().splitlines():
             row = json.loads(line)
-            done[row["cell"], row["train_size"], row["method"], row["data_seed"]] = row
+            if row.get("test_fraction") == TEST_FRACTION:  # a row on another split is not this protocol's
+                done[row["cell"], row["train_size"], row["method"], row["data_seed"]] = row
     rows = []
-    for data_seed in range(data_seeds):  # seed by seed: a run cut short keeps whole seeds
+    seeds = range(data_seeds) if isinstance(data_seeds, int) else data_seeds
+    for data_seed in seeds:  # seed by seed: a run cut short keeps whole seeds
         for name, (range_deg, tilt) in cells.items():
             for size in sizes:
                 cell = None
@@ -237,7 +248,8 @@ def run(
                             result = fit_svm(cell)
                         else:
                             result = fit_cnn(cell, augment=method == "cnn_aug", seed=data_seed, epochs=epochs)
-                        labels = {"cell": name, "train_size": size, "method": method, "data_seed": data_seed}
+                        labels = {"cell": name, "train_size": size, "method": method, "data_seed": data_seed,
+                                  "test_fraction": TEST_FRACTION}  # fmt: skip
                         done[key] = {**labels, **result}
                         if cache is not None:
                             with cache.open("a") as file:

@@ -25,23 +25,38 @@ benchmark picks up where it stopped.
   the pairwise pixel distances biasing every head (``distance_bias``), and in-range augmentation in phase
   II. Its depth (`PLANAR_SIZES`) is chosen on validation (seed 100, +-45 degrees, 300 images, the
   method itself), then it runs on ``PLANAR_CELLS`` (+-45 degrees and the full circle, with that depth)
-  at every size over data seeds 0-4. For each cell, data seed and size, ``selected_on_validation``
-  keeps whichever of the two augmented models (angles or planar points) has the better validation
-  accuracy.
+  at every size over data seeds 0-4.
+* Local descriptors (``planar_descriptors``): the planar model (same depth, in-range augmentation in
+  phase II) with each pixel's neighbourhood as invariant inputs (``local_descriptor_shells``: the
+  power spectrum over shells at the grid's six shortest distances and circular harmonics up to
+  frequency 3, neighbours weighed by intensity; one setting, not tuned) on +-45 degrees at every size
+  over data seeds 0-4, and in the upright control. For each cell, data seed and size,
+  ``selected_on_validation`` keeps whichever of the augmented models (angles, planar points, and
+  descriptors where they ran) has the best validation accuracy.
 * The upright control (``UPRIGHT_CELL``): the planar model and the baselines at 50 images with no rotation
   at all, over the same data seeds. It separates what the rotations cost each model from what the model
-  itself costs at this size.
+  itself costs at this size. The same model trained free from the first step (``planar_free``: no
+  equivariant phase, in-range augmentation throughout, the two phases' steps in one) runs upright and at
+  +-45 degrees: it separates what the symmetry prior costs from what the architecture costs. The planar
+  model with local descriptors (below) runs upright too.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 
 from benchmarks.experiments.runner import read_cache, run_specs
 from benchmarks.experiments.suites import Spec
 from benchmarks.published import digits
-from benchmarks.published.report import SELECTED_METHOD
+from benchmarks.published.report import (
+    AUGMENTED_METHOD,
+    DESCRIPTOR_METHOD,
+    FREE_METHOD,
+    PLANAR_METHOD,
+    SELECTED_METHOD,
+)
 
 PHASE_STEPS, PATIENCE = 3000, 10
 TUNING_SEED, SEEDS = 100, (0, 1, 2)
@@ -60,6 +75,10 @@ PLANAR = {  # pixels as points about the image centre; radial functions every pi
     "planar_points": True, "point_attributes": ["angle"], "point_origin": "origin", "distance_bias": 8,
     "distance_bias_max": 7.0,
 }  # fmt: skip
+DESCRIPTORS = {  # each pixel's neighbourhood: power spectrum over the grid's six shortest distances
+    "local_descriptor_shells": [1.0, math.sqrt(2), 2.0, math.sqrt(5), math.sqrt(8), 3.0],
+    "local_descriptor_frequencies": 3, "local_descriptor_width": 0.2, "local_descriptor_weight": 0,
+}  # fmt: skip
 PLANAR_SIZES = {
     f"planar_h32x{depth}": {**SIZES["h32x2_regularised"], **PLANAR, "num_hidden_layers": depth}
     for depth in (2, 3, 4, 6)
@@ -70,17 +89,27 @@ SCHEDULES = {  # method: overrides on top of the common ones (two_phase is the l
     "two_phase": {},
     "two_phase_augmented": {"in_range_augmentation": "phase2"},  # weak equivariance by data in phase II
     "planar_augmented": {"in_range_augmentation": "phase2"},  # with a planar size (PLANAR_SIZES)
+    DESCRIPTOR_METHOD: {"in_range_augmentation": "phase2", **DESCRIPTORS},  # planar, with local descriptors
+    FREE_METHOD: {  # the control: the planar model with no symmetry prior, augmented from the start
+        "phase1_constraint": "free",
+        "phase2": "none",
+        "phase1_steps": 2 * PHASE_STEPS,
+        "in_range_augmentation": "all",
+    },
     "unconstrained": {"phase1_constraint": "free", "phase2": "none", "phase1_steps": 2 * PHASE_STEPS},
     "adaptive": {"switch_patience": 4},  # phase I ends after 200 steps without a better validation
     "scalar_identity": {"phase1_constraint": "scalar_identity"},
 }
 SCHEDULE_CELLS = {"tilt_45": (0, 1, 2)}  # cell at 300 images: seeds
+FREE_METHODS = ("unconstrained", FREE_METHOD)  # one phase: both phases' steps in phase I
 SCHEDULE_METHODS = ("unconstrained", "adaptive")  # the scalar identity: the experiments' schedules suite
 QUICK = {"phase1_steps": 8, "phase2_steps": 4, "eval_steps": 4, "early_stopping_patience": 2}
 
 
 AUGMENTED_CELLS, DATA_SEEDS = ("rotated_45", "full_circle", "tilt_45"), (0, 1, 2, 3, 4)  # every data seed
 UPRIGHT_CELL, UPRIGHT_SIZE = "upright", 50  # the control: rotation_range 0, baselines and planar model
+PLANAR_METHODS = (PLANAR_METHOD, DESCRIPTOR_METHOD, FREE_METHOD)  # they need a planar size
+CONTROL_METHODS = (PLANAR_METHOD, FREE_METHOD, DESCRIPTOR_METHOD)  # the planar model three ways
 
 
 def spec(
@@ -96,20 +125,30 @@ def spec(
     }  # fmt: skip
     if quick:
         overrides.update(QUICK, switch_patience=min(overrides.get("switch_patience", 0), 1))
-        if method == "unconstrained":  # both phases' steps in one, as in the full run
+        if method in FREE_METHODS:  # both phases' steps in one, as in the full run
             overrides["phase1_steps"] = QUICK["phase1_steps"] + QUICK["phase2_steps"]
     labels = {"cell": cell, "train_size": train_size, "size": size, "method": method, "seed": seed,
               "data_seed": data_seed}  # fmt: skip
     return Spec("digits_geo", "digits", labels, overrides)
 
 
-def upright_spec(size: str, data_seed: int, quick: bool = False) -> Spec:
-    """The planar model (``size``) at `UPRIGHT_SIZE` images with no rotation (in-range augmentation is then
-    the identity), labelled `UPRIGHT_CELL`."""
-    upright = spec("rotated_45", UPRIGHT_SIZE, size, "planar_augmented", data_seed, quick, data_seed)
+def upright_spec(size: str, data_seed: int, quick: bool = False, method: str = "planar_augmented") -> Spec:
+    """The planar model (``size``, trained by ``method``) at `UPRIGHT_SIZE` images with no rotation
+    (in-range augmentation is then the identity), labelled `UPRIGHT_CELL`."""
+    upright = spec("rotated_45", UPRIGHT_SIZE, size, method, data_seed, quick, data_seed)
     upright.overrides["rotation_range"] = 0.0
     upright.labels["cell"] = UPRIGHT_CELL
     return upright
+
+
+def descriptor_specs(size: str, quick: bool = False) -> list[Spec]:
+    """The planar model with local descriptors (`DESCRIPTOR_METHOD`) on the +-45 degree cell, size by
+    size over the data seeds (a run cut short keeps whole sizes)."""
+    return [
+        spec(PLANAR_CELLS[0], n, size, DESCRIPTOR_METHOD, data_seed, quick, data_seed)
+        for n in ((50,) if quick else digits.TRAIN_SIZES)
+        for data_seed in ((0,) if quick else DATA_SEEDS)
+    ]
 
 
 def _records(runs_file: Path, specs: list[Spec]) -> list[dict]:
@@ -142,7 +181,7 @@ def run(runs_file: Path, jobs: int = 2, quick: bool = False, sizes=SIZES) -> dic
         spec(c, 50 if quick else 300, chosen, m, seed, quick)
         for c, seeds in ((("tilt_45", (0,)),) if quick else SCHEDULE_CELLS.items())
         for m in (SCHEDULES if quick else SCHEDULE_METHODS)
-        if m not in ("two_phase", "two_phase_augmented", "planar_augmented")
+        if m not in ("two_phase", "two_phase_augmented", *PLANAR_METHODS)
         for seed in seeds
     ]
     augmented = [  # the model seed follows the data seed, as the baselines' CNN; cell by cell
@@ -169,8 +208,13 @@ def run(runs_file: Path, jobs: int = 2, quick: bool = False, sizes=SIZES) -> dic
         for data_seed in ((0,) if quick else DATA_SEEDS)
         for n in ((50,) if quick else digits.TRAIN_SIZES)
     ]
-    upright = [upright_spec(planar_size, data_seed, quick) for data_seed in ((0,) if quick else DATA_SEEDS)]
-    failures += run_specs(planar + upright, runs_file, jobs)
+    control_seeds = (0,) if quick else DATA_SEEDS
+    upright = [upright_spec(planar_size, data_seed, quick, method)
+               for method in CONTROL_METHODS for data_seed in control_seeds]  # fmt: skip
+    free = [spec(PLANAR_CELLS[0], UPRIGHT_SIZE, planar_size, "planar_free", data_seed, quick, data_seed)
+            for data_seed in control_seeds]  # fmt: skip
+    failures += run_specs(planar + upright + free, runs_file, jobs)
+    failures += run_specs(descriptor_specs(planar_size, quick), runs_file, jobs)
     upright_baselines = digits.run(
         data_seeds=1 if quick else len(DATA_SEEDS), sizes=(UPRIGHT_SIZE,), cells={UPRIGHT_CELL: (0.0, 0)},
         epochs=2 if quick else 200, cache=runs_file.parent / "upright_baselines.jsonl", log=lambda row: None,
@@ -191,25 +235,31 @@ def run(runs_file: Path, jobs: int = 2, quick: bool = False, sizes=SIZES) -> dic
         "planar_tuning": planar_tuning_records,
         "planar": _records(runs_file, planar),
         "upright": _records(runs_file, upright),
+        "free": _records(runs_file, free),
+        "descriptors": _records(runs_file, descriptor_specs(planar_size, quick)),
         "upright_baselines": upright_baselines,
     }
 
 
-def selected_on_validation(augmented: list[dict], planar: list[dict]) -> list[dict]:
-    """Per cell, training size and data seed, the run of the two augmented models (angles, planar points)
-    with the better validation accuracy (angles on a tie), labelled `SELECTED_METHOD`, with the model
-    it chose as ``chosen``: a choice a user makes without the test split."""
-    by_run = {}
-    for r in augmented:
+def selected_on_validation(
+    augmented: list[dict], planar: list[dict], descriptors: list[dict] = ()
+) -> list[dict]:
+    """Per cell, training size and data seed where the angle and planar models both ran, the run of the
+    augmented models (angles, planar points, and planar points with local descriptors where they ran)
+    with the best validation accuracy (the earlier in that order on a tie), labelled `SELECTED_METHOD`,
+    with the model it chose as ``chosen``: a choice a user makes without the test split."""
+    by_run: dict[tuple, list[dict]] = {}
+    for r in [*augmented, *planar, *descriptors]:
         labels = r["labels"]
-        by_run[(labels["cell"], labels["train_size"], labels["data_seed"])] = r
+        by_run.setdefault((labels["cell"], labels["train_size"], labels["data_seed"]), []).append(r)
     out = []
-    for r in planar:
-        labels = r["labels"]
-        angles = by_run.get((labels["cell"], labels["train_size"], labels["data_seed"]))
-        if angles is None:
+    for runs in by_run.values():
+        methods = {r["labels"]["method"] for r in runs}
+        if not {AUGMENTED_METHOD, PLANAR_METHOD} <= methods:
             continue
-        best = r if r["validation"] > angles["validation"] else angles
+        best = runs[0]
+        for r in runs[1:]:
+            best = r if r["validation"] > best["validation"] else best
         out.append({**best, "labels": {**best["labels"], "method": SELECTED_METHOD},
                     "chosen": best["labels"]["method"]})  # fmt: skip
     return out
@@ -221,6 +271,7 @@ def summary(result: dict) -> dict:
     runs over data seeds (angles, planar points, and the one of the two chosen on validation), as
     `digits.summary`."""
     augmented, planar = result.get("augmented", []), result.get("planar", [])
-    runs = [*result["final"], *result["schedules"], *augmented, *planar]
-    runs += selected_on_validation(augmented, planar)
+    descriptors = result.get("descriptors", [])
+    runs = [*result["final"], *result["schedules"], *augmented, *planar, *descriptors]
+    runs += selected_on_validation(augmented, planar, descriptors)
     return digits.summary([{**r["labels"], "test": r["test"]} for r in runs])

@@ -73,6 +73,8 @@ def digits_margins(baselines: dict, geo: dict) -> list[dict]:
 
 AUGMENTED_METHOD = "two_phase_augmented"  # run over the baselines' data seeds on every cell
 PLANAR_METHOD = "planar_augmented"  # pixels as planar points with pairwise distances
+DESCRIPTOR_METHOD = "planar_descriptors"  # the planar model with local descriptors of each pixel
+FREE_METHOD = "planar_free"  # the same model with no equivariant phase (the control)
 # per data seed and size, the better of the two on validation: where it ran, the headline digits figure
 SELECTED_METHOD = "selected_on_validation"
 TARGET_CELL = "rotated_45"  # the cell of `digits_geo_min_margin_points`
@@ -120,27 +122,37 @@ def tuning_table(title: str, records: list[dict]) -> list[str]:
     return lines
 
 
-def planar_section(digits_geo: dict, rows: list[dict], selected: list[dict]) -> list[str]:
-    """The planar model's depth, chosen on validation, its margins over data seeds, and those of the
-    model chosen on validation per run (angles or planar points)."""
+def planar_section(
+    digits_geo: dict, rows: list[dict], selected: list[dict], described: list[dict] = ()
+) -> list[str]:
+    """The planar model's depth, chosen on validation, its margins over data seeds, those of the planar
+    model with local descriptors (``described``, where it ran), and those of the model chosen on
+    validation per run (angles, planar points, or planar points with descriptors)."""
     title = (f"### Pixels as planar points (`{PLANAR_METHOD}`, depth chosen on validation: "
              f"{digits_geo['planar_size']})")  # fmt: skip
     lines = tuning_table(title, digits_geo["planar_tuning"])
     what = ", the pixels as points about the image centre with pairwise-distance attention biases,"
     lines += ["", *augmented_section(rows, PLANAR_METHOD, what)]
+    if described:
+        what = (
+            ", the planar model with each pixel's local descriptor in its inputs (`local_descriptor_shells`),"
+        )
+        lines += augmented_section(described, DESCRIPTOR_METHOD, what)
     if not selected:
         return lines
-    what = ", per data seed and size the better on validation of angles and planar points,"
+    what = ", per data seed and size the best on validation of angles, planar points and descriptors,"
     return [*lines, *augmented_section(selected, SELECTED_METHOD, what)]
 
 
-def upright_methods(digits_geo: dict) -> dict[str, tuple[float, float]]:
+def upright_methods(digits_geo: dict, key: str = "upright") -> dict[str, tuple[float, float]]:
     """``{method: (mean, std)}`` of test accuracy in % in digits_geo's upright control (no rotation, 50
-    images): the baselines and the planar model; empty where the control has not run."""
+    images): the baselines and the planar model, with and without its symmetry prior; empty where the
+    control has not run. ``key="free"`` gives the free planar model's runs at +-45 degrees instead."""
     runs: dict[str, list[float]] = defaultdict(list)
-    for r in digits_geo.get("upright_baselines", []):
-        runs[r["method"]].append(100 * r["test"])
-    for r in digits_geo.get("upright", []):
+    if key == "upright":
+        for r in digits_geo.get("upright_baselines", []):
+            runs[r["method"]].append(100 * r["test"])
+    for r in digits_geo.get(key, []):
         runs[r["labels"]["method"]].append(100 * r["test"])
     return {method: _mean_std(values) for method, values in runs.items()}
 
@@ -152,13 +164,16 @@ def upright_section(digits_geo: dict, digits_summary: dict, geo: dict) -> list[s
     if PLANAR_METHOD not in upright:
         return []
     size = str(digits_geo["upright"][0]["labels"]["train_size"])
-    turned = {**digits_summary.get(TARGET_CELL, {}).get(size, {}), **geo.get(TARGET_CELL, {}).get(size, {})}
-    columns = ("rbf_svm", "cnn", "cnn_aug", PLANAR_METHOD)
+    turned = {**digits_summary.get(TARGET_CELL, {}).get(size, {}), **geo.get(TARGET_CELL, {}).get(size, {}),
+              **upright_methods(digits_geo, "free")}  # fmt: skip
+    columns = ("rbf_svm", "cnn", "cnn_aug", PLANAR_METHOD, FREE_METHOD, DESCRIPTOR_METHOD)
     lines = [f"### The upright control ({size} images, no rotation)", "",
              "Test accuracy (%), mean ± std over the same data seeds. The CNN's augmentation has nothing to "
-             "turn upright, so it has no upright figure.", "",
-             "| digits | SVM | CNN | CNN + aug | geo-pe planar points |",
-             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+             f"turn upright, so it has no upright figure. `{FREE_METHOD}` is the planar model trained free "
+             "from the first step, with in-range augmentation throughout: no symmetry prior at all.", "",
+             "| digits | SVM | CNN | CNN + aug | geo-pe planar points | the same, free (no prior) "
+             "| the same, with local descriptors |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for name, methods in (("upright", upright), (f"{TARGET_CELL} (±45°)", turned)):
         figures = [_accuracy(methods[m]) if m in methods else "" for m in columns]
         lines.append(f"| {name} | {' | '.join(figures)} |")
@@ -620,6 +635,7 @@ def write_report(folder: Path, suffix: str = "", results: Path = RESULTS) -> dic
         lines += digits_section(digits, digits_geo, geo, margins)
         augmented = augmented_margins(digits["summary"], geo)
         planar = augmented_margins(digits["summary"], geo, PLANAR_METHOD)
+        described = augmented_margins(digits["summary"], geo, DESCRIPTOR_METHOD)
         selected = augmented_margins(digits["summary"], geo, SELECTED_METHOD)
         selected_cells = {m["cell"] for m in selected}
         headline = selected + [m for m in augmented if m["cell"] not in selected_cells]
@@ -637,7 +653,7 @@ def write_report(folder: Path, suffix: str = "", results: Path = RESULTS) -> dic
         if augmented:
             lines += augmented_section(augmented)
         if planar:
-            lines += planar_section(digits_geo, planar, selected)
+            lines += planar_section(digits_geo, planar, selected, described)
         if digits_geo is not None:
             lines += upright_section(digits_geo, digits["summary"], geo)
     if shipped is not None:

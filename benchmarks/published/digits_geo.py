@@ -90,16 +90,12 @@ SCHEDULES = {  # method: overrides on top of the common ones (two_phase is the l
     "two_phase_augmented": {"in_range_augmentation": "phase2"},  # weak equivariance by data in phase II
     "planar_augmented": {"in_range_augmentation": "phase2"},  # with a planar size (PLANAR_SIZES)
     DESCRIPTOR_METHOD: {"in_range_augmentation": "phase2", **DESCRIPTORS},  # planar, with local descriptors
-    FREE_METHOD: {  # the control: the planar model with no symmetry prior, augmented from the start
-        "phase1_constraint": "free",
-        "phase2": "none",
-        "phase1_steps": 2 * PHASE_STEPS,
-        "in_range_augmentation": "all",
-    },
     "unconstrained": {"phase1_constraint": "free", "phase2": "none", "phase1_steps": 2 * PHASE_STEPS},
     "adaptive": {"switch_patience": 4},  # phase I ends after 200 steps without a better validation
     "scalar_identity": {"phase1_constraint": "scalar_identity"},
 }
+# the control: the planar model unconstrained (no symmetry prior), augmented from the first step
+SCHEDULES[FREE_METHOD] = {**SCHEDULES["unconstrained"], "in_range_augmentation": "all"}
 SCHEDULE_CELLS = {"tilt_45": (0, 1, 2)}  # cell at 300 images: seeds
 FREE_METHODS = ("unconstrained", FREE_METHOD)  # one phase: both phases' steps in phase I
 SCHEDULE_METHODS = ("unconstrained", "adaptive")  # the scalar identity: the experiments' schedules suite
@@ -108,7 +104,6 @@ QUICK = {"phase1_steps": 8, "phase2_steps": 4, "eval_steps": 4, "early_stopping_
 
 AUGMENTED_CELLS, DATA_SEEDS = ("rotated_45", "full_circle", "tilt_45"), (0, 1, 2, 3, 4)  # every data seed
 UPRIGHT_CELL, UPRIGHT_SIZE = "upright", 50  # the control: rotation_range 0, baselines and planar model
-PLANAR_METHODS = (PLANAR_METHOD, DESCRIPTOR_METHOD, FREE_METHOD)  # they need a planar size
 CONTROL_METHODS = (PLANAR_METHOD, FREE_METHOD, DESCRIPTOR_METHOD)  # the planar model three ways
 
 
@@ -181,7 +176,7 @@ def run(runs_file: Path, jobs: int = 2, quick: bool = False, sizes=SIZES) -> dic
         spec(c, 50 if quick else 300, chosen, m, seed, quick)
         for c, seeds in ((("tilt_45", (0,)),) if quick else SCHEDULE_CELLS.items())
         for m in (SCHEDULES if quick else SCHEDULE_METHODS)
-        if m not in ("two_phase", "two_phase_augmented", *PLANAR_METHODS)
+        if m not in ("two_phase", "two_phase_augmented", *CONTROL_METHODS)  # those need a planar size
         for seed in seeds
     ]
     augmented = [  # the model seed follows the data seed, as the baselines' CNN; cell by cell
